@@ -1,0 +1,47 @@
+"""The sweeper's config: `hydra/sweeper=lrsweep`. Keys follow hydra-optuna-sweeper's where they
+mean the same thing (sampler, direction, storage, study_name, n_trials, n_jobs, params,
+max_failure_rate), so its users feel at home."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class LrSweepConf:
+    _target_: str = "hydra_plugins.lrsweep_sweeper.sweeper.LrSweeper"
+    # Search space, in Hydra's override grammar: choice(...), range(...), interval(a, b),
+    # tag(log, interval(a, b)) (`points` values, numpy.logspace), or a plain list (a choice).
+    # Axes from the command line (`seed=0,1,2`) join them. The grid is their product.
+    params: dict[str, Any] = field(default_factory=dict)
+    points: int = 10  # values per interval axis
+    # Only the grid: lrsweep enumerates it itself (exactly once, resumable). null or
+    # {_target_: optuna.samplers.GridSampler} are accepted; adaptive samplers are not.
+    sampler: Any = None
+    direction: str = "maximize"
+    storage: str | None = None  # any SQLAlchemy URL; sqlite:///path for a local file
+    study_name: str | None = None
+    metric_name: str | None = None  # shown by optuna-dashboard
+    n_trials: int | None = None  # most trials this run launches; null = the rest of the grid
+    n_jobs: int = 1  # trials per launched batch: match hydra.launcher.n_jobs
+    # Abort when more than this fraction of launched jobs raised. Diverged trials return a value:
+    # they are not failures.
+    max_failure_rate: float = 0.0
+    # Dotted path of a function called with the first job's composed config before the study is
+    # touched; raise ValueError for bad input.
+    check: str | None = None
+    # Job config keys recorded in the study (user attr `config`): reusing a study for an
+    # experiment that differs in any of them is refused.
+    identity_keys: list[str] = field(default_factory=list)
+    trial_key: str = "trial"  # job config key that receives the trial number
+    # Crash recovery: a trial whose sweeper stopped beating for `grace_period` s is failed and
+    # its point re-queued by the next run.
+    heartbeat_interval: int = 10
+    grace_period: int | None = None  # default: 3 x heartbeat_interval
+    poll_interval: float = 2.0  # s between looks at trials running elsewhere
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="lrsweep", node=LrSweepConf, provider="lrsweep"
+)

@@ -1,0 +1,265 @@
+"""One trial: restore the shared initial weights, train at `lr` with per-batch linear warmup, score
+validation accuracy. `python -m src.train lr=0.05` runs one; `python -m src.train -m` runs the
+stage-1 sweep, one trial per grid point, through the `lrsweep` sweeper plugin.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from src.checkpoint import checkpoint_key, initial_model
+from src.data import Batches, Splits, as_splits
+from src.errors import ConfigError
+from src.study import CONF_DIR, TrialReporter
+
+SCHEDULES = ("constant", "cosine")
+METRICS = ("val_acc",)  # a diverged trial must score a finite value: 0.0 accuracy
+EVAL_BATCH_SIZE = 1024
+
+
+@dataclass
+class TrialResult:
+    val_acc: float  # 0.0 for a diverged trial (its weights are NaN: any accuracy would be noise)
+    val_loss: float  # inf for a diverged trial
+    diverged: bool
+    epochs_run: int
+    seconds: float
+    checkpoint: str
+    train_loss: list[float] = field(default_factory=list)  # per epoch
+    val_acc_curve: list[float] = field(default_factory=list)  # per epoch
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no data: run before training, and by the sweeper before the study is
+    touched. Raises ConfigError naming the key and what is allowed."""
+
+    def need(ok: bool, key: str, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is invalid: {allowed}")
+
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    need(
+        isinstance(cfg.lr, int | float) and cfg.lr > 0 and math.isfinite(cfg.lr),
+        "lr",
+        "a number > 0",
+    )
+    need(is_int(cfg.epochs) and cfg.epochs >= 1, "epochs", "an integer >= 1")
+    need(
+        is_int(cfg.warmup_epochs) and 0 <= cfg.warmup_epochs < cfg.epochs,
+        "warmup_epochs",
+        f"an integer in [0, epochs) = [0, {cfg.epochs})",
+    )
+    need(is_int(cfg.batch_size) and cfg.batch_size >= 1, "batch_size", "an integer >= 1")
+    need(cfg.schedule in SCHEDULES, "schedule", f"one of {list(SCHEDULES)}")
+    need(cfg.metric in METRICS, "metric", f"one of {list(METRICS)}")
+    need(is_int(cfg.threads) and cfg.threads >= 1, "threads", "an integer >= 1")
+    need(is_int(cfg.log_every) and cfg.log_every >= 1, "log_every", "an integer >= 1")
+    need(is_int(cfg.seed), "seed", "an integer")
+    resolve_device(cfg.device)
+    for group in ("data", "model", "optimizer"):
+        target = OmegaConf.select(cfg, f"{group}._target_")
+        try:
+            get_object(str(target))
+        except Exception:
+            raise ConfigError(
+                f"{group}._target_={target!r} cannot be imported: pick one of conf/{group}/*.yaml "
+                f"(e.g. {group}=<name>) or name an importable callable"
+            ) from None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={name!r} is invalid: auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r}: no CUDA device here; use device=auto or device=cpu")
+    return device
+
+
+def lr_at(step: int, lr: float, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """The LR of optimizer step `step` (1-based): `lr * step / warmup_steps` during warmup, then
+    constant, or a cosine from `lr` down to 0 at the last step."""
+    if step <= warmup_steps:
+        return lr * step / warmup_steps
+    if schedule == "cosine":
+        progress = (step - warmup_steps - 1) / max(1, total_steps - warmup_steps - 1)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return lr
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Batches) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over a whole split."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=batches.device)
+    loss_sum = torch.zeros((), device=batches.device)
+    for x, y in batches.epoch(0):
+        logits = model(x)
+        correct += (logits.argmax(dim=1) == y).sum()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+    return correct.item() / batches.n, loss_sum.item() / batches.n
+
+
+def fit(
+    cfg: DictConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_batches: Batches,
+    val_batches: Batches,
+    on_epoch=None,
+) -> tuple[bool, int, list[float], list[float], float]:
+    """Train for `cfg.epochs`; stop early on a non-finite loss. Returns (diverged, epochs_run,
+    train_loss per epoch, val_acc per epoch, final val_loss)."""
+    steps_per_epoch = len(train_batches)
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+    total_steps = cfg.epochs * steps_per_epoch
+    train_loss, val_acc, val_loss, step = [], [], math.inf, 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        loss_sum = torch.zeros((), device=train_batches.device)
+        for x, y in train_batches.epoch(epoch):
+            step += 1
+            lr = lr_at(step, cfg.lr, warmup_steps, total_steps, cfg.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            # NaN/inf propagates into the sum: one host sync per `log_every` steps finds it.
+            if step % cfg.log_every == 0 and not torch.isfinite(loss_sum):
+                return True, epoch + 1, train_loss, val_acc, math.inf
+        epoch_loss = loss_sum.item() / steps_per_epoch
+        if not math.isfinite(epoch_loss):
+            return True, epoch + 1, train_loss, val_acc, math.inf
+        acc, val_loss = evaluate(model, val_batches)
+        train_loss.append(epoch_loss)
+        val_acc.append(acc)
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_loss, acc)
+    return False, cfg.epochs, train_loss, val_acc, val_loss
+
+
+@functools.lru_cache(maxsize=1)
+def _load_data(data_json: str) -> Splits:
+    """Built once per process and data config: a sweep's in-process trials share it."""
+    return as_splits(instantiate(OmegaConf.create(json.loads(data_json))))
+
+
+def _build(group: str, node: DictConfig, **kwargs):
+    try:
+        return instantiate(node, **kwargs)
+    except ConfigError:
+        raise
+    except Exception as err:
+        cause = err.__cause__ or err
+        raise ConfigError(
+            f"{group}: cannot build {node.get('_target_')}: {cause}".splitlines()[0]
+        ) from None
+
+
+def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
+    """One trial, start to end. Reports to the trial `cfg.trial` of study `cfg.study.name`."""
+    check_config(cfg)
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.threads)
+    splits = _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
+
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    key = checkpoint_key(model_config, splits.input_shape, splits.num_classes, cfg.init_seed)
+    model = initial_model(
+        lambda: _build(
+            "model", cfg.model, input_shape=splits.input_shape, num_classes=splits.num_classes
+        ),
+        key,
+        cfg.checkpoint_dir,
+        cfg.init_seed,
+    ).to(device)
+    optimizer = _build("optimizer", cfg.optimizer)(model.parameters(), lr=cfg.lr)
+
+    reporter = TrialReporter(cfg.study.storage, cfg.study.name, cfg.trial)
+    loader_args = {"device": device, "num_workers": splits.num_workers}
+    train_batches = Batches(
+        splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, **loader_args
+    )
+    val_batches = Batches(splits.val, EVAL_BATCH_SIZE, shuffle=False, **loader_args)
+
+    def on_epoch(epoch: int, loss: float, acc: float) -> None:
+        reporter.report(epoch, acc)
+        if verbose:
+            print(
+                f"epoch {epoch + 1}/{cfg.epochs}  train_loss={loss:.4f}  val_acc={acc:.4f}",
+                flush=True,
+            )
+
+    torch.manual_seed(cfg.seed)
+    diverged, epochs_run, train_loss, val_acc, val_loss = fit(
+        cfg, model, optimizer, train_batches, val_batches, on_epoch
+    )
+    result = TrialResult(
+        val_acc=0.0 if diverged else val_acc[-1],
+        val_loss=val_loss,
+        diverged=diverged,
+        epochs_run=epochs_run,
+        seconds=time.perf_counter() - start,
+        checkpoint=key,
+        train_loss=train_loss,
+        val_acc_curve=val_acc,
+    )
+    reporter.set_attrs(
+        diverged=diverged,
+        epochs_run=epochs_run,
+        train_loss=train_loss,
+        val_acc=val_acc,
+        seconds=result.seconds,
+        checkpoint=key,
+        output_dir=HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None,
+    )
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float:
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        result = train(cfg, verbose=not in_sweep)
+    except ConfigError as err:
+        # In a sweep the sweeper records the error in the trial; alone, one line and exit 2.
+        if in_sweep or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if not in_sweep:
+        status = "DIVERGED (returned 0.0)" if result.diverged else f"{result.val_acc:.4f}"
+        print(f"lr={cfg.lr:g} seed={cfg.seed}: val_acc={status} ({result.seconds:.1f}s)")
+    return float(getattr(result, cfg.metric))
+
+
+if __name__ == "__main__":
+    # Run `main` from the module `src.train`, not `__main__`: process-based launchers (joblib,
+    # submitit) pickle the task function by reference and must find it by import in the worker.
+    from src.train import main as importable_main
+
+    importable_main()

@@ -1,0 +1,68 @@
+"""Bring your own data and model: a tiny example, used by the tests and shown in the README.
+
+From the repository root (`tests/` is then importable as the namespace package `tests`):
+
+    python -m src.train '~data' +data._target_=tests.byo_example.make_data \\
+        '~model' +model._target_=tests.byo_example.TinyNet lr=0.1
+
+`~data` drops the default data config (digits) together with its keys (`val_fraction`,
+`split_seed`), which `make_data` would not accept; `+data._target_=...` then names your builder, and
+`+data.<arg>=<value>` passes it arguments (e.g. `+data.n=1000`). The same goes for the model
+(`+model.hidden=32`). Quote the `~` words: zsh rejects an unquoted `~data` ("no such user"). Add
+`-m` for a sweep. To keep such a setup, write it as `conf/data/<name>.yaml` / `conf/model/<name>.yaml`
+and select it with `data=<name> model=<name>`.
+
+The contracts (see `src/data.py` and `src/models.py`): a data builder returns
+`{"train": (x, y), "val": (x, y)}` (optionally with `"num_classes"`), with `y` integer class ids; a
+model builder is called as `builder(input_shape=..., num_classes=..., **its config)` and returns an
+`nn.Module` mapping a batch of inputs to class logits. An optimizer `_target_` is called as
+`target(params, lr=<lr>, **its config)` (`RecordingSGD` below).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def make_data(
+    n: int = 200, features: int = 5, seed: int = 0
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Two Gaussian blobs (centres -1 and +1 in every feature, std 1): `n` examples, 2 balanced
+    classes, a fixed 80/20 train/val split. Same arguments, same tensors."""
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, features, generator=generator) + (2.0 * y - 1.0).unsqueeze(1)
+    order = torch.randperm(n, generator=generator)
+    x, y = x[order], y[order]
+    n_train = int(0.8 * n)
+    return {"train": (x[:n_train], y[:n_train]), "val": (x[n_train:], y[n_train:])}
+
+
+class TinyNet(nn.Module):
+    """One hidden layer of `hidden` units on the flattened input."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(math.prod(input_shape), hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that records the LR of every step in `RecordingSGD.lrs` (shared by all instances; clear
+    it before a run): `optimizer._target_=tests.byo_example.RecordingSGD`."""
+
+    lrs: list[float] = []
+
+    def step(self, closure=None):
+        RecordingSGD.lrs.append(self.param_groups[0]["lr"])
+        return super().step(closure)

@@ -1,0 +1,46 @@
+"""Shared test helpers: run the real entry points in a temporary working directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tiny but real: digits, a small MLP, 2 epochs (about 0.1 s per trial in-process).
+TINY = ["epochs=2", "warmup_epochs=1", "model.width=32", "model.depth=1", "batch_size=64"]
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    timeout: float = 240,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` in `cwd` (where `outputs/` will be written)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{module} {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,273 @@
+"""Stage 1: real Hydra multiruns through the real `lrsweep` sweeper plugin, real SQLite studies."""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from conftest import ROOT, TINY, run_module
+from hydra.core.utils import JobReturn, JobStatus
+
+from hydra_plugins.lrsweep_sweeper.sweeper import LrSweeper
+
+State = optuna.trial.TrialState
+
+
+def load(workdir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir}/outputs/lrsweep.db")
+
+
+def complete_points(study: optuna.Study) -> collections.Counter:
+    return collections.Counter(
+        (t.params["lr"], t.params["seed"]) for t in study.get_trials(states=(State.COMPLETE,))
+    )
+
+
+def sweep_args(name: str, *extra: str) -> list[str]:
+    return ["-m", *TINY, f"study.name={name}", *extra]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One stage-1 sweep, 4 LRs x 2 seeds, shared by the tests that only read it."""
+    workdir = tmp_path_factory.mktemp("sweep")
+    proc = run_module(
+        "src.train", *sweep_args("grid", "sweep.points=4", "sweep.seeds=[0,1]"), cwd=workdir
+    )
+    return workdir, proc
+
+
+def test_grid_is_logspace_times_seeds_and_recorded(swept):
+    workdir, proc = swept
+    study = load(workdir, "grid")
+    trials = study.get_trials(states=(State.COMPLETE,))
+    assert len(trials) == 8 and len(study.trials) == 8
+    expected = np.logspace(math.log10(1e-5), math.log10(1.0), 4)
+    lrs = sorted({t.params["lr"] for t in trials})
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12, atol=0)
+    assert complete_points(study) == {(lr, s): 1 for lr in lrs for s in (0, 1)}
+    # The study describes itself; the trial number is not a search parameter.
+    np.testing.assert_allclose(study.user_attrs["grid"]["lr"], expected, rtol=1e-12, atol=0)
+    assert study.user_attrs["grid"]["seed"] == [0, 1]
+    assert study.user_attrs["config"]["epochs"] == 2
+    assert set(study.best_params) == {"lr", "seed"}
+    for t in trials:
+        assert set(t.intermediate_values) == {0, 1}  # per-epoch validation accuracy
+        assert t.intermediate_values[1] == t.value
+        assert t.user_attrs["diverged"] is False
+        assert t.user_attrs["epochs_run"] == 2
+        assert len(t.user_attrs["train_loss"]) == 2
+        assert t.user_attrs["seconds"] > 0
+        assert len(t.user_attrs["checkpoint"]) == 16
+        assert Path(t.user_attrs["output_dir"]).name == f"trial_{t.number}"
+    assert len({t.user_attrs["checkpoint"] for t in trials}) == 1  # one shared initial checkpoint
+    # Progress, one line per trial, then the table, the best LR and the dashboard command.
+    assert proc.stdout.count("] lr=") == 8
+    assert "[8/8]" in proc.stdout and "ETA" in proc.stdout
+    assert "best lr=" in proc.stdout
+    assert "optuna-dashboard sqlite:///outputs/lrsweep.db" in proc.stdout
+
+
+def test_rerun_adds_nothing(swept):
+    workdir, _ = swept
+    proc = run_module(
+        "src.train", *sweep_args("grid", "sweep.points=4", "sweep.seeds=[0,1]"), cwd=workdir
+    )
+    assert "nothing to run" in proc.stdout
+    assert len(load(workdir, "grid").trials) == 8
+
+
+def test_optuna_dashboard_serves_the_study(swept):
+    workdir, _ = swept
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("optuna-dashboard")),
+            f"sqlite:///{workdir}/outputs/lrsweep.db",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        studies = None
+        for _ in range(100):  # up to ~20 s for the server to come up
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert studies is not None, "optuna-dashboard did not answer"
+        (summary,) = [s for s in studies if s["study_name"] == "grid"]
+        url = f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            detail = json.load(r)
+        assert len(detail["trials"]) == 8
+        assert all(t["state"] == "Complete" for t in detail["trials"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_diverging_lr_is_recorded_and_the_sweep_goes_on(workdir):
+    run_module(
+        "src.train",
+        *sweep_args("div", "sweep.low=1e-2", "sweep.high=1e6", "sweep.points=3"),
+        cwd=workdir,
+    )
+    trials = {t.params["lr"]: t for t in load(workdir, "div").trials}
+    assert all(t.state == State.COMPLETE for t in trials.values())
+    huge = trials[max(trials)]
+    assert huge.user_attrs["diverged"] is True
+    assert huge.value == 0.0 and math.isfinite(huge.value)
+    assert huge.user_attrs["epochs_run"] <= 2
+    assert trials[min(trials)].user_attrs["diverged"] is False
+
+
+def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(workdir):
+    # model.width=0 passes the pre-sweep checks but raises inside every job.
+    args = sweep_args("fail", "sweep.points=2", "model.width=0")
+    proc = run_module("src.train", *args, "hydra.sweeper.max_failure_rate=1.0", cwd=workdir)
+    trials = load(workdir, "fail").trials
+    assert [t.state for t in trials] == [State.FAIL, State.FAIL]
+    assert all("width" in t.user_attrs["error"] for t in trials)
+    assert proc.stderr.count("FAILED") == 2
+    # With the default max_failure_rate=0 the first failure aborts, with a message, exit != 0.
+    proc = run_module("src.train", *args, cwd=workdir, check=False)
+    assert proc.returncode != 0 and "max_failure_rate" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sweep.low=0", "log interval bounds must be > 0"),
+        ("sweep.low=-1", "log interval bounds must be > 0"),
+        ("sweep.low=1 sweep.high=0.1", "low must be < high"),
+        ("sweep.points=1", "at least 2 points"),
+        ("warmup_epochs=2", "warmup_epochs"),
+    ],
+)
+def test_bad_sweep_input_is_one_line_and_touches_no_study(workdir, override, message):
+    proc = run_module("src.train", *sweep_args("bad", *override.split()), cwd=workdir, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (workdir / "outputs" / "lrsweep.db").exists()
+
+
+def test_study_of_another_experiment_is_refused(swept):
+    workdir, _ = swept
+    proc = run_module(
+        "src.train", *sweep_args("grid", "sweep.points=4", "epochs=3"), cwd=workdir, check=False
+    )
+    assert proc.returncode == 2 and "holds another experiment" in proc.stderr
+    assert len(load(workdir, "grid").trials) == 8
+
+
+SLOW = ["epochs=40", "batch_size=8"]  # about 1 s per trial: time to kill the sweep mid-way
+
+
+def test_sigkill_then_rerun_runs_every_point_exactly_once(workdir):
+    args = [
+        *sweep_args("killed", "sweep.points=5", *SLOW),
+        "hydra.sweeper.heartbeat_interval=1",
+    ]
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    finished = 0
+    while finished < 2:
+        line = sweep.stdout.readline()
+        assert line, "the sweep ended before it could be killed"
+        finished += line.startswith("[") and "] lr=" in line
+    # Kill it while a trial is in flight, so that the study holds an orphan.
+    deadline = time.monotonic() + 30
+    while not load(workdir, "killed").get_trials(states=(State.RUNNING,)):
+        assert time.monotonic() < deadline, "no trial started after the second one"
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    study = load(workdir, "killed")
+    assert len(study.get_trials(states=(State.COMPLETE,))) >= 2
+    assert len(study.get_trials(states=(State.RUNNING,))) == 1  # the orphan
+
+    # The rerun fails the orphan once its heartbeat is older than the grace period (waiting for
+    # that if it starts sooner) and runs its point again.
+    run_module("src.train", *args, cwd=workdir)
+    study = load(workdir, "killed")
+    assert list(complete_points(study).values()) == [1] * 5
+    assert len(study.get_trials(states=(State.RUNNING, State.WAITING))) == 0
+    assert len(study.get_trials(states=(State.FAIL,))) == 1  # the orphan, failed as stale
+
+
+def test_two_sweeps_on_one_study_run_each_point_once(workdir):
+    args = ["-m", *TINY, "study.name=shared", "sweep.points=6", "sweep.seeds=[0,1]"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "src.train", *args],
+            cwd=workdir,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    counts = complete_points(load(workdir, "shared"))
+    assert len(counts) == 12 and set(counts.values()) == {1}
+
+
+def test_joblib_launcher_two_workers(workdir):
+    run_module(
+        "src.train",
+        *sweep_args("joblib", "sweep.points=3", "sweep.seeds=[0,1]"),
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        cwd=workdir,
+    )
+    study = load(workdir, "joblib")
+    assert len(study.trials) == 6
+    assert all(t.state == State.COMPLETE for t in study.trials)
+    assert set(complete_points(study).values()) == {1}
+
+
+@pytest.mark.parametrize("returned", [math.nan, math.inf, None, "oops"])
+def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, returned):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="t")
+    study.enqueue_trial({"lr": 0.1})
+    trial = study.ask()
+    job = JobReturn(status=JobStatus.COMPLETED)
+    job.return_value = returned
+    assert LrSweeper._tell(study, study._storage, trial.number, trial._trial_id, job) is True
+    (frozen,) = study.trials
+    assert frozen.state == State.FAIL
+    assert (
+        "non-finite" in frozen.user_attrs["error"] or "not a number" in frozen.user_attrs["error"]
+    )
