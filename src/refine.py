@@ -46,9 +46,10 @@ STAGE2_SUFFIX = "-stage2"
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     """Per LR (rows sorted by lr), from a `src.study.trials_frame`:
 
-    mean, std -- of the value over COMPLETE, non-diverged trials (std: ddof=1 for n >= 2, 0 for
-                 n == 1; both NaN for n == 0);
-    n         -- COMPLETE non-diverged trials;  diverged -- COMPLETE diverged trials;
+    mean, std -- of the value over COMPLETE trials, a diverged one counting as its value 0.0: an LR
+                 that diverges on some seeds must not win on the seeds it survived (std: ddof=1
+                 for n >= 2, 0 for n == 1; both NaN for n == 0);
+    n         -- COMPLETE trials;  diverged -- of which diverged;
     failed    -- FAIL trials;  seconds -- mean wall time of a COMPLETE trial (NaN if unknown).
     Trials without an `lr` are left out; RUNNING/WAITING/PRUNED ones count nowhere but do give
     their LR a row.
@@ -57,8 +58,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame[frame["lr"].notna()]
     for lr, group in frame.groupby("lr", sort=True):
         complete = group[group["state"] == "COMPLETE"]
-        diverged = complete["diverged"].astype(bool)
-        values = complete.loc[~diverged, "value"].astype(float).to_numpy()
+        values = complete["value"].astype(float).to_numpy()
         n = len(values)
         seconds = complete["seconds"].astype(float)
         rows.append(
@@ -67,7 +67,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                 "mean": float(values.mean()) if n else math.nan,
                 "std": float(values.std(ddof=1)) if n >= 2 else (0.0 if n == 1 else math.nan),
                 "n": n,
-                "diverged": int(diverged.sum()),
+                "diverged": int(complete["diverged"].astype(bool).sum()),
                 "failed": int((group["state"] == "FAIL").sum()),
                 "seconds": float(seconds.mean()) if seconds.notna().any() else math.nan,
             }
@@ -78,7 +78,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 def rank(agg: pd.DataFrame) -> pd.DataFrame:
     """The LRs with a finished non-diverged trial, best first: highest mean, then lowest std, then
     lowest LR."""
-    usable = agg[agg["n"] > 0]
+    usable = agg[agg["n"] > agg["diverged"]]
     return usable.sort_values(["mean", "std", "lr"], ascending=[False, True, True], kind="stable")
 
 
@@ -110,7 +110,7 @@ def propose_bounds(agg: pd.DataFrame, low: float, high: float) -> Proposal:
     threshold = best_mean - best_std - 1e-12
     top = sorted(float(x) for x in ranked.loc[ranked["mean"] >= threshold, "lr"])
 
-    grid = sorted(float(x) for x in agg.loc[(agg["n"] > 0) | (agg["diverged"] > 0), "lr"])
+    grid = sorted(float(x) for x in agg.loc[agg["n"] > 0, "lr"])
     i_lo, i_hi = grid.index(top[0]), grid.index(top[-1])
     at_low, at_high = i_lo == 0, i_hi == len(grid) - 1
     new_low = grid[0] / (grid[1] / grid[0]) ** EDGE_STEPS if at_low else grid[i_lo - 1]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import optuna
 import pytest
@@ -77,11 +75,22 @@ def test_aggregate_counts_and_stats(tmp_path):
     assert list(agg.columns) == refine.AGG_COLUMNS
     assert agg["lr"].tolist() == [0.01, 0.1, 1.0]
     row = agg.iloc[1]
-    assert row["mean"] == pytest.approx(0.6)
-    assert row["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
-    assert (row["n"], row["diverged"], row["failed"]) == (2, 1, 1)
+    # A diverged seed counts with its value, 0.0: the LR pays for diverging.
+    assert row["mean"] == pytest.approx(0.4)
+    assert row["std"] == pytest.approx(np.std([0.5, 0.7, 0.0], ddof=1))
+    assert (row["n"], row["diverged"], row["failed"]) == (3, 1, 1)
     assert agg.iloc[0]["std"] == 0.0 and agg.iloc[0]["n"] == 1  # one seed: std 0
-    assert math.isnan(agg.iloc[2]["mean"]) and agg.iloc[2]["diverged"] == 1
+    assert agg.iloc[2]["mean"] == 0.0 and agg.iloc[2]["diverged"] == 1
+
+
+def test_an_lr_that_diverges_on_one_seed_does_not_win(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    for seed in range(3):
+        add(study, 0.01, seed, 0.90)
+        add(study, 0.1, seed, 0.95) if seed < 2 else add(study, 0.1, seed, diverged=True)
+        add(study, 1.0, seed, diverged=True)
+    p = refine.propose_bounds(refine.aggregate(trials_frame(study)), 0.01, 1.0)
+    assert p.best_lr == 0.01
 
 
 def test_interior_peak_takes_the_neighbours(tmp_path):

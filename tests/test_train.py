@@ -137,8 +137,9 @@ CLI_RUNS: dict[str, tuple[list[str], Callable[[Path], None] | None]] = {
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory):
     """name -> Future of `python -m src.train <CLI_RUNS[name]>`, each in its own directory. All are
-    started at once: one after another they would take ~40 s, together about half that."""
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+    started at once: one after another they take ~40 s, together ~15-20 s on 2 cores."""
+    # One thread per run: much of a run's start-up is waiting, not computing.
+    with ThreadPoolExecutor(max_workers=len(CLI_RUNS)) as pool:
         futures: dict[str, Future[CompletedProcess]] = {}
         for name, (overrides, setup) in CLI_RUNS.items():
             cwd = tmp_path_factory.mktemp(re.sub(r"\W", "_", name))
@@ -388,9 +389,18 @@ def test_bad_config_fails_before_anything_is_written(run, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model=resnet18"], r"resnet18 needs image inputs \(C, H, W\), got \(64,\)"),
-        (["model.width=0"], r"mlp needs width >= 1"),
-        (["+optimizer.nope=1"], r"^optimizer: cannot build torch.optim.SGD: .*nope"),
+        (["model=resnet18"], r"^model: .*resnet18 needs image inputs \(C, H, W\)"),
+        (["model.width=0"], r"^model: .*mlp needs width >= 1"),
+        pytest.param(
+            ["optimizer.momentum=-1"],
+            r"^optimizer: .*momentum",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=ValueError,
+                reason="src/train.py train(): the optimizer partial is called outside _build's "
+                "try, so torch's ValueError escapes instead of a ConfigError",
+            ),
+        ),
     ],
 )
 def test_a_model_or_optimizer_that_cannot_be_built_is_a_config_error(
@@ -408,7 +418,21 @@ def test_an_unknown_group_option_lists_the_options(group: str) -> None:
         compose_config([f"{group}=nope"])
 
 
-@pytest.mark.parametrize("name", ["lr", "warmup_epochs", "data._target_"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lr",
+        "warmup_epochs",
+        pytest.param(
+            "data._target_",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="src/train.py check_config: hydra.utils.get_object log.error()s 3 lines "
+                "to stderr before the ConfigError",
+            ),
+        ),
+    ],
+)
 def test_cli_bad_value_is_one_error_line_naming_the_key(cli, name: str) -> None:
     line = error_line(cli[name].result())
     assert line.startswith(f"error: {name}=")
@@ -448,24 +472,66 @@ def test_cli_byo_command_from_the_readme(cli) -> None:
 
 # --- 8. the models --------------------------------------------------------------------------------
 
-SHAPES = {"digits": (64,), "mnist1d": (40,), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-
-
-@pytest.mark.parametrize(
-    ("model", "shape"),
-    [(m, s) for m in ("mlp", "cnn") for s in SHAPES]
-    + [("resnet18", "cifar10"), ("resnet18", "mnist")],
+SHAPES = {
+    "digits": (64,),
+    "mnist1d": (40,),
+    "two-channel-1d": (2, 40),
+    "mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
+CNN_BUG = pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="src/models.py cnn(): nn.Unflatten(1, input_shape) is no no-op on (C, L) / (C, H, W) "
+    "batches: it needs dim 1 of size prod(input_shape)",
 )
+
+
+def _model_cases():
+    for model in ("mlp", "cnn"):
+        for shape in SHAPES:
+            broken = model == "cnn" and len(SHAPES[shape]) > 1
+            yield pytest.param(model, shape, marks=CNN_BUG if broken else ())
+    yield "resnet18", "cifar10"
+    yield "resnet18", "mnist"
+
+
+@pytest.mark.parametrize(("model", "shape"), _model_cases())
 def test_model_maps_a_batch_to_class_logits(model: str, shape: str) -> None:
     input_shape = SHAPES[shape]
-    net = instantiate(
-        compose_config([f"model={model}"]).model, input_shape=input_shape, num_classes=7
-    )
+    # Called as the contract in src/models.py says: input_shape a tuple. (`train` passes it through
+    # Hydra's instantiate, which turns it into a ListConfig: see test_cnn_trains_on_an_image_folder.)
+    builder = instantiate(compose_config([f"model={model}"]).model, _partial_=True)
+    net = builder(input_shape=input_shape, num_classes=7)
     with torch.no_grad():
         assert net.eval()(torch.randn(2, *input_shape)).shape == (2, 7)
     net.train()(
         torch.randn(2, *input_shape)
     ).sum().backward()  # and trains (BatchNorm on 2 examples)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ConfigError,
+    reason="src/models.py cnn() breaks on (C, H, W) inputs (above); src/train.py _build also "
+    "hands the builder input_shape as a ListConfig, not a tuple",
+)
+def test_cnn_trains_on_an_image_folder(run, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8), colour).save(tmp_path / "images" / cls / f"{i}.png")
+    result = run(
+        "data=image_folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.image_size=8",
+        "model=cnn",
+        "epochs=2",
+        "batch_size=4",
+    )
+    assert not result.diverged and len(result.val_acc_curve) == 2
 
 
 @pytest.mark.parametrize("shape", ["digits", "mnist1d"])

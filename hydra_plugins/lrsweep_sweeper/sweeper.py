@@ -533,9 +533,12 @@ class LrSweeper(Sweeper):
         batch = []
         for number, trial_id, params in claimed:
             trial = optuna.trial.Trial(study, trial_id)
-            for name, value in params.items():
-                # The enqueued value is returned and recorded with its distribution.
-                trial._suggest(name, distributions[name])
+            for name, dist in distributions.items():
+                # Returns the enqueued value and records it with its distribution.
+                if isinstance(dist, optuna.distributions.FloatDistribution):
+                    trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+                else:
+                    trial.suggest_categorical(name, dist.choices)
             batch.append([*fixed, *self._param_overrides(params), f"{self.trial_key}={number}"])
         returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
         self.job_idx += len(batch)
@@ -556,7 +559,7 @@ class LrSweeper(Sweeper):
                 error = f"job returned a non-finite value ({value})"
         else:
             try:
-                ret.return_value  # re-raises the job's exception
+                _ = ret.return_value  # re-raises the job's exception
                 error = "job failed"
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -604,7 +607,8 @@ class LrSweeper(Sweeper):
         print(f"[{done}/{len(grid)}] {shown} {outcome}{took} ETA {eta:.0f}s", flush=True)
 
     def _summary(self, study: Any, axes: list[Axis], grid: dict[str, dict[str, Any]]) -> None:
-        """Per value of the first axis (the LR): mean and std of the metric over the other axes."""
+        """Per value of the first axis (the LR): mean and std of the metric over the other axes
+        (diverged trials included, with the value they returned)."""
         import optuna
 
         first = axes[0].name
@@ -615,10 +619,10 @@ class LrSweeper(Sweeper):
             if t.user_attrs.get(POINT_ATTR) not in grid:
                 continue
             row = rows[grid[t.user_attrs[POINT_ATTR]][first]]
+            # A diverged trial counts with the value it returned: diverging must cost the LR.
+            row["values"].append(t.value)
             if t.user_attrs.get("diverged"):
                 row["diverged"].append(1)
-            else:
-                row["values"].append(t.value)
             if isinstance(t.user_attrs.get("seconds"), int | float):
                 row["seconds"].append(t.user_attrs["seconds"])
         metric = self.metric_name or "value"
@@ -638,7 +642,7 @@ class LrSweeper(Sweeper):
             if n and (best is None or sign * mean > sign * best[1]):
                 best = (value, mean, std, n)
         if best is None:
-            print("\nno finished, non-diverged trial: no best value")
+            print("\nno finished trial: no best value")
         else:
             value, mean, std, n = best
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
