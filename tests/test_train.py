@@ -1,8 +1,7 @@
 """One trial (`src.train`): real torch training on tiny data, no mocks.
 
-Most tests call `train(compose_config([...]))` in-process (~0.1 s a trial). The CLI runs (`python -m
-src.train`, ~4-8 s each, mostly imports) are started together, in parallel, by the `cli` fixture the
-first time a test needs one; each test then waits for its own run.
+Most tests call `train(compose_config([...]))` in-process (~0.1 s a trial). The few CLI runs
+(`python -m src.train`, ~4-8 s each) run in parallel in the background: see section 8.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -91,9 +90,8 @@ def error_line(proc: CompletedProcess) -> str:
 def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., TrialResult]:
     """`run(*overrides)`: one in-process trial in `tmp_path` (where `outputs/` lands)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(
-        str(ROOT)
-    )  # `tests.byo_example`, as `python -m` from the root sees it
+    # `tests.byo_example` importable, as it is for `python -m src.train` run from the root.
+    monkeypatch.syspath_prepend(str(ROOT))
     return lambda *overrides: train(compose_config(list(overrides)))
 
 
@@ -114,55 +112,7 @@ def recording_sgd(run, byo) -> type:
     cls.lrs.clear()
 
 
-def _write_mismatched_checkpoint(cwd: Path) -> None:
-    key, directory = model_key(TINY)
-    path = cwd / directory / f"{key}.pt"
-    path.parent.mkdir(parents=True)
-    torch.save({"w": torch.zeros(3)}, path)
-
-
-# name -> (overrides, setup of the working directory before the run)
-CLI_RUNS: dict[str, tuple[list[str], Callable[[Path], None] | None]] = {
-    "default": (["epochs=2"], None),
-    "diverged": ([*TINY, "lr=1e6"], None),
-    "byo": ([*BYO, "lr=0.1"], None),
-    "lr": ([*TINY, "lr=0"], None),
-    "warmup_epochs": ([*TINY, "warmup_epochs=5", "epochs=5"], None),
-    "data._target_": ([*TINY, "data._target_=nope.missing"], None),
-    "checkpoint": (TINY, _write_mismatched_checkpoint),
-    "data=nope": ([*TINY, "data=nope"], None),
-}
-
-
-@pytest.fixture(scope="module")
-def cli(tmp_path_factory: pytest.TempPathFactory):
-    """name -> Future of `python -m src.train <CLI_RUNS[name]>`, each in its own directory. All are
-    started at once: one after another they take ~40 s, together ~15-20 s on 2 cores."""
-    # One thread per run: much of a run's start-up is waiting, not computing.
-    with ThreadPoolExecutor(max_workers=len(CLI_RUNS)) as pool:
-        futures: dict[str, Future[CompletedProcess]] = {}
-        for name, (overrides, setup) in CLI_RUNS.items():
-            cwd = tmp_path_factory.mktemp(re.sub(r"\W", "_", name))
-            if setup is not None:
-                setup(cwd)
-            futures[name] = pool.submit(run_module, "src.train", *overrides, cwd=cwd, check=False)
-        yield futures
-
-
-# --- 1. the CLI trains ----------------------------------------------------------------------------
-
-
-def test_cli_trains_digits_well_above_chance(cli) -> None:
-    proc = cli["default"].result()
-    assert proc.returncode == 0, proc.stderr
-    last = proc.stdout.strip().splitlines()[-1]
-    match = re.fullmatch(r"lr=0\.01 seed=0: val_acc=(\d\.\d{4}) \(\d+\.\ds\)", last)
-    assert match, proc.stdout
-    assert float(match[1]) > 0.5  # chance is 0.1
-    assert proc.stdout.count("epoch ") == 2  # one progress line per epoch
-
-
-# --- 2. the shared initial weights ----------------------------------------------------------------
+# --- 1. the shared initial weights ----------------------------------------------------------------
 
 
 def test_trials_at_different_lrs_restore_identical_initial_weights(run, tmp_path: Path) -> None:
@@ -222,13 +172,7 @@ def test_a_broken_or_mismatched_checkpoint_is_a_config_error(run, tmp_path: Path
     assert torch.load(path, weights_only=True).keys() == {"w"}  # reported, never overwritten
 
 
-def test_cli_mismatched_checkpoint_is_one_error_line(cli) -> None:
-    key, directory = model_key(TINY)
-    line = error_line(cli["checkpoint"].result())
-    assert line.startswith(f"error: checkpoint {directory}/{key}.pt does not match the model")
-
-
-# --- 3. the LR schedule, as the optimizer sees it -------------------------------------------------
+# --- 2. the LR schedule, as the optimizer sees it -------------------------------------------------
 
 SCHEDULE = [*TINY, "batch_size=512", "epochs=3", "lr=0.1"]  # ceil(1437 / 512) = 3 steps an epoch
 STEPS_PER_EPOCH = math.ceil(DIGITS_TRAIN / 512)
@@ -276,7 +220,7 @@ def test_no_warmup_starts_at_full_lr(run, recording_sgd, schedule: str) -> None:
         assert recording_sgd.lrs == [0.1] * 3 * STEPS_PER_EPOCH
 
 
-# --- 4. divergence ------------------------------------------------------------------------------
+# --- 3. divergence ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -311,68 +255,61 @@ def test_weights_blown_up_by_the_last_step_count_as_diverged(run) -> None:
     assert result.diverged and result.val_acc == 0.0
 
 
-def test_cli_reports_divergence_and_exits_zero(cli) -> None:
-    proc = cli["diverged"].result()
-    assert proc.returncode == 0, proc.stderr
-    assert "val_acc=DIVERGED (returned 0.0)" in proc.stdout
-
-
-# --- 5. determinism -----------------------------------------------------------------------------
+# --- 4. determinism -----------------------------------------------------------------------------
 
 
 def test_same_seed_same_curves_other_seed_other_curve(run) -> None:
     first = run(*TINY, "seed=3")
-    train_module._load_data.cache_clear()  # the data is rebuilt: the result must not depend on the cache
+    train_module._load_data.cache_clear()  # rebuilt data: the result must not hang on the cache
     second = run(*TINY, "seed=3")
     assert first.train_loss == second.train_loss
     assert first.val_acc_curve == second.val_acc_curve
     assert (first.val_acc, first.val_loss) == (second.val_acc, second.val_loss)
     other = run(*TINY, "seed=4")
-    assert (
-        other.checkpoint == first.checkpoint
-    )  # same initial weights, only the batch order differs
+    # Same initial weights: only the batch order differs.
+    assert other.checkpoint == first.checkpoint
     assert other.train_loss != first.train_loss
 
 
-# --- 6. bad input -------------------------------------------------------------------------------
+# --- 5. bad input -------------------------------------------------------------------------------
+
+
+def bad(key: str, *overrides: str, marks=()):
+    return pytest.param(key, list(overrides), id=" ".join(overrides), marks=marks)
+
 
 BAD = [
-    ("lr", ["lr=0"]),
-    ("lr", ["lr=-1"]),
-    ("lr", ["lr=nan"]),
-    ("lr", ["lr=inf"]),
-    ("lr", ["lr=fast"]),
-    ("epochs", ["epochs=0"]),
-    ("epochs", ["epochs=2.5"]),
-    ("warmup_epochs", ["warmup_epochs=5", "epochs=5"]),
-    ("warmup_epochs", ["warmup_epochs=-1"]),
-    ("batch_size", ["batch_size=0"]),
-    ("schedule", ["schedule=linear"]),
-    ("metric", ["metric=accuracy"]),
-    ("threads", ["threads=0"]),
-    ("log_every", ["log_every=0"]),
-    ("seed", ["seed=1.5"]),
-    ("device", ["device=tpu"]),
-    pytest.param(
-        "device", ["device=cuda:0"], marks=pytest.mark.skipif(CUDA, reason="CUDA is here")
-    ),
-    ("data._target_", ["data._target_=nope.missing"]),
-    ("model._target_", ["model._target_=nope.missing"]),
-    ("optimizer._target_", ["optimizer._target_=torch.optim.Nope"]),
-    pytest.param(
+    bad("lr", "lr=0"),
+    bad("lr", "lr=-1"),
+    bad("lr", "lr=nan"),
+    bad("lr", "lr=inf"),
+    bad("lr", "lr=fast"),
+    bad(
         "lr",
-        ["lr=true"],
+        "lr=true",
         marks=pytest.mark.xfail(
-            strict=True,
-            reason="src/train.py check_config: bool is an int, so lr=true passes as lr=1",
+            strict=True, reason="src/train.py check_config: a bool is an int: lr=true runs as lr=1"
         ),
     ),
+    bad("epochs", "epochs=0"),
+    bad("epochs", "epochs=2.5"),
+    bad("warmup_epochs", "warmup_epochs=5", "epochs=5"),
+    bad("warmup_epochs", "warmup_epochs=-1"),
+    bad("batch_size", "batch_size=0"),
+    bad("schedule", "schedule=linear"),
+    bad("metric", "metric=accuracy"),
+    bad("threads", "threads=0"),
+    bad("log_every", "log_every=0"),
+    bad("seed", "seed=1.5"),
+    bad("device", "device=tpu"),
+    bad("device", "device=cuda:0", marks=pytest.mark.skipif(CUDA, reason="CUDA is here")),
+    bad("data._target_", "data._target_=nope.missing"),
+    bad("model._target_", "model._target_=nope.missing"),
+    bad("optimizer._target_", "optimizer._target_=torch.optim.Nope"),
 ]
 
 
-@pytest.mark.parametrize(
-    ("key", "overrides"), BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
-)
+@pytest.mark.parametrize(("key", "overrides"), BAD)
 def test_check_config_names_the_bad_key(key: str, overrides: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
         check_config(compose_config(overrides))
@@ -418,34 +355,7 @@ def test_an_unknown_group_option_lists_the_options(group: str) -> None:
         compose_config([f"{group}=nope"])
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "lr",
-        "warmup_epochs",
-        pytest.param(
-            "data._target_",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="src/train.py check_config: hydra.utils.get_object log.error()s 3 lines "
-                "to stderr before the ConfigError",
-            ),
-        ),
-    ],
-)
-def test_cli_bad_value_is_one_error_line_naming_the_key(cli, name: str) -> None:
-    line = error_line(cli[name].result())
-    assert line.startswith(f"error: {name}=")
-
-
-def test_cli_unknown_data_option_lists_the_available_ones(cli) -> None:
-    proc = cli["data=nope"].result()
-    assert proc.returncode != 0
-    assert "Could not find 'data/nope'" in proc.stderr
-    assert re.search(r"Available options in 'data':\s+cifar10\s+digits", proc.stderr)
-
-
-# --- 7. bring your own data and model -------------------------------------------------------------
+# --- 6. bring your own data and model -------------------------------------------------------------
 
 
 def test_byo_data_is_deterministic(byo) -> None:
@@ -463,14 +373,7 @@ def test_byo_data_and_model_train_in_process(run) -> None:
     assert result.val_acc > 0.9
 
 
-def test_cli_byo_command_from_the_readme(cli) -> None:
-    proc = cli["byo"].result()
-    assert proc.returncode == 0, proc.stderr
-    match = re.search(r"val_acc=(\d\.\d{4}) \(", proc.stdout)
-    assert match and float(match[1]) > 0.9, proc.stdout
-
-
-# --- 8. the models --------------------------------------------------------------------------------
+# --- 7. the models --------------------------------------------------------------------------------
 
 SHAPES = {
     "digits": (64,),
@@ -505,9 +408,8 @@ def test_model_maps_a_batch_to_class_logits(model: str, shape: str) -> None:
     net = builder(input_shape=input_shape, num_classes=7)
     with torch.no_grad():
         assert net.eval()(torch.randn(2, *input_shape)).shape == (2, 7)
-    net.train()(
-        torch.randn(2, *input_shape)
-    ).sum().backward()  # and trains (BatchNorm on 2 examples)
+    # And it trains (BatchNorm in train mode on 2 examples).
+    net.train()(torch.randn(2, *input_shape)).sum().backward()
 
 
 @pytest.mark.xfail(
@@ -540,3 +442,106 @@ def test_resnet18_on_1d_input_is_a_config_error(shape: str) -> None:
 
     with pytest.raises(ConfigError, match="resnet18 needs image inputs"):
         resnet18(input_shape=SHAPES[shape], num_classes=10)
+
+
+# --- 8. the CLI, end to end -----------------------------------------------------------------------
+#
+# Each `python -m src.train` costs ~4-8 s, mostly imports. All of them start in the background when
+# the module's first test starts (if any `test_cli_*` test is selected), so they overlap with the
+# in-process tests above; each test below then waits for its own run.
+
+
+def _write_mismatched_checkpoint(cwd: Path) -> None:
+    key, directory = model_key(TINY)
+    path = cwd / directory / f"{key}.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"w": torch.zeros(3)}, path)
+
+
+# name -> (overrides, setup of the working directory before the run)
+CLI_RUNS: dict[str, tuple[list[str], Callable[[Path], None] | None]] = {
+    "default": (["epochs=2"], None),
+    "diverged": ([*TINY, "lr=1e6"], None),
+    "byo": ([*BYO, "lr=0.1"], None),
+    "lr": ([*TINY, "lr=0"], None),
+    "data._target_": ([*TINY, "data._target_=nope.missing"], None),
+    "checkpoint": (TINY, _write_mismatched_checkpoint),
+    "data=nope": ([*TINY, "data=nope"], None),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """name -> Future of `python -m src.train <CLI_RUNS[name]>`, each in its own directory: one
+    after another they take ~40 s, all at once ~15-20 s on 2 cores."""
+    if not any(
+        item.module is request.module and item.name.startswith("test_cli_")
+        for item in request.session.items
+    ):
+        yield {}
+        return
+    cwds = {name: tmp_path_factory.mktemp(re.sub(r"\W", "_", name)) for name in CLI_RUNS}
+    for name, (_, setup) in CLI_RUNS.items():
+        if setup is not None:  # before any run starts: in-process work is slow beside them
+            setup(cwds[name])
+    # One thread per run: much of a run's start-up is waiting, not computing.
+    with ThreadPoolExecutor(max_workers=len(CLI_RUNS)) as pool:
+        yield {
+            name: pool.submit(run_module, "src.train", *overrides, cwd=cwds[name], check=False)
+            for name, (overrides, _) in CLI_RUNS.items()
+        }
+
+
+def test_cli_trains_digits_well_above_chance(cli) -> None:
+    proc = cli["default"].result()
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"lr=0\.01 seed=0: val_acc=(\d\.\d{4}) \(\d+\.\ds\)", last)
+    assert match, proc.stdout
+    assert float(match[1]) > 0.5  # chance is 0.1
+    assert proc.stdout.count("epoch ") == 2  # one progress line per epoch
+
+
+def test_cli_mismatched_checkpoint_is_one_error_line(cli) -> None:
+    key, directory = model_key(TINY)
+    line = error_line(cli["checkpoint"].result())
+    assert line.startswith(f"error: checkpoint {directory}/{key}.pt does not match the model")
+
+
+def test_cli_reports_divergence_and_exits_zero(cli) -> None:
+    proc = cli["diverged"].result()
+    assert proc.returncode == 0, proc.stderr
+    assert "val_acc=DIVERGED (returned 0.0)" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lr",
+        pytest.param(
+            "data._target_",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="src/train.py check_config: hydra.utils.get_object log.error()s 3 lines "
+                "to stderr before the ConfigError",
+            ),
+        ),
+    ],
+)
+def test_cli_bad_value_is_one_error_line_naming_the_key(cli, name: str) -> None:
+    line = error_line(cli[name].result())
+    assert line.startswith(f"error: {name}=")
+
+
+def test_cli_unknown_data_option_lists_the_available_ones(cli) -> None:
+    proc = cli["data=nope"].result()
+    assert proc.returncode != 0
+    assert "Could not find 'data/nope'" in proc.stderr
+    assert re.search(r"Available options in 'data':\s+cifar10\s+digits", proc.stderr)
+
+
+def test_cli_byo_command_from_the_readme(cli) -> None:
+    proc = cli["byo"].result()
+    assert proc.returncode == 0, proc.stderr
+    match = re.search(r"val_acc=(\d\.\d{4}) \(", proc.stdout)
+    assert match and float(match[1]) > 0.9, proc.stdout
