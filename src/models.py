@@ -42,7 +42,8 @@ def cnn(input_shape: tuple[int, ...], num_classes: int, channels: int = 32) -> n
     )
     in_channels, *spatial = input_shape
     blocks = max(1, min(3, int(math.log2(max(1, min(spatial) // 4)))))
-    layers: list[nn.Module] = [nn.Unflatten(1, input_shape)]  # (N, L) -> (N, 1, L); else a no-op
+    # Any batch layout with the right number of features -> (N, C, L) or (N, C, H, W).
+    layers: list[nn.Module] = [nn.Flatten(), nn.Unflatten(1, tuple(input_shape))]
     for _ in range(blocks):
         layers += [
             conv(in_channels, channels, 3, stride=2, padding=1),

@@ -6,6 +6,7 @@ stage-1 sweep, one trial per grid point, through the `lrsweep` sweeper plugin.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -56,9 +57,11 @@ def check_config(cfg: DictConfig) -> None:
         return isinstance(value, int) and not isinstance(value, bool)
 
     need(
-        isinstance(cfg.lr, int | float) and cfg.lr > 0 and math.isfinite(cfg.lr),
+        isinstance(cfg.lr, int | float)
+        and not isinstance(cfg.lr, bool)
+        and 0 < cfg.lr <= torch.finfo(torch.float32).max,
         "lr",
-        "a number > 0",
+        "a number > 0 (and a finite float32)",
     )
     need(is_int(cfg.epochs) and cfg.epochs >= 1, "epochs", "an integer >= 1")
     need(
@@ -75,13 +78,11 @@ def check_config(cfg: DictConfig) -> None:
     resolve_device(cfg.device)
     for group in ("data", "model", "optimizer"):
         target = OmegaConf.select(cfg, f"{group}._target_")
-        try:
-            get_object(str(target))
-        except Exception:
+        if not _importable(str(target)):
             raise ConfigError(
                 f"{group}._target_={target!r} cannot be imported: pick one of conf/{group}/*.yaml "
                 f"(e.g. {group}=<name>) or name an importable callable"
-            ) from None
+            )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,8 +92,13 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise ConfigError(f"device={name!r} is invalid: auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r}: no CUDA device here; use device=auto or device=cpu")
+    if device.type == "cuda" and not (
+        torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    ):
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ConfigError(f"device={name!r}: {found} CUDA device(s) here; use device=auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name!r}: MPS is not available here; use device=auto or cpu")
     return device
 
 
@@ -156,6 +162,8 @@ def fit(
         if not math.isfinite(epoch_loss):
             return True, epoch + 1, train_loss, val_acc, math.inf
         acc, val_loss = evaluate(model, val_batches)
+        if not math.isfinite(val_loss):  # blew up in the epoch's last steps, after the last check
+            return True, epoch + 1, train_loss, val_acc, math.inf
         train_loss.append(epoch_loss)
         val_acc.append(acc)
         if on_epoch is not None:
@@ -169,9 +177,11 @@ def _load_data(data_json: str) -> Splits:
     return as_splits(instantiate(OmegaConf.create(json.loads(data_json))))
 
 
-def _build(group: str, node: DictConfig, **kwargs):
+def _build(group: str, node: DictConfig, *args, **kwargs):
+    """`node`'s `_target_` called with its config keys plus `args`/`kwargs`, passed as they are
+    (through `instantiate` a tuple would arrive as a ListConfig). Any error is one line."""
     try:
-        return instantiate(node, **kwargs)
+        return instantiate(node, _partial_=True)(*args, **kwargs)
     except ConfigError:
         raise
     except Exception as err:
@@ -179,6 +189,18 @@ def _build(group: str, node: DictConfig, **kwargs):
         raise ConfigError(
             f"{group}: cannot build {node.get('_target_')}: {cause}".splitlines()[0]
         ) from None
+
+
+def _importable(path: str) -> bool:
+    """Whether a dotted path names an object (`hydra.utils.get_object` would also log an error)."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        return functools.reduce(lambda o, a: getattr(o, a, None), parts[i:], obj) is not None
+    return False
 
 
 def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
@@ -199,7 +221,7 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         cfg.checkpoint_dir,
         cfg.init_seed,
     ).to(device)
-    optimizer = _build("optimizer", cfg.optimizer)(model.parameters(), lr=cfg.lr)
+    optimizer = _build("optimizer", cfg.optimizer, model.parameters(), lr=cfg.lr)
 
     reporter = TrialReporter(cfg.study.storage, cfg.study.name, cfg.trial)
     loader_args = {"device": device, "num_workers": splits.num_workers}

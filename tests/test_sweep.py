@@ -271,3 +271,25 @@ def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, r
     assert (
         "non-finite" in frozen.user_attrs["error"] or "not a number" in frozen.user_attrs["error"]
     )
+
+
+def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
+    """Two machines that each enqueued the same point (no shared file lock): a claim that finds an
+    older live or finished trial of its point is dropped, so the point runs once."""
+    from hydra_plugins.lrsweep_sweeper.sweeper import _Heartbeat, point_key
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage, study_name="race")
+    study_id = storage.get_study_id_from_name("race")
+    params = {"lr": 0.1, "seed": 0}
+    grid = {point_key(params): params}
+    for _ in range(3):  # three machines saw the point uncovered and enqueued it
+        study.enqueue_trial(params, user_attrs={"grid_point": point_key(params)})
+    with _Heartbeat(storage, 60) as heartbeat:
+        first = LrSweeper._claim(study, study_id, grid, 1, heartbeat)  # machine A
+        second = LrSweeper._claim(study, study_id, grid, 2, heartbeat)  # machine B, later
+    assert [number for number, _, _ in first] == [0]
+    assert second == []
+    trials = study.get_trials()
+    assert trials[0].state == State.RUNNING
+    assert [(t.state, t.user_attrs["duplicate_of"]) for t in trials[1:]] == [(State.FAIL, 0)] * 2

@@ -279,11 +279,13 @@ class LrSweeper(Sweeper):
             from hydra.utils import get_method
 
             get_method(self.check)(job_cfg)
-        identity = {
-            key: OmegaConf.to_container(job_cfg, resolve=True).get(key)
+        self._identity = {
+            key: OmegaConf.to_container(value, resolve=True)
+            if OmegaConf.is_config(value)
+            else value
             for key in self.identity_keys
+            for value in [OmegaConf.select(job_cfg, key)]
         }
-        self._identity = identity
         return axes, fixed, grid
 
     @staticmethod
