@@ -9,7 +9,8 @@ an interruption finishes the remaining trials. The overrides are the stage-1 Hyd
 
 1. stage 1:  python -m src.train -m <overrides>
 2. stage 2:  python -m src.refine --run [--points N] <overrides>
-3. confirm:  the top K LRs of the finest stage plus the interpolated optimum (if any), on S fresh
+3. confirm:  the top K LRs of the finest stage, the interpolated optimum (if any) and stage 1's
+             best LR (to weigh stage 2's gain on the same seeds), on S fresh
              seeds, into <name>-confirm (`src.report.prepare_confirm` plans it), then
              python -m src.train -m <overrides> study.name=<name>-confirm
                  "hydra.sweeper.params.lr='choice(...)'" sweep.seeds=[...]

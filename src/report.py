@@ -102,29 +102,54 @@ class Choice:
     stage2_gain: dict | None = field(default=None)
 
 
+def _row_at(agg: pd.DataFrame, lr: float) -> pd.Series | None:
+    rows = agg[np.isclose(agg["lr"], lr, rtol=1e-9, atol=0) & (agg["n"] > 0)]
+    return rows.iloc[0] if len(rows) else None
+
+
 def stage2_gain(aggs: Mapping[str, pd.DataFrame]) -> dict | None:
-    """Stage 2's best mean minus stage 1's, against the noise sqrt(std1^2 + std2^2) (the two best
-    LRs' seed-to-seed stds). None without both stages."""
+    """Is stage 2's best LR really better than stage 1's? None without both stages.
+
+    With a confirm stage that re-ran both best LRs on fresh seeds, the answer comes from there:
+    the picked maximum of a noisy sweep flatters itself, fresh seeds do not. The gain counts as
+    real when it exceeds two standard errors of the difference, sqrt(s1^2/n1 + s2^2/n2). Without
+    them: the sweeps' own means against the combined std of the two best LRs."""
     if not all(s in aggs and len(rank(aggs[s])) for s in ("stage1", "stage2")):
         return None
     b1, b2 = rank(aggs["stage1"]).iloc[0], rank(aggs["stage2"]).iloc[0]
-    gain = float(b2["mean"] - b1["mean"])
-    noise = float(math.hypot(b1["std"], b2["std"]))
-    if noise > 0:
-        exceeds = bool(abs(gain) > noise)
+    c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
+    c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
+    if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
+        gain = float(c2["mean"] - c1["mean"])
+        noise = 2 * math.hypot(c1["std"] / math.sqrt(c1["n"]), c2["std"] / math.sqrt(c2["n"]))
+        exceeds = bool(gain > noise)
         verdict = (
-            f"stage 2's gain {gain:+.4f} is {'larger' if exceeds else 'not larger'} than the "
-            f"noise ({noise:.4f}, combined std of the two best LRs)"
+            f"on {int(c2['n'])} fresh seeds, stage 2's best lr={b2['lr']:.4g} scored "
+            f"{c2['mean']:.4f} vs stage 1's best lr={b1['lr']:.4g} {c1['mean']:.4f}: gain "
+            f"{gain:+.4f}, {'larger' if exceeds else 'not larger'} than the noise "
+            f"({noise:.4f}, two standard errors)"
         )
+        source = "confirm"
     else:
-        exceeds = None
-        verdict = f"stage 2's gain {gain:+.4f}: noise unknown (one seed per LR, std 0)"
+        gain = float(b2["mean"] - b1["mean"])
+        noise = float(math.hypot(b1["std"], b2["std"]))
+        source = "sweeps"
+        if noise > 0:
+            exceeds = bool(abs(gain) > noise)
+            verdict = (
+                f"stage 2's gain {gain:+.4f} is {'larger' if exceeds else 'not larger'} than the "
+                f"noise ({noise:.4f}, combined std of the two best LRs)"
+            )
+        else:
+            exceeds = None
+            verdict = f"stage 2's gain {gain:+.4f}: noise unknown (one seed per LR, std 0)"
     return {
         "stage1_best": float(b1["mean"]),
         "stage2_best": float(b2["mean"]),
         "gain": gain,
         "noise": noise,
         "exceeds_noise": exceeds,
+        "measured_on": source,
         "verdict": verdict,
     }
 
@@ -153,15 +178,14 @@ def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
 
 
 def confirm_candidates(
-    agg: pd.DataFrame, top_k: int = 3, interpolated: float | None = None
+    agg: pd.DataFrame, top_k: int = 3, extra: Sequence[float | None] = ()
 ) -> list[float]:
-    """The `top_k` best LRs of `agg` (best first), then `interpolated` unless it is (to 1e-9
-    relative) one of them."""
+    """The `top_k` best LRs of `agg` (best first), then each of `extra` (the interpolated optimum,
+    stage 1's best) unless it is None or (to 1e-9 relative) already there."""
     lrs = [float(x) for x in rank(agg)["lr"].iloc[:top_k]]
-    if interpolated is not None and not any(
-        math.isclose(interpolated, x, rel_tol=1e-9) for x in lrs
-    ):
-        lrs.append(float(interpolated))
+    for lr in extra:
+        if lr is not None and not any(math.isclose(lr, x, rel_tol=1e-9) for x in lrs):
+            lrs.append(float(lr))
     return lrs
 
 
@@ -181,8 +205,8 @@ class ConfirmPlan:
 def plan_confirm(
     frames: Mapping[str, pd.DataFrame], top_k: int = 3, n_seeds: int = 3
 ) -> ConfirmPlan:
-    """The confirm step from the stage-1/2 trial frames: the top `top_k` LRs of the finest stage and
-    its interpolated optimum, on `n_seeds` seeds that neither sweep stage used. Deterministic, so a
+    """The confirm step from the stage-1/2 trial frames: the top `top_k` LRs of the finest stage, its
+    interpolated optimum and stage 1's best LR, on `n_seeds` seeds that neither sweep stage used. Deterministic, so a
     re-run plans the same trials (and the resumable sweep adds none)."""
     if top_k < 1 or n_seeds < 1:
         raise ConfigError(
@@ -193,7 +217,11 @@ def plan_confirm(
     stage = finest_stage(aggs)
     if stage not in aggs or not len(rank(aggs[stage])):
         raise ConfigError("confirm: no finished non-diverged trial in stage 1 or 2")
-    lrs = confirm_candidates(aggs[stage], top_k, interpolated_optimum(aggs[stage]))
+    extra = [interpolated_optimum(aggs[stage])]
+    if stage == "stage2":
+        # Stage 1's best re-runs too: the report weighs stage 2's gain on the same fresh seeds.
+        extra.append(float(rank(aggs["stage1"])["lr"].iloc[0]))
+    lrs = confirm_candidates(aggs[stage], top_k, extra)
     used = pd.concat([f["seed"] for f in sweeps.values()]).dropna().astype(int).tolist()
     return ConfirmPlan(stage=stage, lrs=lrs, seeds=fresh_seeds(used, n_seeds))
 

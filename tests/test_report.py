@@ -100,11 +100,26 @@ def test_stage2_gain_within_noise_and_unknown_noise():
     assert gain["exceeds_noise"] is None and "noise unknown" in gain["verdict"]
 
 
+def test_stage2_gain_on_fresh_seeds_from_the_confirm_step():
+    s1 = agg_of({0.1: 0.85, 0.2: 0.8}, n=1)
+    s2 = agg_of({0.12: 0.90, 0.15: 0.855}, n=1)  # stage 2's best flatters itself by 0.05 ...
+    conf = agg_of({0.1: 0.852, 0.12: 0.855}, n=3, std=0.01)  # ... fresh seeds: +0.003
+    gain = report.stage2_gain({"stage1": s1, "stage2": s2, "confirm": conf})
+    assert gain["measured_on"] == "confirm" and gain["gain"] == pytest.approx(0.003)
+    assert gain["noise"] == pytest.approx(2 * math.hypot(0.01 / 3**0.5, 0.01 / 3**0.5))
+    assert gain["exceeds_noise"] is False and "fresh seeds" in gain["verdict"]
+    conf = agg_of({0.1: 0.80, 0.12: 0.855}, n=3, std=0.01)
+    assert report.stage2_gain({"stage1": s1, "stage2": s2, "confirm": conf})["exceeds_noise"]
+
+
 def test_confirm_candidates_top_k_plus_interpolated():
     agg = agg_of({0.1: 0.8, 0.2: 0.9, 0.3: 0.85, 0.4: 0.7})
     assert report.confirm_candidates(agg, 3) == [0.2, 0.3, 0.1]
-    assert report.confirm_candidates(agg, 2, 0.25) == [0.2, 0.3, 0.25]
-    assert report.confirm_candidates(agg, 2, 0.2 * (1 + 1e-12)) == [0.2, 0.3]  # already there
+    assert report.confirm_candidates(agg, 2, [0.25]) == [0.2, 0.3, 0.25]
+    assert report.confirm_candidates(agg, 2, [0.2 * (1 + 1e-12), None]) == [
+        0.2,
+        0.3,
+    ]  # already there
 
 
 def test_fresh_seeds():
@@ -120,7 +135,8 @@ def test_plan_confirm_uses_the_finest_stage_and_fresh_seeds(tmp_path):
     plan = report.plan_confirm({"stage1": trials_frame(s1), "stage2": trials_frame(s2)}, 3, 2)
     assert plan.stage == "stage2" and plan.seeds == [5, 6]
     assert plan.lrs[:3] == [fine[3], fine[4], fine[2]]  # by distance to the peak 10**-1.95
-    assert len(plan.lrs) == 4 and plan.lrs[3] == pytest.approx(10**-1.95, rel=1e-3)
+    assert plan.lrs[3] == pytest.approx(10**-1.95, rel=1e-3)  # the interpolated optimum
+    assert plan.lrs[4:] == [GRID[5]]  # stage 1's best, to weigh stage 2's gain on fresh seeds
     only1 = report.plan_confirm({"stage1": trials_frame(s1)}, top_k=1, n_seeds=1)
     assert (only1.stage, only1.lrs[0], only1.seeds) == ("stage1", GRID[5], [2])
 

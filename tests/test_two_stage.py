@@ -67,7 +67,11 @@ def test_two_stage_script_end_to_end(tmp_path):
     confirm_seeds = {t.params["seed"] for t in confirm.trials}
     assert len(confirm_seeds) == 2 and not confirm_seeds & {0, 1}
     candidates = {t.params["lr"] for t in confirm.get_trials(states=(complete,))}
-    assert 2 <= len(candidates) <= 3
+    assert 2 <= len(candidates) <= 4  # top 2, the interpolated optimum, stage 1's best
+    stage1_best = max(
+        lr1, key=lambda lr: sum(t.value for t in stage1.trials if t.params["lr"] == lr)
+    )
+    assert stage1_best in candidates
 
     report = tmp_path / "outputs" / "reports" / name
     assert (report / "curve.png").read_bytes()[:8] == PNG_SIGNATURE
@@ -78,3 +82,4 @@ def test_two_stage_script_end_to_end(tmp_path):
     best = yaml.safe_load((report / "best.yaml").read_text())
     assert best["lr"] in candidates
     assert f"lr={best['lr']!r}" in " ".join(best["overrides"])
+    assert best["stage2_gain"]["measured_on"] == "confirm"
