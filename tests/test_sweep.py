@@ -248,8 +248,7 @@ def test_joblib_launcher_two_workers(workdir):
         "src.train",
         *sweep_args("joblib", "sweep.points=3", "sweep.seeds=[0,1]"),
         "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "hydra.sweeper.n_jobs=2",
+        "hydra.launcher.n_jobs=2",  # the sweeper's batches follow: 2 trials at a time
         cwd=workdir,
     )
     study = load(workdir, "joblib")

@@ -186,7 +186,7 @@ class LrSweeper(Sweeper):
         study_name: str | None = None,
         metric_name: str | None = None,
         n_trials: int | None = None,
-        n_jobs: int = 1,
+        n_jobs: int | None = None,
         max_failure_rate: float = 0.0,
         check: str | None = None,
         identity_keys: Sequence[str] = (),
@@ -222,6 +222,13 @@ class LrSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        if self.n_jobs is None:  # as many trials per batch as the launcher runs at once
+            launcher_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
+            if isinstance(launcher_jobs, int) and launcher_jobs < 0:
+                launcher_jobs = max(1, (os.cpu_count() or 1) + 1 + launcher_jobs)  # joblib's rule
+            self.n_jobs = (
+                launcher_jobs if isinstance(launcher_jobs, int) and launcher_jobs > 0 else 1
+            )
 
     # ---- entry ----
     def sweep(self, arguments: list[str]) -> None:
