@@ -36,6 +36,7 @@ def checkpoint_key(
 
 
 def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
+    """`torch.save` that a reader never sees half-written: write beside `path`, rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from src.checkpoint import save_atomic
 from src.errors import ConfigError
 
 TensorPair = tuple[torch.Tensor, torch.Tensor]
@@ -174,26 +174,13 @@ def mnist1d(
             raise ConfigError(
                 f"data: train_split={train_split} leaves an empty split of {num_samples} samples"
             )
-        _save_atomically(arrays, path)
+        save_atomic(arrays, path)
     return Splits(
         train=(arrays["x_train"], arrays["y_train"]),
         val=(arrays["x_val"], arrays["y_val"]),
         num_classes=10,
         input_shape=tuple(arrays["x_train"].shape[1:]),
     )
-
-
-def _save_atomically(obj: Any, path: Path) -> None:
-    # A reader never sees a half-written file: write beside it, then rename over it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _image_splits(

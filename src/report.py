@@ -120,7 +120,8 @@ def stage2_gain(aggs: Mapping[str, pd.DataFrame]) -> dict | None:
     c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
     c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
     if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
-        gain = float(c2["mean"] - c1["mean"])
+        m1, m2 = float(c1["mean"]), float(c2["mean"])
+        gain = m2 - m1
         noise = 2 * math.hypot(c1["std"] / math.sqrt(c1["n"]), c2["std"] / math.sqrt(c2["n"]))
         exceeds = bool(gain > noise)
         verdict = (
@@ -131,7 +132,8 @@ def stage2_gain(aggs: Mapping[str, pd.DataFrame]) -> dict | None:
         )
         source = "confirm"
     else:
-        gain = float(b2["mean"] - b1["mean"])
+        m1, m2 = float(b1["mean"]), float(b2["mean"])
+        gain = m2 - m1
         noise = float(math.hypot(b1["std"], b2["std"]))
         source = "sweeps"
         if noise > 0:
@@ -144,8 +146,10 @@ def stage2_gain(aggs: Mapping[str, pd.DataFrame]) -> dict | None:
             exceeds = None
             verdict = f"stage 2's gain {gain:+.4f}: noise unknown (one seed per LR, std 0)"
     return {
-        "stage1_best": float(b1["mean"]),
-        "stage2_best": float(b2["mean"]),
+        "stage1_lr": float(b1["lr"]),  # each stage's best LR, and its mean where measured
+        "stage2_lr": float(b2["lr"]),
+        "stage1_mean": m1,
+        "stage2_mean": m2,
         "gain": gain,
         "noise": noise,
         "exceeds_noise": exceeds,
@@ -257,12 +261,36 @@ def load_frames(name: str, storage_url: str) -> dict[str, pd.DataFrame]:
 def plot_curve(
     aggs: Mapping[str, pd.DataFrame], choice: Choice, title: str, path: Path, ylabel: str
 ) -> None:
+    """The whole range, and beside it (when there is a stage 2 or confirm step) a zoom on the range
+    they cover, where the seed-to-seed error bars are visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fine = [agg for stage, agg in aggs.items() if stage != "stage1" and (agg["n"] > 0).any()]
+    fig, axes = plt.subplots(
+        1, 2 if fine else 1, figsize=(13 if fine else 8, 5), squeeze=False, layout="constrained"
+    )
+    for ax in axes[0]:
+        _draw_curve(ax, aggs, choice, ylabel)
+    axes[0][0].set_title(title)
+    if fine:
+        lrs = pd.concat([agg.loc[agg["n"] > 0, "lr"] for agg in fine])
+        means = pd.concat([agg.loc[agg["n"] > 0, ["mean", "std"]] for agg in fine])
+        zoom = axes[0][1]
+        zoom.set_xlim(lrs.min() / 1.15, lrs.max() * 1.15)
+        low = float((means["mean"] - means["std"].fillna(0)).min())
+        high = float((means["mean"] + means["std"].fillna(0)).max())
+        pad = max(0.005, 0.1 * (high - low))
+        zoom.set_ylim(low - pad, high + pad)
+        zoom.set_title("zoom: stage 2 and confirm range")
+        zoom.get_legend().remove()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: str) -> None:
     marked_diverged = False
     for stage, agg in aggs.items():
         ok = agg[agg["n"] > 0]
@@ -300,12 +328,8 @@ def plot_curve(
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
 
 
 def best_summary(

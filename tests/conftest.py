@@ -15,6 +15,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ["epochs=2", "warmup_epochs=1", "model.width=32", "model.depth=1", "batch_size=64"]
 
 
+def _env(extra: dict | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def start_module(module: str, *args: str, cwd: Path, **popen: object) -> subprocess.Popen:
+    """`python -m <module> <args>` started in `cwd`, text pipes for stdout and stderr."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=_env(), **popen)
+
+
 def run_module(
     module: str,
     *args: str,
@@ -23,20 +35,19 @@ def run_module(
     timeout: float = 240,
     env: dict | None = None,
 ) -> subprocess.CompletedProcess:
-    """`python -m <module> <args>` in `cwd` (where `outputs/` will be written)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    """`python -m <module> <args>` run to the end in `cwd` (where `outputs/` will be written)."""
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env=full_env,
+        env=_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{module} {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            f"{module} {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout}"
+            f"\n--- stderr\n{proc.stderr}"
         )
     return proc
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import json
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import ROOT, TINY, run_module
+from conftest import TINY, run_module, start_module
 from hydra.core.utils import JobReturn, JobStatus
 
 from hydra_plugins.lrsweep_sweeper.sweeper import LrSweeper
@@ -191,14 +190,7 @@ def test_sigkill_then_rerun_runs_every_point_exactly_once(workdir):
         *sweep_args("killed", "sweep.points=5", *SLOW),
         "hydra.sweeper.heartbeat_interval=1",
     ]
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "src.train", *args],
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sweep = start_module("src.train", *args, cwd=workdir, stderr=subprocess.STDOUT)
     finished = 0
     while finished < 2:
         line = sweep.stdout.readline()
@@ -226,17 +218,7 @@ def test_sigkill_then_rerun_runs_every_point_exactly_once(workdir):
 
 def test_two_sweeps_on_one_study_run_each_point_once(workdir):
     args = ["-m", *TINY, "study.name=shared", "sweep.points=6", "sweep.seeds=[0,1]"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "src.train", *args],
-            cwd=workdir,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [start_module("src.train", *args, cwd=workdir) for _ in range(2)]
     outputs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     counts = complete_points(load(workdir, "shared"))
