@@ -24,7 +24,8 @@ class LrSweepConf:
     study_name: str | None = None
     metric_name: str | None = None  # shown by optuna-dashboard
     n_trials: int | None = None  # most trials this run launches; null = the rest of the grid
-    # Trials per launched batch. null: the launcher's own n_jobs (joblib: -1 = every core), else 1.
+    # Trials per launched batch. null: the launcher's own n_jobs (joblib: -1 = every core) or
+    # array_parallelism (submitit), else 1.
     n_jobs: int | None = None
     # Abort when more than this fraction of launched jobs raised. Diverged trials return a value:
     # they are not failures.

@@ -223,7 +223,9 @@ class LrSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
         if self.n_jobs is None:  # as many trials per batch as the launcher runs at once
-            launcher_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
+            launcher_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")  # joblib
+            if launcher_jobs is None:  # submitit: one job array per batch
+                launcher_jobs = OmegaConf.select(config, "hydra.launcher.array_parallelism")
             if isinstance(launcher_jobs, int) and launcher_jobs < 0:
                 launcher_jobs = max(1, (os.cpu_count() or 1) + 1 + launcher_jobs)  # joblib's rule
             self.n_jobs = (
