@@ -101,16 +101,16 @@ def make_loops(cfg: DictConfig, model: torch.nn.Module, initial: dict) -> dict[s
         return instantiate(cfg.optimizer)(model.parameters(), lr=cfg.lr)
 
     def ours(optimizer: torch.optim.Optimizer) -> int:
-        diverged, epochs_run, *_ = fit(cfg, model, optimizer, train_batches, val_batches)
-        assert not diverged and epochs_run == cfg.epochs, "benchmark run diverged: lower lr"
-        return epochs_run * steps_per_epoch
+        fitted = fit(cfg, model, optimizer, train_batches, val_batches)
+        assert fitted.stop is None, f"benchmark run stopped early ({fitted.stop}): change lr"
+        return fitted.epochs_run * steps_per_epoch
 
     plain_cfg = SimpleNamespace(**OmegaConf.to_container(cfg, resolve=False))
 
     def plain(optimizer: torch.optim.Optimizer) -> int:
-        diverged, epochs_run, *_ = fit(plain_cfg, model, optimizer, train_batches, val_batches)
-        assert not diverged and epochs_run == cfg.epochs, "benchmark run diverged: lower lr"
-        return epochs_run * steps_per_epoch
+        fitted = fit(plain_cfg, model, optimizer, train_batches, val_batches)
+        assert fitted.stop is None, f"benchmark run stopped early ({fitted.stop}): change lr"
+        return fitted.epochs_run * steps_per_epoch
 
     def dataloader(optimizer: torch.optim.Optimizer) -> int:
         # The write-up's loop (seed file 000, lines 25-45), with fit's per-epoch evaluation.

@@ -31,6 +31,8 @@ from src.study import CONF_DIR, TrialReporter
 SCHEDULES = ("constant", "cosine")
 METRICS = ("val_acc",)  # a diverged trial must score a finite value: 0.0 accuracy
 EVAL_BATCH_SIZE = 1024
+# "At chance": validation accuracy at most this times the majority-class rate.
+HOPELESS_FACTOR = 1.2
 
 
 @dataclass
@@ -38,6 +40,7 @@ class TrialResult:
     val_acc: float  # 0.0 for a diverged trial (its weights are NaN: any accuracy would be noise)
     val_loss: float  # inf for a diverged trial
     diverged: bool
+    stopped_at_chance: bool  # at chance a full epoch after warmup: stopped, scored as it stood
     epochs_run: int
     seconds: float
     checkpoint: str
@@ -75,6 +78,7 @@ def check_config(cfg: DictConfig) -> None:
     need(is_int(cfg.threads) and cfg.threads >= 1, "threads", "an integer >= 1")
     need(is_int(cfg.log_every) and cfg.log_every >= 1, "log_every", "an integer >= 1")
     need(is_int(cfg.seed), "seed", "an integer")
+    need(isinstance(cfg.stop_at_chance, bool), "stop_at_chance", "true or false")
     resolve_device(cfg.device)
     for group in ("data", "model", "optimizer"):
         target = OmegaConf.select(cfg, f"{group}._target_")
@@ -126,22 +130,36 @@ def evaluate(model: nn.Module, batches: Batches) -> tuple[float, float]:
     return correct.item() / batches.n, loss_sum.item() / batches.n
 
 
+@dataclass
+class FitResult:
+    stop: str | None  # None: every epoch ran; "diverged": a non-finite loss; "chance": hopeless
+    epochs_run: int
+    train_loss: list[float]  # per finished epoch
+    val_acc: list[float]  # per finished epoch
+    val_loss: float  # of the last finished epoch; inf when diverged
+
+
 def fit(
     cfg: DictConfig,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_batches: Batches,
     val_batches: Batches,
+    hopeless_below: float | None = None,
     on_epoch=None,
-) -> tuple[bool, int, list[float], list[float], float]:
-    """Train for `cfg.epochs`; stop early on a non-finite loss. Returns (diverged, epochs_run,
-    train_loss per epoch, val_acc per epoch, final val_loss)."""
+) -> FitResult:
+    """Train for `cfg.epochs`. Stops at once on a non-finite loss, and after an epoch past warmup
+    whose validation accuracy is still at or below `hopeless_below` (None: never)."""
     # Plain locals: an OmegaConf read costs ~7.5 us, ~6% of a small model's step (bench_train.py).
     base_lr, schedule, log_every = float(cfg.lr), str(cfg.schedule), int(cfg.log_every)
-    epochs, steps_per_epoch = int(cfg.epochs), len(train_batches)
-    warmup_steps = int(cfg.warmup_epochs) * steps_per_epoch
-    total_steps = epochs * steps_per_epoch
-    train_loss, val_acc, val_loss, step = [], [], math.inf, 0
+    epochs, warmup_epochs = int(cfg.epochs), int(cfg.warmup_epochs)
+    steps_per_epoch = len(train_batches)
+    warmup_steps, total_steps = warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
+    train_loss, val_acc, step = [], [], 0
+
+    def diverged(epoch: int) -> FitResult:
+        return FitResult("diverged", epoch + 1, train_loss, val_acc, math.inf)
+
     for epoch in range(epochs):
         model.train()
         loss_sum = torch.zeros((), device=train_batches.device)
@@ -157,18 +175,26 @@ def fit(
             loss_sum += loss.detach()
             # NaN/inf propagates into the sum: one host sync per `log_every` steps finds it.
             if step % log_every == 0 and not torch.isfinite(loss_sum):
-                return True, epoch + 1, train_loss, val_acc, math.inf
+                return diverged(epoch)
         epoch_loss = loss_sum.item() / steps_per_epoch
-        if not math.isfinite(epoch_loss):
-            return True, epoch + 1, train_loss, val_acc, math.inf
         acc, val_loss = evaluate(model, val_batches)
-        if not math.isfinite(val_loss):  # blew up in the epoch's last steps, after the last check
-            return True, epoch + 1, train_loss, val_acc, math.inf
+        if not (math.isfinite(epoch_loss) and math.isfinite(val_loss)):  # blew up after a check
+            return diverged(epoch)
         train_loss.append(epoch_loss)
         val_acc.append(acc)
         if on_epoch is not None:
             on_epoch(epoch, epoch_loss, acc)
-    return False, epochs, train_loss, val_acc, val_loss
+        # Still at chance a full epoch after warmup: such a run does not come back to win.
+        if hopeless_below is not None and epoch >= warmup_epochs and acc <= hopeless_below:
+            return FitResult("chance", epoch + 1, train_loss, val_acc, val_loss)
+    return FitResult(None, epochs, train_loss, val_acc, val_loss)
+
+
+def chance_accuracy(splits: Splits) -> float:
+    """The accuracy of always answering the most frequent validation class."""
+    if isinstance(splits.val, tuple):
+        return torch.bincount(splits.val[1]).max().item() / len(splits.val[1])
+    return 1.0 / splits.num_classes
 
 
 @functools.lru_cache(maxsize=1)
@@ -239,24 +265,26 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
             )
 
     torch.manual_seed(cfg.seed)
-    diverged, epochs_run, train_loss, val_acc, val_loss = fit(
-        cfg, model, optimizer, train_batches, val_batches, on_epoch
-    )
+    hopeless_below = HOPELESS_FACTOR * chance_accuracy(splits) if cfg.stop_at_chance else None
+    fitted = fit(cfg, model, optimizer, train_batches, val_batches, hopeless_below, on_epoch)
+    diverged = fitted.stop == "diverged"
     result = TrialResult(
-        val_acc=0.0 if diverged else val_acc[-1],
-        val_loss=val_loss,
+        val_acc=0.0 if diverged else fitted.val_acc[-1],
+        val_loss=fitted.val_loss,
         diverged=diverged,
-        epochs_run=epochs_run,
+        stopped_at_chance=fitted.stop == "chance",
+        epochs_run=fitted.epochs_run,
         seconds=time.perf_counter() - start,
         checkpoint=key,
-        train_loss=train_loss,
-        val_acc_curve=val_acc,
+        train_loss=fitted.train_loss,
+        val_acc_curve=fitted.val_acc,
     )
     reporter.set_attrs(
         diverged=diverged,
-        epochs_run=epochs_run,
-        train_loss=train_loss,
-        val_acc=val_acc,
+        stopped_at_chance=result.stopped_at_chance,
+        epochs_run=result.epochs_run,
+        train_loss=result.train_loss,
+        val_acc=result.val_acc_curve,
         seconds=result.seconds,
         checkpoint=key,
         output_dir=HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None,
@@ -277,6 +305,8 @@ def main(cfg: DictConfig) -> float:
         sys.exit(2)
     if not in_sweep:
         status = "DIVERGED (returned 0.0)" if result.diverged else f"{result.val_acc:.4f}"
+        if result.stopped_at_chance:
+            status += f" (stopped at chance after {result.epochs_run} epochs)"
         print(f"lr={cfg.lr:g} seed={cfg.seed}: val_acc={status} ({result.seconds:.1f}s)")
     return float(getattr(result, cfg.metric))
 

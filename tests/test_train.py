@@ -249,6 +249,22 @@ def test_weights_blown_up_by_the_last_step_count_as_diverged(run) -> None:
     assert result.diverged and result.val_acc == 0.0
 
 
+def test_a_run_still_at_chance_after_warmup_stops_and_keeps_its_score(run) -> None:
+    # lr=1e-6 barely moves the weights: at chance (~0.1 on digits) after 1 warmup + 1 epoch.
+    result = run(*TINY, "epochs=5", "warmup_epochs=1", "lr=1e-6")
+    assert result.stopped_at_chance and not result.diverged
+    assert result.epochs_run == 2 == len(result.val_acc_curve)
+    assert result.val_acc == result.val_acc_curve[-1] <= 1.2 * 37 / 360  # 37/360: majority class
+    full = run(*TINY, "epochs=5", "warmup_epochs=1", "lr=1e-6", "stop_at_chance=false")
+    assert not full.stopped_at_chance and full.epochs_run == 5
+    assert full.val_acc_curve[:2] == result.val_acc_curve  # same run until the stop
+
+
+def test_a_learning_run_is_not_stopped_at_chance(run) -> None:
+    result = run(*TINY, "epochs=3", "warmup_epochs=1", "lr=0.05")
+    assert not result.stopped_at_chance and result.epochs_run == 3
+
+
 # --- 4. determinism -----------------------------------------------------------------------------
 
 
