@@ -182,6 +182,15 @@ def test_study_of_another_experiment_is_refused(swept):
     assert len(load(workdir, "grid").trials) == 8
 
 
+def test_n_trials_caps_a_run_and_the_next_run_finishes_the_grid(workdir):
+    args = sweep_args("capped", "sweep.points=3")
+    run_module("src.train", *args, "hydra.sweeper.n_trials=2", cwd=workdir)
+    assert len(load(workdir, "capped").get_trials(states=(State.COMPLETE,))) == 2
+    run_module("src.train", *args, cwd=workdir)
+    study = load(workdir, "capped")
+    assert len(study.trials) == 3 and list(complete_points(study).values()) == [1] * 3
+
+
 SLOW = ["epochs=40", "batch_size=8"]  # about 1 s per trial: time to kill the sweep mid-way
 
 
@@ -241,12 +250,15 @@ def test_joblib_launcher_two_workers(workdir):
 
 @pytest.mark.parametrize("returned", [math.nan, math.inf, None, "oops"])
 def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, returned):
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="t")
-    study.enqueue_trial({"lr": 0.1})
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="t")
     trial = study.ask()
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name("t"), trial.number
+    )
     job = JobReturn(status=JobStatus.COMPLETED)
     job.return_value = returned
-    assert LrSweeper._tell(study, study._storage, trial.number, trial._trial_id, job) is True
+    assert LrSweeper._tell(study, storage, trial.number, trial_id, job) is True
     (frozen,) = study.trials
     assert frozen.state == State.FAIL
     assert (
@@ -267,8 +279,8 @@ def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
     for _ in range(3):  # three machines saw the point uncovered and enqueued it
         study.enqueue_trial(params, user_attrs={"grid_point": point_key(params)})
     with _Heartbeat(storage, 60) as heartbeat:
-        first = LrSweeper._claim(study, study_id, grid, 1, heartbeat)  # machine A
-        second = LrSweeper._claim(study, study_id, grid, 2, heartbeat)  # machine B, later
+        first = LrSweeper._claim(study, storage, study_id, grid, 1, heartbeat)  # machine A
+        second = LrSweeper._claim(study, storage, study_id, grid, 2, heartbeat)  # machine B, later
     assert [number for number, _, _ in first] == [0]
     assert second == []
     trials = study.get_trials()

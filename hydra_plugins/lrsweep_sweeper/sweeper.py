@@ -242,13 +242,13 @@ class LrSweeper(Sweeper):
         try:
             axes, fixed, grid = self._plan(arguments)
             with self._storage_lock():
-                study = self._open_study(axes)
+                study, storage = self._open_study(axes)
         except ValueError as err:  # SweepConfigError, or the `check` hook's ConfigError
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        self._run(study, axes, fixed, grid)
+        self._run(study, storage, axes, fixed, grid)
 
     # ---- step 1: validate, before the study is touched ----
     def _plan(
@@ -313,7 +313,8 @@ class LrSweeper(Sweeper):
             return FileLock(f"{path}.lock")
         return contextlib.nullcontext()
 
-    def _open_study(self, axes: list[Axis]) -> Any:
+    def _open_study(self, axes: list[Axis]) -> tuple[Any, Any]:
+        """The study and its storage (heartbeats on), created or loaded, checked and described."""
         import optuna
 
         engine_kwargs = (
@@ -357,14 +358,18 @@ class LrSweeper(Sweeper):
         study.set_user_attr("grid", grid)
         if self.metric_name and study.metric_names is None:
             study.set_metric_names([self.metric_name])
-        return study
+        return study, storage
 
     def _run(
-        self, study: Any, axes: list[Axis], fixed: list[str], grid: dict[str, dict[str, Any]]
+        self,
+        study: Any,
+        storage: Any,
+        axes: list[Axis],
+        fixed: list[str],
+        grid: dict[str, dict[str, Any]],
     ) -> None:
         import optuna
 
-        storage = study._storage
         study_id = storage.get_study_id_from_name(self.study_name)
         distributions = self._distributions(axes)
         done_before = self._count_done(study, grid)
@@ -389,7 +394,7 @@ class LrSweeper(Sweeper):
                         budget = min(budget, self.n_trials - launched)
                         if budget <= 0:
                             break
-                    claimed = self._claim(study, study_id, grid, budget, heartbeat)
+                    claimed = self._claim(study, storage, study_id, grid, budget, heartbeat)
                     if not claimed:
                         elsewhere = self._running_elsewhere(study, grid, in_flight)
                         if not elsewhere:
@@ -463,6 +468,7 @@ class LrSweeper(Sweeper):
     @staticmethod
     def _claim(
         study: Any,
+        storage: Any,
         study_id: int,
         grid: dict[str, dict[str, Any]],
         budget: int,
@@ -474,7 +480,6 @@ class LrSweeper(Sweeper):
         import optuna
 
         State = optuna.trial.TrialState
-        storage = study._storage
         claimed = []
         for trial in study.get_trials(deepcopy=False, states=(State.WAITING,)):
             if len(claimed) >= budget:
