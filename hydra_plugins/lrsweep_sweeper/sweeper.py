@@ -21,17 +21,19 @@ Optuna is imported inside `sweep()`: Hydra imports every plugin module on every 
 # No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules,
 # where dataclasses cannot resolve string annotations.
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
 import math
 import os
+import random
 import statistics
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 POINT_ATTR = "grid_point"  # trial user attr: the canonical JSON of the trial's grid point
+SCHEMA_RETRIES = 5
 
 
 class SweepConfigError(ValueError):
@@ -212,6 +215,7 @@ class LrSweeper(Sweeper):
         self.grace_period = grace_period or 3 * heartbeat_interval
         self.poll_interval = poll_interval
         self.job_idx = 0
+        self._lock_engine = None  # PostgreSQL advisory locks: one engine, no pooled connections
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -303,29 +307,61 @@ class LrSweeper(Sweeper):
 
     # ---- steps 2-4 ----
     def _storage_lock(self) -> contextlib.AbstractContextManager:
-        """Serialises study creation and enqueueing between processes on one SQLite file. Across
-        machines (a server database) the claim-then-dedupe rule alone keeps points single."""
+        """Serialises study creation, stale-failing and enqueueing between sweeps of one study: a
+        file lock beside a SQLite file, a session advisory lock on PostgreSQL (released by the
+        server if the holder dies). Elsewhere, and as a safety net everywhere, the
+        claim-then-dedupe rule of `_claim` keeps each point to one run."""
         if self.storage_url.startswith("sqlite:///"):
             from filelock import FileLock
 
             path = Path(self.storage_url.removeprefix("sqlite:///")).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
             return FileLock(f"{path}.lock")
+        if self.storage_url.startswith("postgresql"):
+            return self._advisory_lock()
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _advisory_lock(self) -> Iterator[None]:
+        import sqlalchemy
+
+        if self._lock_engine is None:
+            self._lock_engine = sqlalchemy.create_engine(
+                self.storage_url, poolclass=sqlalchemy.pool.NullPool
+            )
+        digest = hashlib.sha256(f"lrsweep:{self.study_name}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        with self._lock_engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
 
     def _open_study(self, axes: list[Axis]) -> tuple[Any, Any]:
         """The study and its storage (heartbeats on), created or loaded, checked and described."""
         import optuna
+        import sqlalchemy
 
         engine_kwargs = (
             {"connect_args": {"timeout": 60}} if self.storage_url.startswith("sqlite") else {}
         )
-        storage = optuna.storages.RDBStorage(
-            self.storage_url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=self.heartbeat_interval,
-            grace_period=self.grace_period,
-        )
+        storage = None
+        for attempt in range(SCHEMA_RETRIES):
+            try:
+                storage = optuna.storages.RDBStorage(
+                    self.storage_url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=self.heartbeat_interval,
+                    grace_period=self.grace_period,
+                )
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Sweeps started together on a fresh server database race to create its tables
+                # ("duplicate key ... pg_type_typname_nsp_index"): the loser waits and reloads.
+                if attempt == SCHEMA_RETRIES - 1:
+                    raise
+                time.sleep(0.5 + random.random())
         study = optuna.create_study(
             storage=storage,
             study_name=self.study_name,
@@ -488,8 +524,11 @@ class LrSweeper(Sweeper):
             if key not in grid:
                 continue  # another run's grid: theirs to run
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-            if not storage.set_trial_state_values(trial_id, State.RUNNING):
-                continue  # another process won it
+            try:
+                if not storage.set_trial_state_values(trial_id, State.RUNNING):
+                    continue  # another process won it
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another process won it and has finished it (or dropped it) since
             heartbeat.add(trial_id)
             twin = next(
                 (
