@@ -191,6 +191,12 @@ def test_n_trials_caps_a_run_and_the_next_run_finishes_the_grid(workdir):
     assert len(study.trials) == 3 and list(complete_points(study).values()) == [1] * 3
 
 
+def test_command_line_values_replace_the_configured_axes(workdir):
+    run_module("src.train", *sweep_args("pinned", "lr=0.05", "seed=3,4"), cwd=workdir)
+    study = load(workdir, "pinned")
+    assert sorted(complete_points(study)) == [(0.05, 3), (0.05, 4)]
+
+
 SLOW = ["epochs=40", "batch_size=8"]  # about 1 s per trial: time to kill the sweep mid-way
 
 

@@ -119,7 +119,8 @@ def build_axes(
             axes[name] = axis_from_override(parser.parse_override(f"{name}={spec}"), points)
     fixed = []
     for override in parser.parse_overrides(list(arguments)):
-        if override.is_sweep_override():
+        # The command line wins: `lr=0.1` pins the `lr` axis to one point, `seed=0,1` replaces it.
+        if override.is_sweep_override() or override.get_key_element() in axes:
             axes[override.get_key_element()] = axis_from_override(override, points)
         else:
             fixed.append(override.input_line)
