@@ -231,6 +231,32 @@ def test_sigkill_then_rerun_runs_every_point_exactly_once(workdir):
     assert len(study.get_trials(states=(State.FAIL,))) == 1  # the orphan, failed as stale
 
 
+def test_ctrl_c_fails_the_trial_in_flight_and_a_rerun_resumes(workdir):
+    args = sweep_args("interrupted", "sweep.points=3", *SLOW)
+    # SIGINT may be ignored by a CI shell and would be inherited: give the sweep the default.
+    sweep = start_module(
+        "src.train",
+        *args,
+        cwd=workdir,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while not (
+        (workdir / "outputs" / "lrsweep.db").exists()
+        and "interrupted" in optuna.get_all_study_names(f"sqlite:///{workdir}/outputs/lrsweep.db")
+        and load(workdir, "interrupted").get_trials(states=(State.RUNNING,))
+    ):
+        assert time.monotonic() < deadline, "no trial started"
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGINT)
+    _, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130 and "run the same command again to resume" in stderr
+    study = load(workdir, "interrupted")
+    assert not study.get_trials(states=(State.RUNNING,))  # no orphan waits for a grace period
+    run_module("src.train", *args, cwd=workdir)
+    assert list(complete_points(load(workdir, "interrupted")).values()) == [1] * 3
+
+
 def test_two_sweeps_on_one_study_run_each_point_once(workdir):
     args = ["-m", *TINY, "study.name=shared", "sweep.points=6", "sweep.seeds=[0,1]"]
     procs = [start_module("src.train", *args, cwd=workdir) for _ in range(2)]

@@ -253,7 +253,15 @@ class LrSweeper(Sweeper):
                 raise
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        self._run(study, storage, axes, fixed, grid)
+        try:
+            self._run(study, storage, axes, fixed, grid)
+        except KeyboardInterrupt:
+            print(
+                "\n[lrsweep] interrupted: trials in flight are marked FAIL; "
+                "run the same command again to resume",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
 
     # ---- step 1: validate, before the study is touched ----
     def _plan(
