@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
-    os.chdir(tempfile.mkdtemp(prefix="bench_stop_"))  # outputs/ (checkpoints, mnist1d cache) here
+    os.chdir(
+        tempfile.mkdtemp(prefix="bench_stop_")
+    )  # paths.output_dir (checkpoints, mnist1d cache) here
     for data in args.data:
         lrs = [float(lr) for lr in np.logspace(-5, 0, args.points)]
         seconds = {True: 0.0, False: 0.0}

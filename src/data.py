@@ -131,9 +131,11 @@ def mnist1d(
     num_samples: int = 5000,
     train_split: float = 0.8,
     data_seed: int = 42,
-    cache_dir: str | os.PathLike = "outputs/data",
+    *,
+    cache_dir: str | os.PathLike,
 ) -> Splits:
-    """MNIST-1D (40-long 1-D signals, 10 classes), generated locally and cached.
+    """MNIST-1D (40-long 1-D signals, 10 classes), generated locally and cached under `cache_dir`
+    (the config passes `paths.data_cache`).
 
     Built with `mnist1d.data.make_dataset` because `get_dataset` downloads. Generating 5000 samples
     takes ~1.1 s here (plus ~1.1 s to import mnist1d); a cache hit loads in milliseconds. The cache
