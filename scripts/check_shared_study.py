@@ -23,6 +23,11 @@ from pathlib import Path
 import optuna
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from hydra_plugins.lrsweep_sweeper.sweeper import POINT_ATTR  # noqa: E402
+
 TINY = ["epochs=2", "model.width=32", "sweep.points=8", "sweep.seeds=[0,1]"]
 
 
@@ -50,7 +55,7 @@ def main() -> int:
         study = optuna.load_study(study_name=name, storage=args.storage)
         states = collections.Counter(t.state.name for t in study.trials)
         runs = collections.Counter(
-            t.user_attrs["grid_point"] for t in study.trials if t.state.name == "COMPLETE"
+            t.user_attrs[POINT_ATTR] for t in study.trials if t.state.name == "COMPLETE"
         )
         points = len(study.user_attrs["grid"]["lr"]) * len(study.user_attrs["grid"]["seed"])
         dropped = sum("duplicate_of" in t.user_attrs for t in study.trials)

@@ -11,7 +11,7 @@ an interruption finishes the remaining trials. The overrides are the stage-1 Hyd
 2. stage 2:  python -m src.refine --run [--points N] <overrides>
 3. confirm:  the top K LRs of the finest stage, the interpolated optimum (if any) and stage 1's
              best LR (to weigh stage 2's gain on the same seeds), on S fresh
-             seeds, into <name>-confirm (`src.report.prepare_confirm` plans it), then
+             seeds, into <name>-confirm (`src.confirm.prepare_confirm` plans it), then
              python -m src.train -m <overrides> study.name=<name>-confirm
                  "hydra.sweeper.params.lr='choice(...)'" sweep.seeds=[...]
 4. report:   python -m src.report <overrides>
@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from src.cli import run_cli  # noqa: E402
+from src.confirm import prepare_confirm  # noqa: E402
 from src.errors import ConfigError  # noqa: E402
-from src.refine import run_cli  # noqa: E402
-from src.report import prepare_confirm  # noqa: E402
 
 
 def step(title: str, args: list[str]) -> int:

@@ -8,8 +8,8 @@ creates the study `<name>-stage2` (user attrs `parent_study`, `stage`) and runs 
 
 Bound rules (`propose_bounds`), on the grid points that carry information (an LR with at least one
 COMPLETE trial; a diverged trial counts, with accuracy 0; an LR whose trials all failed is ignored):
-- the top set is every finished LR whose mean is within one std (the best LR's std) of the best mean;
-  with a single seed the std is 0, so only exact ties join the best;
+- the top set (`src.stats.top_set`) is every finished LR whose mean is within one std (the best
+  LR's std) of the best mean; with a single seed the std is 0, so only exact ties join the best;
 - interior: the new range runs from the grid point just below the lowest LR of the top set to the
   grid point just above the highest one (for a single best: its two neighbours);
 - at an edge: when the top set touches the lowest (highest) grid point, the optimum may lie beyond
@@ -23,63 +23,28 @@ COMPLETE trial; a diverged trial counts, with accuracy 0; an LR whose trials all
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import optuna
 import pandas as pd
 
+from src.cli import run_cli
 from src.errors import ConfigError
+from src.overrides import replace_overrides
+from src.stats import aggregate, format_table, rank, top_set
+from src.study import (
+    STAGE2_SUFFIX,
+    check_direction,
+    compose_config,
+    create_child_study,
+    open_study,
+    trials_frame,
+)
 
-# Columns of `aggregate`, in order.
-AGG_COLUMNS = ["lr", "mean", "std", "n", "diverged", "failed", "seconds"]
 # How many stage-1 grid steps the range moves past an edge that holds the best point.
 EDGE_STEPS = 2
-STAGE2_SUFFIX = "-stage2"
-
-
-def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per LR (rows sorted by lr), from a `src.study.trials_frame`:
-
-    mean, std -- of the value over COMPLETE trials, a diverged one counting as its value 0.0: an LR
-                 that diverges on some seeds must not win on the seeds it survived (std: ddof=1
-                 for n >= 2, 0 for n == 1; both NaN for n == 0);
-    n         -- COMPLETE trials;  diverged -- of which diverged;
-    failed    -- FAIL trials;  seconds -- mean wall time of a COMPLETE trial (NaN if unknown).
-    Trials without an `lr` are left out; RUNNING/WAITING/PRUNED ones count nowhere but do give
-    their LR a row.
-    """
-    rows = []
-    frame = frame[frame["lr"].notna()]
-    for lr, group in frame.groupby("lr", sort=True):
-        complete = group[group["state"] == "COMPLETE"]
-        values = complete["value"].astype(float).to_numpy()
-        n = len(values)
-        seconds = complete["seconds"].astype(float)
-        rows.append(
-            {
-                "lr": float(lr),
-                "mean": float(values.mean()) if n else math.nan,
-                "std": float(values.std(ddof=1)) if n >= 2 else (0.0 if n == 1 else math.nan),
-                "n": n,
-                "diverged": int(complete["diverged"].astype(bool).sum()),
-                "failed": int((group["state"] == "FAIL").sum()),
-                "seconds": float(seconds.mean()) if seconds.notna().any() else math.nan,
-            }
-        )
-    return pd.DataFrame(rows, columns=AGG_COLUMNS).reset_index(drop=True)
-
-
-def rank(agg: pd.DataFrame) -> pd.DataFrame:
-    """The LRs with a finished non-diverged trial, best first: highest mean, then lowest std, then
-    lowest LR."""
-    usable = agg[agg["n"] > agg["diverged"]]
-    return usable.sort_values(["mean", "std", "lr"], ascending=[False, True, True], kind="stable")
 
 
 @dataclass(frozen=True)
@@ -107,8 +72,7 @@ def propose_bounds(agg: pd.DataFrame, low: float, high: float) -> Proposal:
         )
     best = ranked.iloc[0]
     best_lr, best_mean, best_std = float(best["lr"]), float(best["mean"]), float(best["std"])
-    threshold = best_mean - best_std - 1e-12
-    top = sorted(float(x) for x in ranked.loc[ranked["mean"] >= threshold, "lr"])
+    top = sorted(float(x) for x in top_set(ranked)["lr"])
 
     grid = sorted(float(x) for x in agg.loc[agg["n"] > 0, "lr"])
     i_lo, i_hi = grid.index(top[0]), grid.index(top[-1])
@@ -143,26 +107,6 @@ def propose_bounds(agg: pd.DataFrame, low: float, high: float) -> Proposal:
     )
 
 
-def override_key(override: str) -> str:
-    """The config key an override sets: `+a.b=1` -> `a.b`."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def format_value(value: object) -> str:
-    """An override value: floats as repr() (they survive exactly), lists as `[a,b]`."""
-    if isinstance(value, float | np.floating):
-        return repr(float(value))
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    return str(value)
-
-
-def replace_overrides(overrides: Iterable[str], values: dict[str, object]) -> list[str]:
-    """`overrides` less those that set a key of `values`, then `key=value` for each of `values`."""
-    kept = [o for o in overrides if override_key(o) not in values]
-    return kept + [f"{key}={format_value(value)}" for key, value in values.items()]
-
-
 def stage2_overrides(
     overrides: Sequence[str], name: str, proposal: Proposal, points: int
 ) -> list[str]:
@@ -175,56 +119,6 @@ def stage2_overrides(
             "sweep.points": int(points),
         },
     )
-
-
-def check_direction(study: optuna.Study) -> None:
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise ConfigError(
-            f"study '{study.study_name}' is {study.direction.name.lower()}d; refine and report "
-            "assume a maximized metric (metric=val_acc)"
-        )
-
-
-def create_child_study(
-    name: str, storage_url: str, parent: str, stage: str, meta: dict | None = None
-) -> optuna.Study:
-    """The study a later stage sweeps into, tagged with its parent and stage; reused if it exists."""
-    from src.study import storage
-
-    study = optuna.create_study(
-        study_name=name, storage=storage(storage_url), direction="maximize", load_if_exists=True
-    )
-    study.set_user_attr("parent_study", parent)
-    study.set_user_attr("stage", stage)
-    for key, value in (meta or {}).items():
-        study.set_user_attr(key, value)
-    return study
-
-
-def format_table(agg: pd.DataFrame) -> str:
-    return agg.to_string(
-        index=False,
-        formatters={
-            "lr": "{:.4g}".format,
-            "mean": "{:.4f}".format,
-            "std": "{:.4f}".format,
-            "seconds": "{:.2f}".format,
-        },
-    )
-
-
-def run_cli(main_fn, argv: Sequence[str] | None) -> int:
-    """Runs `main_fn(argv)`; bad input (ConfigError, a bad Hydra override) is one line on stderr
-    and status 2, unless HYDRA_FULL_ERROR=1."""
-    from hydra.errors import HydraException
-
-    try:
-        return main_fn(argv)
-    except (ConfigError, HydraException) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -240,8 +134,6 @@ def _main(argv: Sequence[str] | None) -> int:
     args, overrides = parser.parse_known_args(argv)
     if args.points is not None and args.points < 2:
         raise ConfigError(f"--points: must be >= 2, got {args.points}")
-
-    from src.study import compose_config, open_study, trials_frame
 
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)

@@ -1,10 +1,10 @@
-"""The report of a sweep: every stage's trials, the accuracy-vs-LR curve and the chosen LR.
+"""The report of a search: every stage's trials, the accuracy-vs-LR curve and the chosen LR.
 
     python -m src.report [--out DIR] [hydra overrides...]
 
 The overrides are those of the stage-1 sweep: they name the study `<name>`; the report also reads
-`<name>-stage2` and `<name>-confirm` when they exist, and writes under `outputs/reports/<name>/`
-(relative to the current directory, or `--out DIR`):
+`<name>-stage2` and `<name>-confirm` when they exist, and writes under `<paths.reports_dir>/<name>/`
+(default `outputs/reports/<name>/`, relative to the current directory; or `--out DIR`):
 
 - `trials.csv`: one row per trial of every stage;
 - `curve.png`: mean +/- std accuracy per LR and stage (log x), diverged LRs as red x at 0, the
@@ -15,79 +15,121 @@ The overrides are those of the stage-1 sweep: they name the study `<name>`; the 
 The choice: the best mean of the confirm stage when it has a finished trial, else of the finest
 sweep stage (stage 2 if it has a finished trial, else stage 1). `good_range` is taken in that same
 stage; the interpolated optimum is fitted on the finest sweep stage (the dense grid).
+
+Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
+seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. The noise is
+two standard errors of the difference on fresh seeds, the combined std of the two best LRs in the
+sweeps; it is unknown when either side has a single seed. One rule: stage 2 helped only if
+gain > noise; a loss larger than the noise is reported as a loss; anything else is within noise.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
-import optuna
 import pandas as pd
 import yaml
 
+from src.cli import run_cli
 from src.errors import ConfigError
-from src.refine import (
-    STAGE2_SUFFIX,
-    aggregate,
-    check_direction,
-    create_child_study,
-    format_table,
-    override_key,
-    rank,
-    replace_overrides,
-    run_cli,
-)
+from src.overrides import train_overrides
+from src.stats import aggregate, finest_stage, format_table, interpolated_optimum, rank, top_set
+from src.study import SUFFIXES, TRIAL_COLUMNS, compose_config, load_frames, study_names
 
-STAGES = ("stage1", "stage2", "confirm")
-SUFFIX = {"stage1": "", "stage2": STAGE2_SUFFIX, "confirm": "-confirm"}
 COLOURS = {"stage1": "tab:blue", "stage2": "tab:orange", "confirm": "tab:green"}
-# Override keys that belong to the sweep, not to training one model.
-SWEEP_KEYS = ("lr", "seed", "trial")
-SWEEP_PREFIXES = ("sweep.", "study.", "hydra.", "hydra/")
-TIE = 1e-12
-
-
-def study_names(name: str) -> dict[str, str]:
-    return {stage: name + SUFFIX[stage] for stage in STAGES}
-
 
 # ---------------------------------------------------------------- pure parts
 
-
-def interpolated_optimum(agg: pd.DataFrame, half_window: int = 2) -> float | None:
-    """The peak of a parabola fitted (least squares) to mean accuracy vs log10(lr) over the best LR
-    and up to `half_window` finished neighbours on each side (3 to 5 points). None unless the
-    parabola is concave and its peak lies strictly inside the fitted LRs: it never extrapolates."""
-    usable = agg[agg["n"] > 0].sort_values("lr")
-    ranked = rank(agg)
-    if len(usable) < 3:
-        return None
-    b = usable.index.get_loc(ranked.index[0])
-    window = usable.iloc[max(0, b - half_window) : b + half_window + 1]
-    if len(window) < 3:
-        return None
-    x = np.log10(window["lr"].to_numpy(dtype=float))
-    y = window["mean"].to_numpy(dtype=float)
-    a, b1, _ = np.polyfit(x, y, 2)
-    if not a < -TIE:
-        return None
-    peak = -b1 / (2 * a)
-    if not x.min() < peak < x.max():
-        return None
-    return float(10**peak)
+Outcome = Literal["gain", "loss", "within noise", "unknown"]
 
 
-def finest_stage(aggs: Mapping[str, pd.DataFrame]) -> str:
-    """stage2 when it has a finished non-diverged trial, else stage1."""
-    if "stage2" in aggs and len(rank(aggs["stage2"])):
-        return "stage2"
-    return "stage1"
+@dataclass(frozen=True)
+class Stage2Gain:
+    """Stage 2's best LR against stage 1's (rules: module docstring)."""
+
+    stage1_lr: float  # each stage's best LR in its own sweep
+    stage2_lr: float
+    stage1_mean: float  # their means where measured (`measured_on`)
+    stage2_mean: float
+    gain: float  # stage2_mean - stage1_mean: negative for a loss
+    noise: float | None  # None: unknown (a single seed on either side)
+    exceeds_noise: bool | None  # gain > noise: stage 2 helped; None when the noise is unknown
+    outcome: Outcome
+    measured_on: Literal["confirm", "sweeps"]
+    verdict: str
+
+
+def _row_at(agg: pd.DataFrame, lr: float) -> pd.Series | None:
+    rows = agg[np.isclose(agg["lr"], lr, rtol=1e-9, atol=0) & (agg["n"] > 0)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def judge_gain(gain: float, noise: float | None) -> Outcome:
+    """The one rule: "gain" only if gain > noise, "loss" if -gain > noise, else "within noise";
+    "unknown" without a measured noise."""
+    if noise is None:
+        return "unknown"
+    if gain > noise:
+        return "gain"
+    if -gain > noise:
+        return "loss"
+    return "within noise"
+
+
+def stage2_gain(aggs: Mapping[str, pd.DataFrame]) -> Stage2Gain | None:
+    """Is stage 2's best LR really better than stage 1's? None without both stages."""
+    if not all(s in aggs and len(rank(aggs[s])) for s in ("stage1", "stage2")):
+        return None
+    b1, b2 = rank(aggs["stage1"]).iloc[0], rank(aggs["stage2"]).iloc[0]
+    c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
+    c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
+    if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
+        r1, r2, source = c1, c2, "confirm"
+        noise = 2 * math.hypot(c1["std"] / math.sqrt(c1["n"]), c2["std"] / math.sqrt(c2["n"]))
+        where = f"on {int(c2['n'])} fresh seeds"
+        noise_is = "two standard errors"
+    else:
+        r1, r2, source = b1, b2, "sweeps"
+        measured = min(b1["n"], b2["n"]) >= 2
+        noise = float(math.hypot(b1["std"], b2["std"])) if measured else None
+        where = "in the sweeps"
+        noise_is = "combined std of the two best LRs"
+    m1, m2 = float(r1["mean"]), float(r2["mean"])
+    gain = m2 - m1
+    outcome = judge_gain(gain, noise)
+    scores = (
+        f"{where}, stage 2's best lr={b2['lr']:.4g} scored {m2:.4f} vs stage 1's best "
+        f"lr={b1['lr']:.4g} {m1:.4f}: gain {gain:+.4f}"
+    )
+    if outcome == "unknown":
+        verdict = f"{scores}, noise unknown (one seed per LR)"
+    else:
+        judged = {
+            "gain": "larger than the noise: stage 2 helped",
+            "loss": "a loss larger than the noise: stage 2 did worse",
+            "within noise": "not larger than the noise",
+        }[outcome]
+        verdict = f"{scores}, {judged} ({noise:.4f}, {noise_is})"
+    return Stage2Gain(
+        stage1_lr=float(b1["lr"]),
+        stage2_lr=float(b2["lr"]),
+        stage1_mean=m1,
+        stage2_mean=m2,
+        gain=gain,
+        noise=None if noise is None else float(noise),
+        exceeds_noise=None if noise is None else outcome == "gain",
+        outcome=outcome,
+        measured_on=source,
+        verdict=verdict,
+    )
 
 
 @dataclass(frozen=True)
@@ -99,67 +141,11 @@ class Choice:
     n: int
     good_range: tuple[float, float]
     interpolated_optimum: float | None
-    stage2_gain: dict | None = field(default=None)
-
-
-def _row_at(agg: pd.DataFrame, lr: float) -> pd.Series | None:
-    rows = agg[np.isclose(agg["lr"], lr, rtol=1e-9, atol=0) & (agg["n"] > 0)]
-    return rows.iloc[0] if len(rows) else None
-
-
-def stage2_gain(aggs: Mapping[str, pd.DataFrame]) -> dict | None:
-    """Is stage 2's best LR really better than stage 1's? None without both stages.
-
-    With a confirm stage that re-ran both best LRs on fresh seeds, the answer comes from there:
-    the picked maximum of a noisy sweep flatters itself, fresh seeds do not. The gain counts as
-    real when it exceeds two standard errors of the difference, sqrt(s1^2/n1 + s2^2/n2). Without
-    them: the sweeps' own means against the combined std of the two best LRs."""
-    if not all(s in aggs and len(rank(aggs[s])) for s in ("stage1", "stage2")):
-        return None
-    b1, b2 = rank(aggs["stage1"]).iloc[0], rank(aggs["stage2"]).iloc[0]
-    c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
-    c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
-    if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
-        m1, m2 = float(c1["mean"]), float(c2["mean"])
-        gain = m2 - m1
-        noise = 2 * math.hypot(c1["std"] / math.sqrt(c1["n"]), c2["std"] / math.sqrt(c2["n"]))
-        exceeds = bool(gain > noise)
-        verdict = (
-            f"on {int(c2['n'])} fresh seeds, stage 2's best lr={b2['lr']:.4g} scored "
-            f"{c2['mean']:.4f} vs stage 1's best lr={b1['lr']:.4g} {c1['mean']:.4f}: gain "
-            f"{gain:+.4f}, {'larger' if exceeds else 'not larger'} than the noise "
-            f"({noise:.4f}, two standard errors)"
-        )
-        source = "confirm"
-    else:
-        m1, m2 = float(b1["mean"]), float(b2["mean"])
-        gain = m2 - m1
-        noise = float(math.hypot(b1["std"], b2["std"]))
-        source = "sweeps"
-        if noise > 0:
-            exceeds = bool(abs(gain) > noise)
-            verdict = (
-                f"stage 2's gain {gain:+.4f} is {'larger' if exceeds else 'not larger'} than the "
-                f"noise ({noise:.4f}, combined std of the two best LRs)"
-            )
-        else:
-            exceeds = None
-            verdict = f"stage 2's gain {gain:+.4f}: noise unknown (one seed per LR, std 0)"
-    return {
-        "stage1_lr": float(b1["lr"]),  # each stage's best LR, and its mean where measured
-        "stage2_lr": float(b2["lr"]),
-        "stage1_mean": m1,
-        "stage2_mean": m2,
-        "gain": gain,
-        "noise": noise,
-        "exceeds_noise": exceeds,
-        "measured_on": source,
-        "verdict": verdict,
-    }
+    stage2_gain: Stage2Gain | None = None
 
 
 def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
-    """The chosen LR (rules: module docstring). `aggs`: stage -> `refine.aggregate`."""
+    """The chosen LR (rules: module docstring). `aggs`: stage -> `src.stats.aggregate`."""
     sweep = finest_stage(aggs)
     stage = "confirm" if "confirm" in aggs and len(rank(aggs["confirm"])) else sweep
     ranked = rank(aggs[stage]) if stage in aggs else pd.DataFrame()
@@ -168,7 +154,7 @@ def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
             "report: no finished non-diverged trial in any stage; nothing to choose from"
         )
     best = ranked.iloc[0]
-    good = ranked.loc[ranked["mean"] >= best["mean"] - best["std"] - TIE, "lr"]
+    good = top_set(ranked)["lr"]
     return Choice(
         stage=stage,
         lr=float(best["lr"]),
@@ -181,81 +167,64 @@ def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
     )
 
 
-def confirm_candidates(
-    agg: pd.DataFrame, top_k: int = 3, extra: Sequence[float | None] = ()
-) -> list[float]:
-    """The `top_k` best LRs of `agg` (best first), then each of `extra` (the interpolated optimum,
-    stage 1's best) unless it is None or (to 1e-9 relative) already there."""
-    lrs = [float(x) for x in rank(agg)["lr"].iloc[:top_k]]
-    for lr in extra:
-        if lr is not None and not any(math.isclose(lr, x, rel_tol=1e-9) for x in lrs):
-            lrs.append(float(lr))
-    return lrs
-
-
-def fresh_seeds(used: Sequence[int], count: int) -> list[int]:
-    """`count` seeds above every used one."""
-    start = max((int(s) for s in used), default=-1) + 1
-    return list(range(start, start + count))
-
-
 @dataclass(frozen=True)
-class ConfirmPlan:
-    stage: str  # the sweep stage the candidates come from
-    lrs: list[float]
-    seeds: list[int]
+class Report:
+    """What `write_report` found and wrote; `best()` is the content of best.yaml."""
+
+    study: str  # stage 1's study name
+    stages: dict[str, str]  # stage -> study name, for the stages that exist
+    aggs: dict[str, pd.DataFrame]  # stage -> `src.stats.aggregate`
+    choice: Choice
+    overrides: list[str]  # to train one model with the chosen LR
+    out_dir: Path
+
+    @property
+    def command(self) -> str:
+        return "python -m src.train " + " ".join(self.overrides)
+
+    def best(self) -> dict[str, Any]:
+        c = self.choice
+        best: dict[str, Any] = {
+            "study": self.study,
+            "stages": dict(self.stages),
+            "stage": c.stage,
+            "lr": c.lr,
+            "mean": c.mean,
+            "std": c.std,
+            "n": c.n,
+            "good_range": list(c.good_range),
+        }
+        if c.interpolated_optimum is not None:
+            best["interpolated_optimum"] = c.interpolated_optimum
+        best["overrides"] = list(self.overrides)
+        best["command"] = self.command
+        if c.stage2_gain is not None:
+            best["stage2_gain"] = dataclasses.asdict(c.stage2_gain)
+        return best
 
 
-def plan_confirm(
-    frames: Mapping[str, pd.DataFrame], top_k: int = 3, n_seeds: int = 3
-) -> ConfirmPlan:
-    """The confirm step from the stage-1/2 trial frames: the top `top_k` LRs of the finest stage, its
-    interpolated optimum and stage 1's best LR, on `n_seeds` seeds that neither sweep stage used. Deterministic, so a
-    re-run plans the same trials (and the resumable sweep adds none)."""
-    if top_k < 1 or n_seeds < 1:
-        raise ConfigError(
-            f"confirm: need --confirm-top >= 1 and --confirm-seeds >= 1, got {top_k}, {n_seeds}"
-        )
-    sweeps = {s: f for s, f in frames.items() if s in ("stage1", "stage2")}
-    aggs = {s: aggregate(f) for s, f in sweeps.items()}
-    stage = finest_stage(aggs)
-    if stage not in aggs or not len(rank(aggs[stage])):
-        raise ConfigError("confirm: no finished non-diverged trial in stage 1 or 2")
-    extra = [interpolated_optimum(aggs[stage])]
-    if stage == "stage2":
-        # Stage 1's best re-runs too: the report weighs stage 2's gain on the same fresh seeds.
-        extra.append(float(rank(aggs["stage1"])["lr"].iloc[0]))
-    lrs = confirm_candidates(aggs[stage], top_k, extra)
-    used = pd.concat([f["seed"] for f in sweeps.values()]).dropna().astype(int).tolist()
-    return ConfirmPlan(stage=stage, lrs=lrs, seeds=fresh_seeds(used, n_seeds))
-
-
-def train_overrides(overrides: Sequence[str], lr: float) -> list[str]:
-    """The overrides to train one model with `lr`: the experiment's own overrides, less the sweep's."""
-    kept = [
-        o
-        for o in overrides
-        if override_key(o) not in SWEEP_KEYS and not override_key(o).startswith(SWEEP_PREFIXES)
+def format_summary(report: Report) -> str:
+    lines = []
+    for stage, agg in report.aggs.items():
+        lines += [f"== {stage}: {report.stages[stage]} ({len(agg)} LRs)", format_table(agg), ""]
+    c = report.choice
+    rows = [
+        ("chosen lr", f"{c.lr!r} (from {c.stage})"),
+        ("mean ± std", f"{c.mean:.4f} ± {c.std:.4f} (n={c.n})"),
+        ("good range", "[{:.4g}, {:.4g}]".format(*c.good_range)),
+        (
+            "interpolated optimum",
+            "none" if c.interpolated_optimum is None else f"{c.interpolated_optimum:.4g}",
+        ),
+        ("stage 2 gain", c.stage2_gain.verdict if c.stage2_gain else "no stage 2"),
+        ("train with", report.command),
     ]
-    return replace_overrides(kept, {"lr": float(lr)})
+    width = max(len(k) for k, _ in rows)
+    lines += [f"{k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- studies and files
-
-
-def load_frames(name: str, storage_url: str) -> dict[str, pd.DataFrame]:
-    """stage -> `trials_frame` of each stage's study that exists (stage 1 must)."""
-    from src.study import open_study, storage, trials_frame
-
-    existing = set(optuna.study.get_all_study_names(storage(storage_url)))
-    frames = {}
-    for stage, study_name in study_names(name).items():
-        if stage != "stage1" and study_name not in existing:
-            continue
-        study = open_study(study_name, storage_url)
-        check_direction(study)
-        frames[stage] = trials_frame(study)
-    return frames
+# ---------------------------------------------------------------- files
 
 
 def plot_curve(
@@ -332,124 +301,35 @@ def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: st
     ax.legend(loc="best", fontsize="small")
 
 
-def best_summary(
-    name: str, frames: Mapping[str, pd.DataFrame], choice: Choice, overrides: Sequence[str]
-) -> dict:
-    train = train_overrides(overrides, choice.lr)
-    best = {
-        "study": name,
-        "stages": {s: n for s, n in study_names(name).items() if s in frames},
-        "stage": choice.stage,
-        "lr": choice.lr,
-        "mean": choice.mean,
-        "std": choice.std,
-        "n": choice.n,
-        "good_range": [choice.good_range[0], choice.good_range[1]],
-    }
-    if choice.interpolated_optimum is not None:
-        best["interpolated_optimum"] = choice.interpolated_optimum
-    best["overrides"] = train
-    best["command"] = "python -m src.train " + " ".join(train)
-    if choice.stage2_gain is not None:
-        best["stage2_gain"] = choice.stage2_gain
-    return best
-
-
 def write_report(
     name: str,
     frames: Mapping[str, pd.DataFrame],
     out_dir: Path,
     overrides: Sequence[str] = (),
     ylabel: str = "validation accuracy",
-) -> dict:
-    """Writes trials.csv, curve.png and best.yaml under `out_dir`; returns best.yaml's content."""
+) -> Report:
+    """Writes trials.csv, curve.png and best.yaml under `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = pd.concat(
-        [f.assign(stage=s, study=name + SUFFIX[s]) for s, f in frames.items()], ignore_index=True
+        [f.assign(stage=s, study=name + SUFFIXES[s]) for s, f in frames.items()], ignore_index=True
     )
-    cols = [
-        "stage",
-        "study",
-        "number",
-        "state",
-        "lr",
-        "seed",
-        "value",
-        "diverged",
-        "epochs_run",
-        "seconds",
-    ]
-    trials[cols].to_csv(out_dir / "trials.csv", index=False)
+    trials[["stage", "study", *TRIAL_COLUMNS]].to_csv(out_dir / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}
     choice = choose(aggs)
     plot_curve(aggs, choice, f"{name}: {ylabel} vs learning rate", out_dir / "curve.png", ylabel)
-    best = best_summary(name, frames, choice, overrides)
-    (out_dir / "best.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
-    return {"aggs": aggs, "best": best}
-
-
-def format_summary(aggs: Mapping[str, pd.DataFrame], best: Mapping) -> str:
-    lines = []
-    for stage, agg in aggs.items():
-        lines += [f"== {stage}: {best['stages'][stage]} ({len(agg)} LRs)", format_table(agg), ""]
-    rows = [
-        ("chosen lr", f"{best['lr']!r} (from {best['stage']})"),
-        ("mean ± std", f"{best['mean']:.4f} ± {best['std']:.4f} (n={best['n']})"),
-        ("good range", "[{:.4g}, {:.4g}]".format(*best["good_range"])),
-        (
-            "interpolated optimum",
-            f"{best['interpolated_optimum']:.4g}" if "interpolated_optimum" in best else "none",
-        ),
-        ("stage 2 gain", best["stage2_gain"]["verdict"] if "stage2_gain" in best else "no stage 2"),
-        ("train with", best["command"]),
-    ]
-    width = max(len(k) for k, _ in rows)
-    lines += [f"{k:<{width}}  {v}" for k, v in rows]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- entry points
-
-
-def prepare_confirm(overrides: Sequence[str], top_k: int = 3, n_seeds: int = 3) -> list[str]:
-    """Plans the confirm step for the stage-1 `overrides`, creates the study `<name>-confirm`
-    (user attrs parent_study, stage="confirm") and returns the overrides for
-    `python -m src.train -m`."""
-    from src.study import compose_config
-
-    cfg = compose_config(overrides)
-    name, storage_url = str(cfg.study.name), str(cfg.study.storage)
-    frames = load_frames(name, storage_url)
-    plan = plan_confirm(frames, top_k, n_seeds)
-    names = study_names(name)
-    create_child_study(
-        names["confirm"],
-        storage_url,
-        parent=names[plan.stage],
-        stage="confirm",
-        meta={"candidates": plan.lrs, "seeds": plan.seeds},
+    report = Report(
+        study=name,
+        stages={s: n for s, n in study_names(name).items() if s in frames},
+        aggs=aggs,
+        choice=choice,
+        overrides=train_overrides(overrides, choice.lr),
+        out_dir=out_dir,
     )
-    print(f"confirm: lrs {[f'{x:.4g}' for x in plan.lrs]} from {plan.stage}, seeds {plan.seeds}")
-    return replace_overrides(
-        overrides,
-        {
-            "study.name": names["confirm"],
-            "hydra.sweeper.params.lr": ChoiceOverride(plan.lrs),
-            "sweep.seeds": plan.seeds,
-        },
-    )
+    (out_dir / "best.yaml").write_text(yaml.safe_dump(report.best(), sort_keys=False))
+    return report
 
 
-class ChoiceOverride:
-    """`'choice(a,b,...)'` with exact float reprs, quoted: Hydra refuses a sweep override of a
-    `hydra.` key ("Sweeping over Hydra's configuration is not supported"), so the sweeper gets the
-    string and parses it like the `params` in its config."""
-
-    def __init__(self, values: Sequence[float]):
-        self.values = [float(v) for v in values]
-
-    def __str__(self) -> str:
-        return "'choice(" + ",".join(repr(v) for v in self.values) + ")'"
+# ---------------------------------------------------------------- entry point
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -458,19 +338,19 @@ def _main(argv: Sequence[str] | None) -> int:
         description="Report a sweep (stage 1, and stage 2 / confirm when they exist). Other "
         "arguments are the stage-1 Hydra overrides.",
     )
-    parser.add_argument("--out", type=Path, default=None, help="default: outputs/reports/<name>")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: <paths.reports_dir>/<name>"
+    )
     args, overrides = parser.parse_known_args(argv)
-
-    from src.study import compose_config
 
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
     frames = load_frames(name, storage_url)
-    out_dir = args.out or Path("outputs") / "reports" / name
+    out_dir = args.out or Path(cfg.paths.reports_dir) / name
     metric = str(cfg.get("metric", "val_acc"))
     ylabel = {"val_acc": "validation accuracy"}.get(metric, metric)
-    result = write_report(name, frames, out_dir, overrides, ylabel)
-    print(format_summary(result["aggs"], result["best"]))
+    report = write_report(name, frames, out_dir, overrides, ylabel)
+    print(format_summary(report))
     print(f"wrote {out_dir}/trials.csv, curve.png, best.yaml")
     return 0
 

@@ -1,10 +1,14 @@
-"""Optuna studies: opening them, the default study name, a job's handle on its trial, trials as rows.
+"""Optuna studies: names and stages, opening and creating them, a job's handle on its trial, trials
+as rows.
 
-The study is the record of a sweep: stage 2, the report and the dashboard read it, never the job
-folders. Study user attributes written by the sweeper: `grid` (axis -> values), `config` (the
-experiment's identity keys). Trial user attributes written by the job: `diverged`, `epochs_run`,
-`train_loss` (per epoch), `val_acc` (per epoch), `seconds`, `checkpoint`, `output_dir`; by the
-sweeper: `grid_point`, and `error` for a job that raised.
+The study is the record of a sweep: stage 2, the confirm step, the report and the dashboard read
+it, never the job folders. One search is a family of studies named after stage 1's (`study_names`):
+`<name>` (stage 1), `<name>-stage2`, `<name>-confirm`; a later stage's study carries the user attrs
+`parent_study` and `stage`. Study user attributes written by the sweeper: `grid` (axis -> values),
+`config` (the experiment's identity, `experiment_identity`). Trial user attributes written by the
+job: `diverged`, `stopped_at_chance`, `epochs_run`, `train_loss` (per epoch), `val_acc` (per epoch),
+`seconds`, `checkpoint`, `output_dir`; by the sweeper:
+the grid point (`POINT_ATTR` in the sweeper plugin), and `error` for a job that raised.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
+from src.stats import aggregate, best_line, format_table
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +35,36 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the Hydra config t
 # Columns of `trials_frame`, in order.
 TRIAL_COLUMNS = ["number", "state", "lr", "seed", "value", "diverged", "epochs_run", "seconds"]
 
+STAGES = ("stage1", "stage2", "confirm")
+STAGE2_SUFFIX = "-stage2"
+CONFIRM_SUFFIX = "-confirm"
+SUFFIXES = {"stage1": "", "stage2": STAGE2_SUFFIX, "confirm": CONFIRM_SUFFIX}
+
+
+def study_names(name: str) -> dict[str, str]:
+    """stage -> study name, for the search whose stage-1 study is `name`."""
+    return {stage: name + SUFFIXES[stage] for stage in STAGES}
+
 
 def _short_name(node: Any) -> str:
     target = node.get("_target_", "") if isinstance(node, DictConfig) else ""
     return str(target).rsplit(".", 1)[-1].lower() or "custom"
 
 
-def default_study_name(*, _root_: DictConfig) -> str:
-    """`<data>-<model>-<optimizer>-<hash>`: the hash covers every key in `experiment_keys`, so two
-    experiments that differ in anything but the LR and the data-order seed never share a study."""
-    identity = {
-        key: OmegaConf.to_container(_root_[key], resolve=True)
-        if OmegaConf.is_config(_root_[key])
-        else _root_[key]
-        for key in _root_.experiment_keys
+def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The config's `experiment_keys` with their resolved values: what makes two trials comparable.
+    Two experiments that differ in anything but the LR and the data-order seed differ here."""
+    return {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key in cfg.experiment_keys
+        for value in [OmegaConf.select(cfg, key)]
     }
+
+
+def default_study_name(*, _root_: DictConfig) -> str:
+    """`<data>-<model>-<optimizer>-<hash>`: the hash covers the whole `experiment_identity`, so two
+    experiments never share a study."""
+    identity = experiment_identity(_root_)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
     parts = [_short_name(_root_.get(group)) for group in ("data", "model", "optimizer")]
     return "-".join([*parts, digest[:8]])
@@ -77,6 +97,29 @@ def open_study(name: str, storage_url: str) -> optuna.Study:
         ) from None
 
 
+def create_child_study(
+    name: str, storage_url: str, parent: str, stage: str, meta: dict[str, Any] | None = None
+) -> optuna.Study:
+    """The study a later stage sweeps into, tagged with its parent and stage; reused if it exists."""
+    study = optuna.create_study(
+        study_name=name, storage=storage(storage_url), direction="maximize", load_if_exists=True
+    )
+    study.set_user_attr("parent_study", parent)
+    study.set_user_attr("stage", stage)
+    for key, value in (meta or {}).items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def check_direction(study: optuna.Study) -> None:
+    """Refine, confirm and report read a maximized metric; anything else is a ConfigError."""
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise ConfigError(
+            f"study '{study.study_name}' is {study.direction.name.lower()}d; refine and report "
+            "assume a maximized metric (metric=val_acc)"
+        )
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, columns `TRIAL_COLUMNS`; `value` is NaN unless the trial is COMPLETE."""
     rows = []
@@ -97,6 +140,26 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
+def load_frames(name: str, storage_url: str) -> dict[str, pd.DataFrame]:
+    """stage -> `trials_frame` of each stage's study that exists (stage 1's must)."""
+    existing = set(optuna.study.get_all_study_names(storage(storage_url)))
+    frames = {}
+    for stage, study_name in study_names(name).items():
+        if stage != "stage1" and study_name not in existing:
+            continue
+        study = open_study(study_name, storage_url)
+        check_direction(study)
+        frames[stage] = trials_frame(study)
+    return frames
+
+
+def sweep_summary(study: optuna.Study, metric_name: str | None = None) -> str:
+    """The per-LR table of a study and its best LR, as the sweeper prints it at the end of a sweep
+    (the same `aggregate` as every other table and choice)."""
+    agg = aggregate(trials_frame(study))
+    return f"{format_table(agg)}\n\n{best_line(agg, metric_name or 'value')}"
+
+
 class TrialReporter:
     """A job's handle on the trial the sweeper created for it. Inert outside a sweep.
 
@@ -114,10 +177,6 @@ class TrialReporter:
         self._trial_id = self._storage.get_trial_id_from_study_id_trial_number(
             study_id, int(trial_number)
         )
-
-    @property
-    def active(self) -> bool:
-        return self._trial_id is not None
 
     def _write(self, method: str, *args: Any) -> None:
         if self._trial_id is None:
@@ -137,10 +196,17 @@ class TrialReporter:
             self._write("set_trial_user_attr", key, value)
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def compose_config(
+    overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False
+) -> DictConfig:
     """The config `python -m src.train <overrides>` would run with, for tools outside a Hydra app
-    (refine, report): the same overrides name the same study."""
+    (refine, report): the same overrides name the same study. `return_hydra_config`: with the
+    `hydra` node (its run and sweep folders)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+        return compose(
+            config_name="train",
+            overrides=list(overrides),
+            return_hydra_config=return_hydra_config,
+        )

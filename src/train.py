@@ -9,10 +9,9 @@ import functools
 import importlib
 import json
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import hydra
 import torch
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src.checkpoint import checkpoint_key, initial_model
+from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
 from src.errors import ConfigError
 from src.study import CONF_DIR, TrialReporter
@@ -130,9 +130,13 @@ def evaluate(model: nn.Module, batches: Batches) -> tuple[float, float]:
     return correct.item() / batches.n, loss_sum.item() / batches.n
 
 
+# Why `fit` stopped early: a non-finite loss, or still at chance a full epoch after warmup.
+Stop = Literal["diverged", "chance"]
+
+
 @dataclass
 class FitResult:
-    stop: str | None  # None: every epoch ran; "diverged": a non-finite loss; "chance": hopeless
+    stop: Stop | None  # None: every epoch ran
     epochs_run: int
     train_loss: list[float]  # per finished epoch
     val_acc: list[float]  # per finished epoch
@@ -294,20 +298,15 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        result = train(cfg, verbose=not in_sweep)
-    except ConfigError as err:
-        # In a sweep the sweeper records the error in the trial; alone, one line and exit 2.
-        if in_sweep or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    if not in_sweep:
-        status = "DIVERGED (returned 0.0)" if result.diverged else f"{result.val_acc:.4f}"
-        if result.stopped_at_chance:
-            status += f" (stopped at chance after {result.epochs_run} epochs)"
-        print(f"lr={cfg.lr:g} seed={cfg.seed}: val_acc={status} ({result.seconds:.1f}s)")
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # A ConfigError propagates: the sweeper records it in the trial.
+        return float(getattr(train(cfg), cfg.metric))
+    with exit_on_user_error():  # alone: one line, exit 2
+        result = train(cfg, verbose=True)
+    status = "DIVERGED (returned 0.0)" if result.diverged else f"{result.val_acc:.4f}"
+    if result.stopped_at_chance:
+        status += f" (stopped at chance after {result.epochs_run} epochs)"
+    print(f"lr={cfg.lr:g} seed={cfg.seed}: val_acc={status} ({result.seconds:.1f}s)")
     return float(getattr(result, cfg.metric))
 
 

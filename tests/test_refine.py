@@ -2,57 +2,30 @@
 
 from __future__ import annotations
 
-import numpy as np
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution, IntDistribution
+from study_helpers import GRID, add_trial, make_study
 
 from src import refine
 from src.errors import ConfigError
+from src.stats import aggregate
 from src.study import compose_config, trials_frame
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-GRID = [float(x) for x in np.logspace(-5, 0, 10)]
 STEP = GRID[1] / GRID[0]
-DISTS = {"lr": FloatDistribution(1e-6, 100.0, log=True), "seed": IntDistribution(0, 10_000)}
 
 
-def add(study, lr, seed, value=None, *, diverged=False, failed=False):
-    if failed:
-        trial = optuna.trial.create_trial(
-            params={"lr": lr, "seed": seed},
-            distributions=DISTS,
-            state=optuna.trial.TrialState.FAIL,
-            user_attrs={"error": "boom"},
-        )
-    else:
-        trial = optuna.trial.create_trial(
-            params={"lr": lr, "seed": seed},
-            distributions=DISTS,
-            value=0.0 if diverged else value,
-            user_attrs={"diverged": diverged, "epochs_run": 5, "seconds": 0.5},
-        )
-    study.add_trial(trial)
-
-
-def make_study(
-    tmp_path, name="s1", means=None, seeds=(0, 1, 2), noise=0.01, diverged=(), failed=()
-):
-    """A stage-1 study on GRID: seed s of LR i scores means[i] + noise * (s - mean seed)."""
-    study = optuna.create_study(
-        storage=f"sqlite:///{tmp_path}/s.db", study_name=name, direction="maximize"
+def grid_study(tmp_path, name="s1", means=None, seeds=(0, 1, 2), diverged=(), failed=()):
+    """A stage-1 study on GRID: seed s of LR i scores means[i] + 0.01 * (s - mean seed); the
+    indices in `diverged` / `failed` diverge / fail on every seed."""
+    return make_study(
+        f"sqlite:///{tmp_path}/s.db",
+        name,
+        dict(zip(GRID, means, strict=True)),
+        seeds,
+        noise=0.01,
+        diverged=[GRID[i] for i in diverged],
+        failed=[GRID[i] for i in failed],
     )
-    offsets = np.array(seeds, dtype=float) - np.mean(seeds)
-    for i, lr in enumerate(GRID):
-        for s, off in zip(seeds, offsets, strict=True):
-            if i in failed:
-                add(study, lr, s, failed=True)
-            elif i in diverged:
-                add(study, lr, s, diverged=True)
-            else:
-                add(study, lr, s, means[i] + noise * off)
-    return study
 
 
 def peak_at(i, width=10):
@@ -60,55 +33,37 @@ def peak_at(i, width=10):
 
 
 def propose(study):
-    return refine.propose_bounds(refine.aggregate(trials_frame(study)), GRID[0], GRID[-1])
-
-
-def test_aggregate_counts_and_stats(tmp_path):
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
-    add(study, 0.1, 0, 0.5)
-    add(study, 0.1, 1, 0.7)
-    add(study, 0.1, 2, diverged=True)
-    add(study, 0.1, 3, failed=True)
-    add(study, 0.01, 0, 0.6)
-    add(study, 1.0, 0, diverged=True)
-    agg = refine.aggregate(trials_frame(study))
-    assert list(agg.columns) == refine.AGG_COLUMNS
-    assert agg["lr"].tolist() == [0.01, 0.1, 1.0]
-    row = agg.iloc[1]
-    # A diverged seed counts with its value, 0.0: the LR pays for diverging.
-    assert row["mean"] == pytest.approx(0.4)
-    assert row["std"] == pytest.approx(np.std([0.5, 0.7, 0.0], ddof=1))
-    assert (row["n"], row["diverged"], row["failed"]) == (3, 1, 1)
-    assert agg.iloc[0]["std"] == 0.0 and agg.iloc[0]["n"] == 1  # one seed: std 0
-    assert agg.iloc[2]["mean"] == 0.0 and agg.iloc[2]["diverged"] == 1
+    return refine.propose_bounds(aggregate(trials_frame(study)), GRID[0], GRID[-1])
 
 
 def test_an_lr_that_diverges_on_one_seed_does_not_win(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
     for seed in range(3):
-        add(study, 0.01, seed, 0.90)
-        add(study, 0.1, seed, 0.95) if seed < 2 else add(study, 0.1, seed, diverged=True)
-        add(study, 1.0, seed, diverged=True)
-    p = refine.propose_bounds(refine.aggregate(trials_frame(study)), 0.01, 1.0)
+        add_trial(study, 0.01, seed, 0.90)
+        add_trial(study, 0.1, seed, 0.95) if seed < 2 else add_trial(
+            study, 0.1, seed, diverged=True
+        )
+        add_trial(study, 1.0, seed, diverged=True)
+    p = refine.propose_bounds(aggregate(trials_frame(study)), 0.01, 1.0)
     assert p.best_lr == 0.01
 
 
 def test_interior_peak_takes_the_neighbours(tmp_path):
-    p = propose(make_study(tmp_path, means=peak_at(4)))
+    p = propose(grid_study(tmp_path, means=peak_at(4)))
     assert (p.low, p.high, p.best_lr, p.edge) == (GRID[3], GRID[5], GRID[4], None)
     assert p.top_lrs == (GRID[4],)
     assert "interior" in p.reason
 
 
 def test_peak_at_low_edge_moves_the_range_below(tmp_path):
-    p = propose(make_study(tmp_path, means=peak_at(0)))
+    p = propose(grid_study(tmp_path, means=peak_at(0)))
     assert p.edge == "low" and p.best_lr == GRID[0]
     assert p.low == pytest.approx(GRID[0] / STEP**refine.EDGE_STEPS)
     assert p.low < GRID[0] and p.high == GRID[1]
 
 
 def test_peak_at_high_edge_moves_the_range_above(tmp_path):
-    p = propose(make_study(tmp_path, means=peak_at(9)))
+    p = propose(grid_study(tmp_path, means=peak_at(9)))
     assert p.edge == "high" and p.best_lr == GRID[9]
     assert p.low == GRID[8]
     assert p.high == pytest.approx(GRID[9] * STEP**refine.EDGE_STEPS)
@@ -118,7 +73,7 @@ def test_peak_at_high_edge_moves_the_range_above(tmp_path):
 def test_flat_top_covers_every_point_within_one_std(tmp_path):
     means = peak_at(4)
     means[3], means[5] = 0.895, 0.893  # within the best's std (0.01 between seeds)
-    p = propose(make_study(tmp_path, means=means))
+    p = propose(grid_study(tmp_path, means=means))
     assert p.top_lrs == (GRID[3], GRID[4], GRID[5])
     assert (p.low, p.high, p.edge) == (GRID[2], GRID[6], None)
 
@@ -126,37 +81,37 @@ def test_flat_top_covers_every_point_within_one_std(tmp_path):
 def test_single_seed_only_ties_join_the_best(tmp_path):
     means = peak_at(5)
     means[6] = 0.8999  # no std with one seed: a near miss is not a tie
-    p = propose(make_study(tmp_path, means=means, seeds=(0,)))
+    p = propose(grid_study(tmp_path, means=means, seeds=(0,)))
     assert p.best_std == 0.0 and p.top_lrs == (GRID[5],)
     assert (p.low, p.high) == (GRID[4], GRID[6])
 
     means[6] = 0.9  # an exact tie widens the range
-    p = propose(make_study(tmp_path, name="tie", means=means, seeds=(0,)))
+    p = propose(grid_study(tmp_path, name="tie", means=means, seeds=(0,)))
     assert p.top_lrs == (GRID[5], GRID[6])
     assert (p.low, p.high) == (GRID[4], GRID[7])
 
 
 def test_divergence_above_the_best_bounds_it(tmp_path):
-    p = propose(make_study(tmp_path, means=peak_at(9), diverged=(7, 8, 9)))
+    p = propose(grid_study(tmp_path, means=peak_at(9), diverged=(7, 8, 9)))
     assert p.best_lr == GRID[6] and p.edge is None
     assert (p.low, p.high) == (GRID[5], GRID[7])
 
 
 def test_failed_points_are_not_grid_points(tmp_path):
     # The top LRs raised: nothing is known there, so the best (GRID[6]) is at the edge.
-    p = propose(make_study(tmp_path, means=peak_at(9), failed=(7, 8, 9)))
+    p = propose(grid_study(tmp_path, means=peak_at(9), failed=(7, 8, 9)))
     assert p.best_lr == GRID[6] and p.edge == "high"
     assert p.high == pytest.approx(GRID[6] * STEP**refine.EDGE_STEPS)
 
 
 def test_all_diverged_is_a_config_error(tmp_path):
-    study = make_study(tmp_path, means=peak_at(4), diverged=range(10))
+    study = grid_study(tmp_path, means=peak_at(4), diverged=range(10))
     with pytest.raises(ConfigError, match="at least 2 LRs"):
         propose(study)
 
 
 def test_fewer_than_two_finished_points_is_a_config_error(tmp_path):
-    study = make_study(tmp_path, means=peak_at(4), diverged=range(5, 10), failed=range(1, 5))
+    study = grid_study(tmp_path, means=peak_at(4), diverged=range(5, 10), failed=range(1, 5))
     with pytest.raises(ConfigError, match="got 1 of 10"):
         propose(study)
 
@@ -175,16 +130,8 @@ def test_stage2_overrides_replace_keys_and_keep_floats_exact():
     assert (cfg.sweep.low, cfg.sweep.high, cfg.study.name) == (1 / 3, 0.1 * 3, "x-stage2")
 
 
-def test_create_child_study_tags_it(tmp_path):
-    url = f"sqlite:///{tmp_path}/s.db"
-    refine.create_child_study("a-stage2", url, parent="a", stage="stage2")
-    study = optuna.load_study(study_name="a-stage2", storage=url)
-    assert study.user_attrs == {"parent_study": "a", "stage": "stage2"}
-    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-
-
 def test_cli_unknown_study_is_one_line_and_status_2(tmp_path, capsys):
-    make_study(tmp_path, means=peak_at(4))
+    grid_study(tmp_path, means=peak_at(4))
     rc = refine.main([f"study.storage=sqlite:///{tmp_path}/s.db", "study.name=nope"])
     err = capsys.readouterr().err
     assert rc == 2
@@ -193,7 +140,7 @@ def test_cli_unknown_study_is_one_line_and_status_2(tmp_path, capsys):
 
 
 def test_cli_prints_table_proposal_and_stage2_overrides(tmp_path, capsys):
-    make_study(tmp_path, means=peak_at(4))
+    grid_study(tmp_path, means=peak_at(4))
     storage = f"study.storage=sqlite:///{tmp_path}/s.db"
     rc = refine.main(["--points", "8", storage, "study.name=s1"])
     out = capsys.readouterr().out

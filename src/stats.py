@@ -1,0 +1,121 @@
+"""Per-LR statistics: the one rule every table and every choice uses.
+
+`aggregate` turns a `src.study.trials_frame` into one row per LR; `rank` orders the usable LRs;
+`top_set` is "within one std of the best". Stage 2's bounds (`src.refine`), the confirm candidates
+(`src.confirm`), the chosen LR (`src.report`) and the sweeper's end table all read these, so a
+diverged seed costs an LR the same everywhere. Pure calculations on DataFrames: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+# Columns of `aggregate`, in order.
+AGG_COLUMNS = ["lr", "mean", "std", "n", "diverged", "failed", "seconds"]
+TIE = 1e-12  # means closer than this are equal
+
+
+def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per LR (rows sorted by lr), from a `src.study.trials_frame`:
+
+    mean, std -- of the value over COMPLETE trials, a diverged one counting as its value 0.0: an LR
+                 that diverges on some seeds must not win on the seeds it survived (std: ddof=1
+                 for n >= 2, 0 for n == 1; both NaN for n == 0);
+    n         -- COMPLETE trials;  diverged -- of which diverged;
+    failed    -- FAIL trials;  seconds -- mean wall time of a COMPLETE trial (NaN if unknown).
+    Trials without an `lr` are left out; RUNNING/WAITING/PRUNED ones count nowhere but do give
+    their LR a row.
+    """
+    rows = []
+    frame = frame[frame["lr"].notna()]
+    for lr, group in frame.groupby("lr", sort=True):
+        complete = group[group["state"] == "COMPLETE"]
+        values = complete["value"].astype(float).to_numpy()
+        n = len(values)
+        seconds = complete["seconds"].astype(float)
+        rows.append(
+            {
+                "lr": float(lr),
+                "mean": float(values.mean()) if n else math.nan,
+                "std": float(values.std(ddof=1)) if n >= 2 else (0.0 if n == 1 else math.nan),
+                "n": n,
+                "diverged": int(complete["diverged"].astype(bool).sum()),
+                "failed": int((group["state"] == "FAIL").sum()),
+                "seconds": float(seconds.mean()) if seconds.notna().any() else math.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=AGG_COLUMNS).reset_index(drop=True)
+
+
+def rank(agg: pd.DataFrame) -> pd.DataFrame:
+    """The LRs with a finished non-diverged trial, best first: highest mean, then lowest std, then
+    lowest LR."""
+    usable = agg[agg["n"] > agg["diverged"]]
+    return usable.sort_values(["mean", "std", "lr"], ascending=[False, True, True], kind="stable")
+
+
+def top_set(ranked: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a `rank` whose mean is within one std (the best LR's) of the best mean; with one
+    seed the std is 0, so only exact ties join the best."""
+    best = ranked.iloc[0]
+    return ranked[ranked["mean"] >= best["mean"] - best["std"] - TIE]
+
+
+def finest_stage(aggs: Mapping[str, pd.DataFrame]) -> str:
+    """Of the sweep stages (stage -> `aggregate`): stage2 when it has a finished non-diverged
+    trial, else stage1."""
+    if "stage2" in aggs and len(rank(aggs["stage2"])):
+        return "stage2"
+    return "stage1"
+
+
+def interpolated_optimum(agg: pd.DataFrame, half_window: int = 2) -> float | None:
+    """The peak of a parabola fitted (least squares) to mean accuracy vs log10(lr) over the best LR
+    and up to `half_window` finished neighbours on each side (3 to 5 points). None unless the
+    parabola is concave and its peak lies strictly inside the fitted LRs: it never extrapolates."""
+    usable = agg[agg["n"] > 0].sort_values("lr")
+    ranked = rank(agg)
+    if len(usable) < 3:
+        return None
+    b = usable.index.get_loc(ranked.index[0])
+    window = usable.iloc[max(0, b - half_window) : b + half_window + 1]
+    if len(window) < 3:
+        return None
+    x = np.log10(window["lr"].to_numpy(dtype=float))
+    y = window["mean"].to_numpy(dtype=float)
+    a, b1, _ = np.polyfit(x, y, 2)
+    if not a < -TIE:
+        return None
+    peak = -b1 / (2 * a)
+    if not x.min() < peak < x.max():
+        return None
+    return float(10**peak)
+
+
+def format_table(agg: pd.DataFrame) -> str:
+    """An `aggregate` as a fixed-width text table."""
+    return agg.to_string(
+        index=False,
+        formatters={
+            "lr": "{:.4g}".format,
+            "mean": "{:.4f}".format,
+            "std": "{:.4f}".format,
+            "seconds": "{:.2f}".format,
+        },
+    )
+
+
+def best_line(agg: pd.DataFrame, metric: str = "value") -> str:
+    """`best lr=<lr>: <metric> <mean> ± <std> over <n> run(s)`, or why there is none."""
+    ranked = rank(agg)
+    if not len(ranked):
+        return "no finished non-diverged trial: no best lr"
+    best = ranked.iloc[0]
+    return (
+        f"best lr={best['lr']:.4g}: {metric} {best['mean']:.4f} ± {best['std']:.4f} "
+        f"over {int(best['n'])} run(s)"
+    )

@@ -1,0 +1,57 @@
+"""src.stats: the per-LR aggregate and what every table and choice reads from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from study_helpers import GRID, add_trial, agg_of, parabola
+
+from src import stats
+from src.study import trials_frame
+
+
+def test_aggregate_counts_and_stats(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    add_trial(study, 0.1, 0, 0.5)
+    add_trial(study, 0.1, 1, 0.7)
+    add_trial(study, 0.1, 2, diverged=True)
+    add_trial(study, 0.1, 3, failed=True)
+    add_trial(study, 0.01, 0, 0.6)
+    add_trial(study, 1.0, 0, diverged=True)
+    agg = stats.aggregate(trials_frame(study))
+    assert list(agg.columns) == stats.AGG_COLUMNS
+    assert agg["lr"].tolist() == [0.01, 0.1, 1.0]
+    row = agg.iloc[1]
+    # A diverged seed counts with its value, 0.0: the LR pays for diverging.
+    assert row["mean"] == pytest.approx(0.4)
+    assert row["std"] == pytest.approx(np.std([0.5, 0.7, 0.0], ddof=1))
+    assert (row["n"], row["diverged"], row["failed"]) == (3, 1, 1)
+    assert agg.iloc[0]["std"] == 0.0 and agg.iloc[0]["n"] == 1  # one seed: std 0
+    assert agg.iloc[2]["mean"] == 0.0 and agg.iloc[2]["diverged"] == 1
+    # The LR that diverged on every seed is not ranked; the best is 0.01 (0.6 > 0.4).
+    assert stats.rank(agg)["lr"].tolist() == [0.01, 0.1]
+    assert stats.best_line(agg, "val_acc") == "best lr=0.01: val_acc 0.6000 ± 0.0000 over 1 run(s)"
+
+
+def test_top_set_is_within_one_std_of_the_best():
+    agg = agg_of({0.1: 0.80, 0.2: 0.90, 0.3: 0.885, 0.4: 0.87}, n=3, std=0.02)
+    assert stats.top_set(stats.rank(agg))["lr"].tolist() == [0.2, 0.3]
+    single = agg_of({0.1: 0.9, 0.2: 0.9, 0.3: 0.8999})  # one seed: only exact ties
+    assert stats.top_set(stats.rank(single))["lr"].tolist() == [0.1, 0.2]
+
+
+def test_interpolated_optimum_of_a_clean_concave_peak():
+    lrs = [float(x) for x in np.logspace(-3, -1, 9)]
+    peak = 10**-1.9  # between grid points
+    opt = stats.interpolated_optimum(agg_of({x: parabola(x, peak) for x in lrs}))
+    assert opt == pytest.approx(peak, rel=1e-6)
+
+
+def test_no_interpolated_optimum_for_a_monotone_curve_or_an_edge_peak():
+    monotone = agg_of({x: 0.5 + 0.01 * i for i, x in enumerate(GRID)})
+    assert stats.interpolated_optimum(monotone) is None
+    # concave, but the peak lies beyond the fitted points: no extrapolation
+    lrs = GRID[:6]
+    assert stats.interpolated_optimum(agg_of({x: parabola(x, peak=1.0) for x in lrs})) is None
+    assert stats.interpolated_optimum(agg_of({GRID[0]: 0.5, GRID[1]: 0.6})) is None
