@@ -7,7 +7,7 @@ it, never the job folders. One search is a family of studies named after stage 1
 `parent_study` and `stage`. Study user attributes written by the sweeper: `grid` (axis -> values),
 `config` (the experiment's identity, `experiment_identity`). Trial user attributes written by the
 job: `diverged`, `stopped_at_chance`, `epochs_run`, `train_loss` (per epoch), `val_acc` (per epoch),
-`seconds`, `checkpoint`, `output_dir`; by the sweeper:
+`seconds`, `started`, `finished` (Unix times), `pid`, `checkpoint`, `output_dir`; by the sweeper:
 the grid point (`POINT_ATTR` in the sweeper plugin), and `error` for a job that raised.
 """
 

@@ -9,6 +9,7 @@ import functools
 import importlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -236,7 +237,7 @@ def _importable(path: str) -> bool:
 def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
     """One trial, start to end. Reports to the trial `cfg.trial` of study `cfg.study.name`."""
     check_config(cfg)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     splits = _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
@@ -290,6 +291,9 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         train_loss=result.train_loss,
         val_acc=result.val_acc_curve,
         seconds=result.seconds,
+        started=started,  # Unix times and process: when and where the job itself ran
+        finished=time.time(),
+        pid=os.getpid(),
         checkpoint=key,
         output_dir=HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None,
     )

@@ -19,7 +19,7 @@ import pytest
 from conftest import TINY, run_module, start_module
 from hydra.core.utils import JobReturn, JobStatus
 
-from hydra_plugins.lrsweep_sweeper.sweeper import LrSweeper
+from hydra_plugins.lrsweep_sweeper.sweeper import POINT_ATTR, LrSweeper
 
 State = optuna.trial.TrialState
 
@@ -69,9 +69,11 @@ def test_grid_is_logspace_times_seeds_and_recorded(swept):
         assert t.user_attrs["epochs_run"] == 2
         assert len(t.user_attrs["train_loss"]) == 2
         assert t.user_attrs["seconds"] > 0
+        assert t.user_attrs["started"] < t.user_attrs["finished"]
         assert len(t.user_attrs["checkpoint"]) == 16
         assert Path(t.user_attrs["output_dir"]).name == f"trial_{t.number}"
     assert len({t.user_attrs["checkpoint"] for t in trials}) == 1  # one shared initial checkpoint
+    assert len({t.user_attrs["pid"] for t in trials}) == 1  # the basic launcher: in-process
     # Progress, one line per trial, then the table, the best LR and the dashboard command.
     assert proc.stdout.count("] lr=") == 8
     assert "[8/8]" in proc.stdout and "ETA" in proc.stdout
@@ -257,31 +259,70 @@ def test_ctrl_c_fails_the_trial_in_flight_and_a_rerun_resumes(workdir):
     assert list(complete_points(load(workdir, "interrupted")).values()) == [1] * 3
 
 
+def overlapping_pairs(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[int, int]]:
+    """Pairs of trials whose jobs ran at the same time (their [started, finished] overlap)."""
+    return [
+        (a.number, b.number)
+        for i, a in enumerate(trials)
+        for b in trials[i + 1 :]
+        if a.user_attrs["started"] < b.user_attrs["finished"]
+        and b.user_attrs["started"] < a.user_attrs["finished"]
+    ]
+
+
+MEDIUM = ["epochs=6", "batch_size=16"]  # about 0.3 s per trial: long enough to overlap
+
+
 def test_two_sweeps_on_one_study_run_each_point_once(workdir):
-    args = ["-m", *TINY, "study.name=shared", "sweep.points=6", "sweep.seeds=[0,1]"]
+    args = ["-m", *TINY, *MEDIUM, "study.name=shared", "sweep.points=6", "sweep.seeds=[0,1]"]
     procs = [start_module("src.train", *args, cwd=workdir) for _ in range(2)]
     outputs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    counts = complete_points(load(workdir, "shared"))
+    study = load(workdir, "shared")
+    counts = complete_points(study)
     assert len(counts) == 12 and set(counts.values()) == {1}
+    # Both sweeps did work: each ran some of the points, in its own process.
+    done_by = collections.Counter(
+        t.user_attrs["pid"] for t in study.get_trials(states=(State.COMPLETE,))
+    )
+    assert set(done_by) == {p.pid for p in procs}, done_by
+    for proc, (stdout, _) in zip(procs, outputs, strict=True):
+        assert stdout.count("] lr=") == done_by[proc.pid]  # one progress line per trial it ran
 
 
 def test_joblib_launcher_two_workers(workdir):
-    run_module(
+    sweep = start_module(
         "src.train",
-        *sweep_args("joblib", "sweep.points=3", "sweep.seeds=[0,1]"),
+        *sweep_args("joblib", *MEDIUM, "sweep.points=3", "sweep.seeds=[0,1]"),
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",  # the sweeper's batches follow: 2 trials at a time
         cwd=workdir,
     )
+    output = sweep.communicate(timeout=240)
+    assert sweep.returncode == 0, output
     study = load(workdir, "joblib")
     assert len(study.trials) == 6
     assert all(t.state == State.COMPLETE for t in study.trials)
     assert set(complete_points(study).values()) == {1}
+    # Two worker processes, neither of them the sweep's, and trials that really ran at once.
+    pids = {t.user_attrs["pid"] for t in study.trials}
+    assert len(pids) == 2 and sweep.pid not in pids
+    pairs = overlapping_pairs(study.trials)
+    assert pairs, [(t.user_attrs["started"], t.user_attrs["finished"]) for t in study.trials]
+    by_number = {t.number: t.user_attrs["pid"] for t in study.trials}
+    assert all(by_number[a] != by_number[b] for a, b in pairs)  # one worker runs one at a time
 
 
-@pytest.mark.parametrize("returned", [math.nan, math.inf, None, "oops"])
-def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, returned):
+@pytest.mark.parametrize(
+    ("returned", "error"),
+    [
+        (math.nan, "job returned a non-finite value (nan)"),
+        (math.inf, "job returned a non-finite value (inf)"),
+        (None, "job returned None, not a number"),
+        ("oops", "job returned 'oops', not a number"),
+    ],
+)
+def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, returned, error):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
     study = optuna.create_study(storage=storage, study_name="t")
     trial = study.ask()
@@ -293,9 +334,7 @@ def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, r
     assert LrSweeper._tell(study, storage, trial.number, trial_id, job) is True
     (frozen,) = study.trials
     assert frozen.state == State.FAIL
-    assert (
-        "non-finite" in frozen.user_attrs["error"] or "not a number" in frozen.user_attrs["error"]
-    )
+    assert frozen.user_attrs["error"] == error
 
 
 def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
@@ -309,7 +348,7 @@ def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
     params = {"lr": 0.1, "seed": 0}
     grid = {point_key(params): params}
     for _ in range(3):  # three machines saw the point uncovered and enqueued it
-        study.enqueue_trial(params, user_attrs={"grid_point": point_key(params)})
+        study.enqueue_trial(params, user_attrs={POINT_ATTR: point_key(params)})
     with _Heartbeat(storage, 60) as heartbeat:
         first = LrSweeper._claim(study, storage, study_id, grid, 1, heartbeat)  # machine A
         second = LrSweeper._claim(study, storage, study_id, grid, 2, heartbeat)  # machine B, later
