@@ -137,10 +137,12 @@ class TrialReporter:
             self._write("set_trial_user_attr", key, value)
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def compose_config(
+    overrides: list[str] | tuple[str, ...] = (), config_name: str = "train"
+) -> DictConfig:
     """The config `python -m src.train <overrides>` would run with, for tools outside a Hydra app
-    (refine, report): the same overrides name the same study."""
+    (refine, report, transfer): the same overrides name the same study."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+        return compose(config_name=config_name, overrides=list(overrides))
