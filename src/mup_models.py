@@ -31,10 +31,19 @@ from src.models import cnn, mlp
 
 
 def _readout_to_mu(model: nn.Sequential) -> nn.Sequential:
-    """The same net with its last `nn.Linear` replaced by a `MuReadout` of the same shape."""
+    """The same net with its last `nn.Linear` replaced by a `MuReadout` holding the same initial
+    weights (built on `meta` and filled: no random numbers drawn, so the init equals the standard
+    model's, before `set_base_shapes` rescales it)."""
     last = model[-1]
     assert isinstance(last, nn.Linear), "the readout of an src.models builder is its last layer"
-    model[-1] = MuReadout(last.in_features, last.out_features, bias=last.bias is not None)
+    readout = MuReadout(
+        last.in_features, last.out_features, bias=last.bias is not None, device="meta"
+    ).to_empty(device=last.weight.device)
+    with torch.no_grad():
+        readout.weight.copy_(last.weight)
+        if last.bias is not None:
+            readout.bias.copy_(last.bias)
+    model[-1] = readout
     return model
 
 

@@ -97,9 +97,15 @@ def measure_scale(scale: int, overrides: list[str], points: int | None) -> Scale
     from src.report import choose, load_frames
     from src.study import compose_config
 
+    from src.refine import main as refine_main
+
     _step("stage 1", ["-m", "src.train", "-m", *overrides])
     extra = [] if points is None else ["--points", str(points)]
-    _step("stage 2", ["-m", "src.refine", "--run", *extra, *overrides])
+    print(f"[transfer-check] stage 2: python -m src.refine --run {' '.join(extra + overrides)}")
+    sys.stdout.flush()
+    # refine in this process (it starts the stage-2 sweep as a subprocess): one interpreter less.
+    if rc := refine_main(["--run", *extra, *overrides]):
+        raise SystemExit(rc)
     cfg = compose_config(overrides)
     name = str(cfg.study.name)
     frames = load_frames(name, str(cfg.study.storage))
