@@ -94,10 +94,9 @@ def _step(title: str, args: list[str]) -> None:
 
 def measure_scale(scale: int, overrides: list[str], points: int | None) -> ScaleResult:
     """Stage 1 and 2 of one scale (resumable subprocesses), then its optimum."""
+    from src.refine import main as refine_main
     from src.report import choose, load_frames
     from src.study import compose_config
-
-    from src.refine import main as refine_main
 
     _step("stage 1", ["-m", "src.train", "-m", *overrides])
     extra = [] if points is None else ["--points", str(points)]

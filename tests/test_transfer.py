@@ -16,8 +16,8 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from src import scaling
 from src.checkpoint import initial_model
 from src.data import Batches, as_splits, digits
-from src.mup_models import mlp_mup
 from src.models import mlp
+from src.mup_models import mlp_mup
 from src.study import compose_config, storage
 from src.train import fit, train
 from tests.conftest import TINY, run_module
