@@ -144,6 +144,7 @@ def format_table(axis: str, results: Sequence[ScaleResult], fit: PowerFit) -> li
 
 def plot(axis: str, results: Sequence[ScaleResult], fit: PowerFit, out: Path, title: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -159,6 +160,8 @@ def plot(axis: str, results: Sequence[ScaleResult], fit: PowerFit, out: Path, ti
         predictions(axis, results).items(), ("--", ":", "-."), strict=False
     ):
         ax.loglog(scales, values, style, label=f"rule {name} (α={RULES[axis][name].exponent:g})")
+    ax.set_xticks(scales, [f"{s:g}" for s in scales])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel(axis)
     ax.set_ylabel("optimal learning rate")
     ax.set_title(title, fontsize="small")
@@ -226,7 +229,8 @@ def main_measure(argv: Sequence[str]) -> int:
     fit = fit_power_law([r.scale for r in results], [r.lr_opt for r in results])
     out = args.out or report_dir(results[0].study) / f"transfer-check-{args.axis}"
     out.mkdir(parents=True, exist_ok=True)
-    title = f"{results[0].study} .. : {key} in {scales}"
+    experiment = results[0].study.rsplit("-", 1)[0]  # <data>-<model>-<optimizer>
+    title = f"{experiment}: {key} in {scales}"
     plot(args.axis, results, fit, out, title)
     preds = predictions(args.axis, results)
     summary = {
