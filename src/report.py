@@ -42,7 +42,14 @@ from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import train_overrides
 from src.stats import aggregate, finest_stage, format_table, interpolated_optimum, rank, top_set
-from src.study import SUFFIXES, TRIAL_COLUMNS, compose_config, load_frames, study_names
+from src.study import (
+    SUFFIXES,
+    TRIAL_COLUMNS,
+    compose_config,
+    load_frames,
+    report_dir,
+    study_names,
+)
 
 COLOURS = {"stage1": "tab:blue", "stage2": "tab:orange", "confirm": "tab:green"}
 
@@ -346,7 +353,7 @@ def _main(argv: Sequence[str] | None) -> int:
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
     frames = load_frames(name, storage_url)
-    out_dir = args.out or Path(cfg.paths.reports_dir) / name
+    out_dir = args.out or report_dir(cfg, name)
     metric = str(cfg.get("metric", "val_acc"))
     ylabel = {"val_acc": "validation accuracy"}.get(metric, metric)
     report = write_report(name, frames, out_dir, overrides, ylabel)

@@ -196,17 +196,25 @@ class TrialReporter:
             self._write("set_trial_user_attr", key, value)
 
 
+def report_dir(cfg: DictConfig, study_name: str) -> Path:
+    """The folder of a study's report files (trials.csv, curve.png, best.yaml, transfer.yaml, ...):
+    `<paths.reports_dir>/<study name>`."""
+    return Path(str(cfg.paths.reports_dir)) / study_name
+
+
 def compose_config(
-    overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False
+    overrides: list[str] | tuple[str, ...] = (),
+    return_hydra_config: bool = False,
+    config_name: str = "train",
 ) -> DictConfig:
-    """The config `python -m src.train <overrides>` would run with, for tools outside a Hydra app
-    (refine, report): the same overrides name the same study. `return_hydra_config`: with the
-    `hydra` node (its run and sweep folders)."""
+    """The config `python -m src.<config_name> <overrides>` would run with, for tools outside a
+    Hydra app (refine, report, transfer): the same overrides name the same study.
+    `return_hydra_config`: with the `hydra` node (its run and sweep folders)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(
-            config_name="train",
+            config_name=config_name,
             overrides=list(overrides),
             return_hydra_config=return_hydra_config,
         )

@@ -161,6 +161,9 @@ def fit(
     steps_per_epoch = len(train_batches)
     warmup_steps, total_steps = warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
     train_loss, val_acc, step = [], [], 0
+    # Each group's LR relative to `lr`: 1 for a plain optimizer; muP optimizers (mup.MuAdam, ...)
+    # give each group its own width multiplier, which the schedule must keep.
+    group_scales = [group["lr"] / base_lr for group in optimizer.param_groups]
 
     def diverged(epoch: int) -> FitResult:
         return FitResult("diverged", epoch + 1, train_loss, val_acc, math.inf)
@@ -171,8 +174,8 @@ def fit(
         for x, y in train_batches.epoch(epoch):
             step += 1
             lr = lr_at(step, base_lr, warmup_steps, total_steps, schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for group, scale in zip(optimizer.param_groups, group_scales, strict=True):
+                group["lr"] = lr * scale
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,183 @@
+"""LR scaling rules: how the learning rate found at one batch size, width and depth moves to another.
+
+Pure arithmetic, no I/O. Every rule is `lr_target = lr_base * (target / base) ** exponent` on one
+axis, and the factors of the three axes multiply. These are rules of thumb: each holds for the model
+family and training regime of its source, and its validity depends on the model, the optimizer and
+the training length. `python -m src.transfer --measure` checks one on your own setting.
+
+| axis  | rule           | exponent | source                                                           |
+|-------|----------------|----------|------------------------------------------------------------------|
+| batch | `linear`       | 1        | Goyal et al. 2017 (SGD with warmup)                              |
+| batch | `sqrt`         | 1/2      | Malladi et al. 2022 (Adam family, SDE scaling rule)              |
+| width | `mup`          | 0        | Yang et al. 2022 (muP: the optimum does not move with width)     |
+| width | `inverse`      | -1       | Yang et al. 2022 (standard param., Adam: hidden LR ~ 1/width)    |
+| depth | `inverse_sqrt` | -1/2     | Yang et al. 2023; Bordelon et al. 2023 (depth-muP, residual)     |
+| any   | `none`         | 0        | no change                                                        |
+
+Defaults (`default_rules`): batch follows the optimizer family (SGD: `linear`, Adam family:
+`sqrt`); width follows the parametrisation (muP: `mup`; standard: `inverse` under the Adam family,
+`none` under SGD); depth follows the optimizer family (Adam family: `inverse_sqrt`, as depth-muP
+scales Adam's LR by 1/sqrt(depth) with 1/sqrt(depth) branch multipliers; SGD: `none`, as depth-muP
+keeps SGD's LR constant).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+AXES = ("batch", "width", "depth")
+FAMILIES = ("sgd", "adam")
+PARAMETRISATIONS = ("standard", "mup")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    exponent: float  # lr ~ scale ** exponent
+    source: str
+
+
+NONE_SOURCE = "no change"
+RULES: dict[str, dict[str, Rule]] = {
+    "batch": {
+        "linear": Rule("linear", 1.0, "Goyal et al. 2017, linear scaling with warmup (SGD)"),
+        "sqrt": Rule("sqrt", 0.5, "Malladi et al. 2022, square-root scaling (Adam family)"),
+        "none": Rule("none", 0.0, NONE_SOURCE),
+    },
+    "width": {
+        "mup": Rule("mup", 0.0, "Yang et al. 2022, muP: the optimal LR does not move with width"),
+        "inverse": Rule(
+            "inverse",
+            -1.0,
+            "Yang et al. 2022, standard parametrisation: hidden LR ~ 1/width (Adam)",
+        ),
+        "none": Rule("none", 0.0, NONE_SOURCE),
+    },
+    "depth": {
+        "inverse_sqrt": Rule(
+            "inverse_sqrt",
+            -0.5,
+            "Yang et al. 2023, Bordelon et al. 2023, depth-muP: residual branches x 1/sqrt(depth)",
+        ),
+        "none": Rule("none", 0.0, NONE_SOURCE),
+    },
+}
+
+CAVEAT = (
+    "these are rules of thumb: whether they hold depends on the model family, the optimizer and "
+    "the training length; check with `python -m src.transfer --measure`"
+)
+
+
+class RuleError(ValueError):
+    """An impossible input: an unknown rule or axis, a size <= 0."""
+
+
+def rule(axis: str, name: str) -> Rule:
+    if axis not in RULES:
+        raise RuleError(f"unknown axis {axis!r}: one of {list(RULES)}")
+    if name not in RULES[axis]:
+        raise RuleError(f"rules.{axis}={name!r} is unknown: one of {list(RULES[axis])}")
+    return RULES[axis][name]
+
+
+def optimizer_family(target: str) -> str | None:
+    """'sgd' or 'adam' from an optimizer `_target_` (torch.optim.SGD, mup.MuAdamW, ...); None when
+    it is neither."""
+    name = target.rsplit(".", 1)[-1].lower()
+    if "sgd" in name:
+        return "sgd"
+    if "adam" in name:
+        return "adam"
+    return None
+
+
+def default_rules(family: str, parametrisation: str) -> dict[str, str]:
+    """The rule per axis when the user names none (see the module docstring)."""
+    if family not in FAMILIES:
+        raise RuleError(f"optimizer family {family!r}: one of {list(FAMILIES)}")
+    if parametrisation not in PARAMETRISATIONS:
+        raise RuleError(f"parametrisation {parametrisation!r}: one of {list(PARAMETRISATIONS)}")
+    adam = family == "adam"
+    return {
+        "batch": "sqrt" if adam else "linear",
+        "width": "mup" if parametrisation == "mup" else ("inverse" if adam else "none"),
+        "depth": "inverse_sqrt" if adam else "none",
+    }
+
+
+def _check_size(what: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise RuleError(f"{what}={value!r} is invalid: a number > 0")
+
+
+def factor(axis: str, name: str, base: float, target: float) -> float:
+    """The LR multiplier of rule `name` on `axis` from size `base` to size `target`."""
+    r = rule(axis, name)
+    _check_size(f"base.{axis}", base)
+    _check_size(f"target.{axis}", target)
+    return float((target / base) ** r.exponent)
+
+
+@dataclass(frozen=True)
+class Factor:
+    axis: str
+    rule: str
+    base: float
+    target: float
+    factor: float
+    source: str
+
+
+def transfer(
+    lr: float,
+    base: Mapping[str, float | None],
+    target: Mapping[str, float | None],
+    rules: Mapping[str, str],
+) -> tuple[float, list[Factor]]:
+    """(target LR, one Factor per axis) for `lr` found at sizes `base`; an axis whose base or
+    target is None (the model has no such size) gets no factor."""
+    _check_size("base.lr", lr)
+    factors = []
+    for axis in AXES:
+        b, t = base.get(axis), target.get(axis)
+        if b is None or t is None:
+            continue
+        name = rules[axis]
+        factors.append(Factor(axis, name, b, t, factor(axis, name, b, t), rule(axis, name).source))
+    return lr * math.prod(f.factor for f in factors), factors
+
+
+# ---------------------------------------------------------------- the measured check
+
+
+@dataclass(frozen=True)
+class PowerFit:
+    alpha: float  # lr_opt ~ scale ** alpha
+    alpha_se: float  # standard error of alpha (nan with 2 points: no residual degrees of freedom)
+    log10_prefactor: float
+    n: int
+
+
+def fit_power_law(scales: Sequence[float], lrs: Sequence[float]) -> PowerFit:
+    """Least squares of log(lr) on log(scale): the slope alpha and its standard error
+    sqrt(SSR / (n - 2) / sum((x - mean x)^2))."""
+    if len(scales) != len(lrs) or len(scales) < 2:
+        raise RuleError(f"a power-law fit needs >= 2 (scale, lr) pairs, got {len(scales)}")
+    for s, v in zip(scales, lrs, strict=True):
+        _check_size("scale", s)
+        _check_size("lr", v)
+    x = [math.log10(s) for s in scales]
+    y = [math.log10(v) for v in lrs]
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    sxx = sum((xi - mx) ** 2 for xi in x)
+    if sxx == 0:
+        raise RuleError("a power-law fit needs at least two different scales")
+    alpha = sum((xi - mx) * (yi - my) for xi, yi in zip(x, y, strict=True)) / sxx
+    intercept = my - alpha * mx
+    ssr = sum((yi - intercept - alpha * xi) ** 2 for xi, yi in zip(x, y, strict=True))
+    se = math.sqrt(ssr / (n - 2) / sxx) if n > 2 else math.nan
+    return PowerFit(alpha=alpha, alpha_se=se, log10_prefactor=intercept, n=n)

@@ -1,0 +1,290 @@
+"""Transfer: carry the LR found at a small batch size, width and depth to the real run's sizes.
+
+    python -m src.transfer base.lr=0.05 target.batch_size=512 target.width=2048 [overrides...]
+    python -m src.transfer base.study=<study> target.batch_size=512 [overrides...]
+    python -m src.transfer --measure --axis batch --scales 32,128,512 [overrides...]
+
+The config is `conf/transfer.yaml`: everything of `conf/train.yaml` (the same groups: `data`,
+`model`, `optimizer`, ...) plus `base.*`, `target.*` and `rules.*`.
+
+- The base LR: `base.lr`, or `base.study`: the `lr` of the study's report (`best.yaml` under
+  `<paths.reports_dir>/<study>`) when it exists, else the LR `src.report` would choose from the study's
+  stages. With a study, the base sizes default to those the study was swept with (its recorded
+  config), else to the config's `batch_size`, `model.width` (`model.channels`), `model.depth`; each
+  target size defaults to its base.
+- The rules (`src.scaling`, docs/transfer.md): `rules.batch` / `rules.width` / `rules.depth`, by
+  default following the optimizer family (SGD or Adam) and the parametrisation (muP when the model
+  has a `base_width` and the optimizer is a `mup.Mu*`).
+- Output: one line per factor (rule, factor, source), the rule-of-thumb caveat, the overrides and
+  the command to train the target (warmup included: the base's warmup epochs, at least 1 when the
+  LR grows), and as the last line exactly `target_lr=<value>`. With a study, also
+  `<paths.reports_dir>/<study>/transfer.yaml`.
+- `--measure`: the measured check (`src.transfer_check`).
+
+Bad input (a size <= 0, an unknown rule, a missing study, a width or depth rule on a model without
+that size) is one line `error: ...` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from src.cli import run_cli
+from src.errors import ConfigError
+from src.overrides import format_value, override_key, replace_overrides
+from src.scaling import AXES, CAVEAT, Factor, RuleError, default_rules, optimizer_family, transfer
+from src.study import compose_config, report_dir
+
+WIDTH_KEYS = ("width", "channels")  # the model config key that holds a model's width
+OWN_PREFIXES = ("base.", "target.", "rules.")  # transfer's own keys: never passed on to training
+
+
+def width_key(model: Mapping[str, Any]) -> str | None:
+    """The key of `model`'s config that holds its width (`width`, `channels`), None without one."""
+    return next((k for k in WIDTH_KEYS if k in model), None)
+
+
+def model_sizes(model: Mapping[str, Any]) -> dict[str, Any]:
+    """{"width": ..., "depth": ...} of a model config, None where it has no such key."""
+    key = width_key(model)
+    return {"width": model[key] if key else None, "depth": model.get("depth")}
+
+
+def parametrisation(model: Mapping[str, Any], optimizer: Mapping[str, Any]) -> str:
+    """ "mup" for a muP model (it has a `base_width`) with a muP optimizer (`mup.Mu*`), "standard"
+    for neither; a mixture is a ConfigError (muP needs both)."""
+    mup_model = "base_width" in model
+    mup_optimizer = str(optimizer.get("_target_", "")).startswith("mup.")
+    if mup_model != mup_optimizer:
+        raise ConfigError(
+            f"model {model.get('_target_')} with optimizer {optimizer.get('_target_')}: muP needs "
+            "a muP model (model=mlp_mup|cnn_mup) with a muP optimizer (optimizer=musgd|muadam|"
+            "muadamw), or neither"
+        )
+    return "mup" if mup_model else "standard"
+
+
+@dataclass(frozen=True)
+class Base:
+    lr: float
+    source: str  # where the LR comes from
+    study_config: dict = field(default_factory=dict)  # the study's recorded config, {} if none
+    overrides: list[str] | None = None  # best.yaml's training overrides, when there is one
+
+
+def base_from_study(name: str, storage_url: str, reports: Path) -> Base:
+    """The study's LR: its report's best.yaml (in the folder `reports`) when it exists, else
+    `src.report.choose`."""
+    from src.report import choose
+    from src.stats import aggregate
+    from src.study import load_frames, open_study
+
+    try:
+        study = open_study(name, storage_url)
+    except ConfigError as err:  # a missing study: the message lists the studies there are
+        raise ConfigError(str(err).replace("study.name:", "base.study:", 1)) from None
+    config = dict(study.user_attrs.get("config") or {})
+    best_path = reports / "best.yaml"
+    if best_path.exists():
+        best = yaml.safe_load(best_path.read_text()) or {}
+        if not isinstance(best.get("lr"), int | float):
+            raise ConfigError(f"base.study: {best_path} has no numeric lr; re-run src.report")
+        return Base(float(best["lr"]), str(best_path), config, list(best.get("overrides") or []))
+    choice = choose({s: aggregate(f) for s, f in load_frames(name, storage_url).items()})
+    source = f"study '{name}' ({choice.stage}: mean {choice.mean:.4f} over {choice.n} run(s))"
+    return Base(choice.lr, source, config)
+
+
+def _size(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} is invalid: an integer >= 1")
+    return value
+
+
+@dataclass(frozen=True)
+class Plan:
+    base: Base
+    base_sizes: dict[str, int | None]
+    target_sizes: dict[str, int | None]
+    rules: dict[str, str]
+    family: str | None
+    parametrisation: str
+    target_lr: float
+    factors: list[Factor]
+    overrides: list[str]  # to train the target with src.train
+    notes: list[str]
+
+
+def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
+    """Everything `python -m src.transfer` prints, from the composed config and the overrides."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    notes: list[str] = []
+
+    if (cfg.base.lr is None) == (cfg.base.study is None):
+        raise ConfigError(
+            "give the base LR as exactly one of base.lr=<number> or base.study=<name>"
+        )
+    if cfg.base.study is not None:
+        base = base_from_study(
+            str(cfg.base.study),
+            str(cfg.study.storage),
+            report_dir(cfg, str(cfg.base.study)),
+        )
+        swept = base.study_config
+        for group, mine in (("model", model), ("optimizer", optimizer)):
+            theirs = (swept.get(group) or {}).get("_target_")
+            if theirs and theirs != mine.get("_target_"):
+                raise ConfigError(
+                    f"study '{cfg.base.study}' was swept with {group} {theirs}, this config has "
+                    f"{mine.get('_target_')}: pass the study's {group} group"
+                )
+    else:
+        lr = cfg.base.lr
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+            raise ConfigError(f"base.lr={lr!r} is invalid: a number > 0")
+        base = Base(float(lr), "base.lr")
+        swept = {}
+
+    swept_model = swept.get("model") or {}
+    defaults = {"batch": swept.get("batch_size", cfg.batch_size), **model_sizes(model)}
+    for axis, value in model_sizes(swept_model).items():
+        if value is not None:
+            defaults[axis] = value
+    key_of = {"batch": "batch_size", "width": "width", "depth": "depth"}
+    base_sizes: dict[str, int | None] = {}
+    target_sizes: dict[str, int | None] = {}
+    for axis in AXES:
+        b, t = cfg.base[key_of[axis]], cfg.target[key_of[axis]]
+        has_size = defaults[axis] is not None
+        if not has_size and (b is not None or t is not None or cfg.rules[axis] is not None):
+            raise ConfigError(
+                f"model {model.get('_target_')} has no {axis} "
+                f"({' or '.join('model.' + k for k in (WIDTH_KEYS if axis == 'width' else ('depth',)))}"
+                f"): drop base.{key_of[axis]}, target.{key_of[axis]} and rules.{axis}"
+            )
+        if not has_size:
+            base_sizes[axis] = target_sizes[axis] = None
+            continue
+        base_sizes[axis] = _size(b if b is not None else defaults[axis], f"base.{key_of[axis]}")
+        target_sizes[axis] = _size(
+            t if t is not None else base_sizes[axis], f"target.{key_of[axis]}"
+        )
+
+    param = parametrisation(model, optimizer)
+    family = optimizer_family(str(optimizer.get("_target_", "")))
+    rules: dict[str, str] = {}
+    for axis in AXES:
+        if cfg.rules[axis] is not None:
+            rules[axis] = str(cfg.rules[axis])
+        elif base_sizes[axis] is None:
+            rules[axis] = "none"
+        elif family is None:
+            raise ConfigError(
+                f"cannot tell the optimizer family (SGD or Adam) of {optimizer.get('_target_')}: "
+                f"set rules.{axis} (and the other rules) explicitly"
+            )
+        else:
+            rules[axis] = default_rules(family, param)[axis]
+    if param == "mup" and rules["width"] == "inverse":
+        notes.append("rules.width=inverse on a muP model: muP already scales the LR per layer")
+    try:
+        target_lr, factors = transfer(base.lr, base_sizes, target_sizes, rules)
+    except RuleError as err:
+        raise ConfigError(str(err)) from None
+
+    warmup = int(swept.get("warmup_epochs", cfg.warmup_epochs))
+    epochs = int(swept.get("epochs", cfg.epochs))
+    if target_lr > base.lr and warmup == 0 and epochs > 1:
+        warmup = 1
+        notes.append("warmup_epochs=1 added: the LR grows, and large-batch rules assume warmup")
+    values: dict[str, object] = {"batch_size": target_sizes["batch"]}
+    wkey = width_key(model)
+    if wkey and target_sizes["width"] is not None:
+        values[f"model.{wkey}"] = target_sizes["width"]
+    if target_sizes["depth"] is not None:
+        values["model.depth"] = target_sizes["depth"]
+    values["warmup_epochs"] = warmup
+    values["lr"] = target_lr
+    start = base.overrides if base.overrides is not None else list(overrides)
+    kept = [o for o in start if not override_key(o).startswith(OWN_PREFIXES)]
+    from src.overrides import train_overrides
+
+    train = replace_overrides(train_overrides(kept, target_lr), values)
+    return Plan(
+        base, base_sizes, target_sizes, rules, family, param, target_lr, factors, train, notes
+    )
+
+
+def format_plan(p: Plan) -> list[str]:
+    sizes = " ".join(f"{a}={v}" for a, v in p.base_sizes.items() if v is not None)
+    lines = [
+        f"base: lr={p.base.lr!r} from {p.base.source}; {sizes}; optimizer family "
+        f"{p.family or 'unknown'}, {p.parametrisation} parametrisation"
+    ]
+    for f in p.factors:
+        lines.append(
+            f"{f.axis}: rule {f.rule}, x{f.factor:.6g} ({f.base:g} -> {f.target:g}) -- {f.source}"
+        )
+    lines += [f"note: {n}" for n in p.notes]
+    lines.append(f"note: {CAVEAT}")
+    lines.append("overrides: " + " ".join(p.overrides))
+    lines.append("train the target: python -m src.train " + " ".join(p.overrides))
+    return lines
+
+
+def transfer_summary(p: Plan) -> dict:
+    """transfer.yaml's content."""
+    return {
+        "base": {"lr": p.base.lr, "source": p.base.source, **p.base_sizes},
+        "target": dict(p.target_sizes),
+        "parametrisation": p.parametrisation,
+        "optimizer_family": p.family,
+        "factors": [
+            {"axis": f.axis, "rule": f.rule, "factor": f.factor, "source": f.source}
+            for f in p.factors
+        ],
+        "target_lr": p.target_lr,
+        "overrides": p.overrides,
+        "command": "python -m src.train " + " ".join(p.overrides),
+        "caveat": CAVEAT,
+    }
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--measure" in argv:
+        from src.transfer_check import main_measure
+
+        return main_measure([a for a in argv if a != "--measure"])
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+
+    cfg = compose_config(argv, config_name="transfer")
+    p = plan(cfg, argv)
+    for line in format_plan(p):
+        print(line)
+    if cfg.base.study is not None:
+        out = report_dir(cfg, str(cfg.base.study)) / "transfer.yaml"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(yaml.safe_dump(transfer_summary(p), sort_keys=False))
+        print(f"wrote {out}")
+    print(f"target_lr={format_value(p.target_lr)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Transfer: the scaling rules' arithmetic, the CLI (base LR or study), the muP models, the measured
+check end to end; real studies, real training, the real CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import yaml
+from mup import MuAdam
+from optuna.distributions import FloatDistribution, IntDistribution
+
+from src import scaling
+from src.checkpoint import initial_model
+from src.data import Batches, as_splits, digits
+from src.models import mlp
+from src.mup_models import mlp_mup
+from src.study import compose_config, storage
+from src.train import fit, train
+from tests.conftest import TINY, run_module
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ---------------------------------------------------------------- the rules (pure)
+
+
+@pytest.mark.parametrize(
+    ("axis", "rule", "base", "target", "expected"),
+    [
+        ("batch", "sqrt", 64, 256, 2.0),  # Adam family
+        ("batch", "linear", 64, 256, 4.0),  # SGD
+        ("batch", "none", 64, 256, 1.0),
+        ("width", "inverse", 128, 512, 0.25),
+        ("width", "mup", 128, 512, 1.0),
+        ("depth", "inverse_sqrt", 4, 16, 0.5),
+        ("depth", "none", 4, 16, 1.0),
+    ],
+)
+def test_rule_factor(axis, rule, base, target, expected):
+    assert scaling.factor(axis, rule, base, target) == pytest.approx(expected, rel=1e-12)
+
+
+def test_factors_multiply_and_defaults_follow_family_and_parametrisation():
+    rules = scaling.default_rules("adam", "standard")
+    assert rules == {"batch": "sqrt", "width": "inverse", "depth": "inverse_sqrt"}
+    assert scaling.default_rules("sgd", "standard") == {
+        "batch": "linear",
+        "width": "none",
+        "depth": "none",
+    }
+    assert scaling.default_rules("adam", "mup")["width"] == "mup"
+    lr, factors = scaling.transfer(
+        0.01,
+        {"batch": 64, "width": 128, "depth": 4},
+        {"batch": 256, "width": 512, "depth": 16},
+        rules,
+    )
+    assert [f.factor for f in factors] == pytest.approx([2.0, 0.25, 0.5])
+    assert lr == pytest.approx(0.01 * 2 * 0.25 * 0.5)
+    assert all(f.source for f in factors)
+    assert scaling.optimizer_family("mup.MuAdamW") == "adam"
+    assert scaling.optimizer_family("torch.optim.SGD") == "sgd"
+    assert scaling.optimizer_family("torch.optim.RMSprop") is None
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: scaling.factor("batch", "cubic", 1, 2), "unknown"),
+        (lambda: scaling.factor("batch", "linear", 0, 2), "base.batch"),
+        (lambda: scaling.factor("width", "inverse", 128, -4), "target.width"),
+    ],
+)
+def test_rule_errors(call, match):
+    with pytest.raises(scaling.RuleError, match=match):
+        call()
+
+
+def test_power_law_fit_slope_and_standard_error():
+    scales = [32, 128, 512, 2048]
+    exact = scaling.fit_power_law(scales, [0.01 * s**0.5 for s in scales])
+    assert exact.alpha == pytest.approx(0.5) and exact.alpha_se == pytest.approx(0.0, abs=1e-12)
+    lrs = [0.01, 0.05, 0.07, 0.4]
+    fit = scaling.fit_power_law(scales, lrs)
+    x, y = np.log10(scales), np.log10(lrs)
+    (slope, _), cov = np.polyfit(x, y, 1, cov=True)  # cov scaled by SSR / (n - 2)
+    assert fit.alpha == pytest.approx(slope)
+    assert fit.alpha_se == pytest.approx(math.sqrt(cov[0, 0]))
+    assert math.isnan(scaling.fit_power_law([1, 2], [1.0, 2.0]).alpha_se)
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def _last_line(stdout: str) -> str:
+    return stdout.strip().splitlines()[-1]
+
+
+def test_cli_base_lr_prints_factors_command_and_target_lr_last(workdir):
+    proc = run_module(
+        "src.transfer",
+        "base.lr=0.01",
+        "optimizer=adamw",
+        "base.batch_size=64",
+        "target.batch_size=256",
+        "target.width=512",
+        cwd=workdir,
+    )
+    out = proc.stdout
+    assert _last_line(out) == "target_lr=0.005"  # 0.01 * sqrt(4) * 128/512
+    assert "batch: rule sqrt, x2 (64 -> 256) -- Malladi et al. 2022" in out
+    assert "width: rule inverse, x0.25 (128 -> 512)" in out
+    assert "rules of thumb" in out
+    command = next(line for line in out.splitlines() if line.startswith("train the target:"))
+    assert command.endswith(
+        "optimizer=adamw batch_size=256 model.width=512 model.depth=2 warmup_epochs=1 lr=0.005"
+    )
+    assert not (workdir / "outputs" / "reports").exists()  # no study: nothing written
+
+
+def _optuna_study(workdir, name: str) -> None:
+    """A stage-1 study built with Optuna's API, as the sweeper records it (params, config attr)."""
+    dists = {"lr": FloatDistribution(1e-6, 10.0, log=True), "seed": IntDistribution(0, 100)}
+    url = f"sqlite:///{workdir}/outputs/lrsweep.db"
+    study = optuna.create_study(study_name=name, storage=storage(url), direction="maximize")
+    study.set_user_attr(
+        "config",
+        {
+            "batch_size": 64,
+            "warmup_epochs": 0,
+            "epochs": 3,
+            "model": {"_target_": "src.models.mlp", "width": 64, "depth": 2},
+            "optimizer": {"_target_": "torch.optim.SGD", "momentum": 0.9},
+        },
+    )
+    for lr, acc in [(0.001, 0.3), (0.01, 0.7), (0.1, 0.9), (1.0, 0.5)]:
+        study.add_trial(
+            optuna.trial.create_trial(params={"lr": lr, "seed": 0}, distributions=dists, value=acc)
+        )
+
+
+def test_cli_study_input_best_then_best_yaml(workdir):
+    _optuna_study(workdir, "base-study")
+    args = ["base.study=base-study", "target.batch_size=256", "target.width=256"]
+    proc = run_module("src.transfer", *args, cwd=workdir)
+    # The study's best LR 0.1 at the study's batch 64 and width 64; SGD: linear batch, none width.
+    assert _last_line(proc.stdout) == "target_lr=0.4"
+    assert "from study 'base-study'" in proc.stdout
+    assert "warmup_epochs=1 added" in proc.stdout  # the study had none, the LR grows
+    written = yaml.safe_load(
+        (workdir / "outputs" / "reports" / "base-study" / "transfer.yaml").read_text()
+    )
+    assert written["target_lr"] == pytest.approx(0.4)
+    assert written["base"] == {
+        "lr": 0.1,
+        "source": written["base"]["source"],
+        "batch": 64,
+        "width": 64,
+        "depth": 2,
+    }
+    assert [f["rule"] for f in written["factors"]] == ["linear", "none", "none"]
+    assert "batch_size=256" in written["overrides"] and "model.width=256" in written["overrides"]
+
+    # A report's best.yaml wins over the study's own best, and its overrides are the start.
+    best = workdir / "outputs" / "reports" / "base-study" / "best.yaml"
+    best.write_text(yaml.safe_dump({"lr": 0.05, "overrides": ["data=digits", "lr=0.05"]}))
+    proc = run_module("src.transfer", *args, cwd=workdir)
+    assert _last_line(proc.stdout) == "target_lr=0.2"
+    assert f"from {best.relative_to(workdir)}" in proc.stdout
+    assert "python -m src.train data=digits batch_size=256 model.width=256" in proc.stdout
+
+    # Another optimizer than the study's: refused.
+    proc = run_module("src.transfer", *args, "optimizer=adam", cwd=workdir, check=False)
+    assert proc.returncode == 2 and "swept with optimizer torch.optim.SGD" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["base.lr=0.1", "target.batch_size=0"], "target.batch_size=0 is invalid"),
+        (["base.lr=0.1", "base.width=-8"], "base.width=-8 is invalid"),
+        (["base.lr=-1"], "base.lr=-1 is invalid"),
+        (["base.lr=0.1", "rules.batch=cubic"], "rules.batch='cubic' is unknown"),
+        (["base.study=nope"], "base.study: no study 'nope'"),
+        (["base.lr=0.1", "model=resnet18", "rules.width=inverse"], "has no width"),
+        (["base.lr=0.1", "model=resnet18", "target.depth=4"], "has no depth"),
+        (["target.batch_size=64"], "exactly one of base.lr"),
+        (["base.lr=0.1", "model=mlp_mup"], "muP needs a muP model"),
+        (["--measure", "--axis", "batch", "--scales", "32,64"], "at least 3 different"),
+        (["--measure", "--axis", "width", "--scales", "1,2,3", "model=resnet18"], "has no width"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2(workdir, args, message):
+    proc = run_module("src.transfer", *args, cwd=workdir, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "target_lr" not in proc.stdout
+
+
+# ---------------------------------------------------------------- muP models
+
+
+def _digits_batches(batch_size=64):
+    splits = as_splits(digits())
+    train_b = Batches(splits.train, batch_size, shuffle=True, seed=0, device=torch.device("cpu"))
+    val_b = Batches(splits.val, 1024, shuffle=False, device=torch.device("cpu"))
+    return splits, train_b, val_b
+
+
+def test_mup_mlp_at_base_width_equals_the_standard_mlp():
+    """muP changes nothing at the base width: same init, same MuAdam steps as Adam."""
+    splits, train_b, val_b = _digits_batches()
+    cfg = compose_config(["epochs=1", "warmup_epochs=0", "lr=0.003"])
+    torch.manual_seed(0)
+    standard = mlp(splits.input_shape, splits.num_classes, width=64, depth=2)
+    torch.manual_seed(0)
+    mu = mlp_mup(splits.input_shape, splits.num_classes, width=64, depth=2, base_width=64)
+    for a, b in zip(standard.state_dict().values(), mu.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    fit(cfg, standard, torch.optim.Adam(standard.parameters(), lr=0.003), train_b, val_b)
+    fit(cfg, mu, MuAdam(mu.parameters(), lr=0.003), train_b, val_b)
+    for a, b in zip(standard.state_dict().values(), mu.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_mup_wider_model_keeps_per_layer_lrs_through_warmup():
+    splits, train_b, val_b = _digits_batches()
+    cfg = compose_config(["epochs=2", "warmup_epochs=1", "lr=0.01"])
+    torch.manual_seed(0)
+    model = mlp_mup(splits.input_shape, splits.num_classes, width=256, depth=2, base_width=64)
+    assert all(hasattr(p, "infshape") for p in model.parameters())
+    optimizer = MuAdam(model.parameters(), lr=0.01)
+    before = sorted(g["lr"] for g in optimizer.param_groups)
+    assert before[0] == pytest.approx(0.01 / 4)  # the hidden 256x256 layer: lr / width_mult
+    result = fit(cfg, model, optimizer, train_b, val_b)
+    assert result.stop is None and result.val_acc[-1] > 0.5
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx(before)
+
+
+def test_mup_checkpoint_restores_infshape_and_trains_identically(workdir):
+    """The first trial builds, saves and trains the muP model; the second restores it from the
+    file: same weights, infshape kept (MuAdam needs it), bit-identical training."""
+    tiny = [o for o in TINY if not o.startswith("model.width")]
+    overrides = [*tiny, "model=mlp_mup", "model.width=96", "model.base_width=32"]
+    cfg = compose_config([*overrides, "optimizer=muadam", "lr=0.003", f"checkpoint_dir={workdir}"])
+    fresh = train(cfg)
+    assert len(list(workdir.glob("*.pt"))) == 1
+    restored = train(cfg)
+    assert restored.train_loss == fresh.train_loss and restored.val_acc_curve == fresh.val_acc_curve
+
+    torch.manual_seed(123)  # a different init: the file must override it
+    build = lambda: mlp_mup((64,), 10, width=96, depth=1, base_width=32)  # noqa: E731
+    model = initial_model(build, fresh.checkpoint, workdir, init_seed=0)
+    assert all(hasattr(p, "infshape") for p in model.parameters())
+    readout = model[-1]
+    assert readout.width_mult() == pytest.approx(3.0)
+    saved = torch.load(workdir / f"{fresh.checkpoint}.pt", weights_only=True)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[name])
+
+
+# ---------------------------------------------------------------- the measured check
+
+
+def test_measure_end_to_end_tiny(workdir):
+    out = workdir / "check"
+    proc = run_module(
+        "src.transfer",
+        "--measure",
+        "--axis",
+        "batch",
+        "--scales",
+        "32,64,128",
+        "--points",
+        "3",
+        "--out",
+        str(out),
+        *TINY,
+        "sweep.points=3",
+        "sweep.low=0.003",
+        "sweep.high=1",
+        cwd=workdir,
+        timeout=300,
+    )
+    assert "[transfer-check] scale 3/3: batch_size=128" in proc.stdout
+    summary = yaml.safe_load((out / "check.yaml").read_text())
+    rows = summary["scales"]
+    assert [r["scale"] for r in rows] == [32, 64, 128]
+    assert len({r["study"] for r in rows}) == 3  # each scale its own study
+    fit = scaling.fit_power_law([r["scale"] for r in rows], [r["lr_opt"] for r in rows])
+    assert summary["alpha"] == pytest.approx(fit.alpha)
+    assert summary["alpha_se"] == pytest.approx(fit.alpha_se)
+    for r in rows:
+        assert 0.003 / 10 < r["lr_opt"] < 10
+        predicted = rows[0]["lr_opt"] * (r["scale"] / 32)
+        assert r["predicted"]["linear"] == pytest.approx(predicted)
+        assert r["ratio"]["linear"] == pytest.approx(r["lr_opt"] / predicted)
+    assert f"alpha = {fit.alpha:.2f}" in proc.stdout
+    for png in ("lr_vs_scale.png", "curves.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # Every scale swept stage 1 (3 LRs) and stage 2 (3 LRs) into the database.
+    studies = optuna.get_all_study_names(storage(f"sqlite:///{workdir}/outputs/lrsweep.db"))
+    assert sorted(studies) == sorted(
+        [r["study"] for r in rows] + [r["study"] + "-stage2" for r in rows]
+    )
