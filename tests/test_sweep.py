@@ -19,7 +19,9 @@ import pytest
 from conftest import TINY, run_module, start_module
 from hydra.core.utils import JobReturn, JobStatus
 
-from hydra_plugins.lrsweep_sweeper.sweeper import LrSweeper
+from hydra_plugins.lrsweep_sweeper import study_protocol
+from hydra_plugins.lrsweep_sweeper.grid import point_key
+from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
 
 State = optuna.trial.TrialState
 
@@ -290,7 +292,7 @@ def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, r
     )
     job = JobReturn(status=JobStatus.COMPLETED)
     job.return_value = returned
-    assert LrSweeper._tell(study, storage, trial.number, trial_id, job) is True
+    assert study_protocol.tell(study, storage, trial.number, trial_id, job) is not None
     (frozen,) = study.trials
     assert frozen.state == State.FAIL
     assert (
@@ -301,8 +303,6 @@ def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, r
 def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
     """Two machines that each enqueued the same point (no shared file lock): a claim that finds an
     older live or finished trial of its point is dropped, so the point runs once."""
-    from hydra_plugins.lrsweep_sweeper.sweeper import _Heartbeat, point_key
-
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db", heartbeat_interval=60)
     study = optuna.create_study(storage=storage, study_name="race")
     study_id = storage.get_study_id_from_name("race")
@@ -310,9 +310,11 @@ def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
     grid = {point_key(params): params}
     for _ in range(3):  # three machines saw the point uncovered and enqueued it
         study.enqueue_trial(params, user_attrs={"grid_point": point_key(params)})
-    with _Heartbeat(storage, 60) as heartbeat:
-        first = LrSweeper._claim(study, storage, study_id, grid, 1, heartbeat)  # machine A
-        second = LrSweeper._claim(study, storage, study_id, grid, 2, heartbeat)  # machine B, later
+    with Heartbeat(storage, 60) as heartbeat:
+        first = study_protocol.claim(study, storage, study_id, grid, 1, heartbeat)  # machine A
+        second = study_protocol.claim(
+            study, storage, study_id, grid, 2, heartbeat
+        )  # machine B, later
     assert [number for number, _, _ in first] == [0]
     assert second == []
     trials = study.get_trials()
