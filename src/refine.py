@@ -241,7 +241,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.points is not None and args.points < 2:
         raise ConfigError(f"--points: must be >= 2, got {args.points}")
 
-    from src.study import compose_config, open_study, trials_frame
+    from src.study import compose_config, open_study, shown_url, trials_frame
 
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
@@ -252,10 +252,16 @@ def _main(argv: Sequence[str] | None) -> int:
     points = args.points or int(cfg.sweep.points)
     stage2 = stage2_overrides(overrides, name, proposal, points)
 
-    print(f"study {name} ({storage_url}): {len(agg)} LRs")
+    print(f"study {name} ({shown_url(storage_url)}): {len(agg)} LRs")
     print(format_table(agg))
     print(f"proposal: [{proposal.low:.4g}, {proposal.high:.4g}] -- {proposal.reason}")
-    print("stage 2: python -m src.train -m " + " ".join(stage2))
+    shown = [
+        f"{o.split('=', 1)[0]}={shown_url(o.split('=', 1)[1])}"
+        if override_key(o) == "study.storage"
+        else o
+        for o in stage2
+    ]
+    print("stage 2: python -m src.train -m " + " ".join(shown))
     sys.stdout.flush()
     if not args.run:
         return 0

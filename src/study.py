@@ -65,6 +65,13 @@ def storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url)
 
 
+def shown_url(url: str) -> str:
+    """A storage URL as printed: its password hidden."""
+    from hydra_plugins.lrsweep_sweeper.storage_url import hide_password
+
+    return hide_password(url)
+
+
 def open_study(name: str, storage_url: str) -> optuna.Study:
     """Load an existing study; a missing one is a ConfigError that lists the studies there are."""
     store = storage(storage_url)
@@ -73,7 +80,8 @@ def open_study(name: str, storage_url: str) -> optuna.Study:
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(store))
         raise ConfigError(
-            f"study.name: no study '{name}' in {storage_url}; studies there: {names or 'none'}"
+            f"study.name: no study '{name}' in {shown_url(storage_url)}; studies there: "
+            f"{names or 'none'}"
         ) from None
 
 
@@ -142,5 +150,12 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     (refine, report): the same overrides name the same study."""
     from hydra import compose, initialize_config_dir
 
+    from hydra_plugins.lrsweep_sweeper.study_protocol import check_study_name
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+        cfg = compose(config_name="train", overrides=list(overrides))
+    try:  # the name names folders (reports): refused before anything is read or written
+        check_study_name(str(cfg.study.name))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return cfg

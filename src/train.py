@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import hydra
 import torch
@@ -23,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from src.checkpoint import checkpoint_key, initial_model
+from src.checkpoint import checkpoint_key, initial_model, load_into
 from src.data import Batches, Splits, as_splits
 from src.errors import ConfigError
 from src.study import CONF_DIR, TrialReporter
@@ -87,6 +88,26 @@ def check_config(cfg: DictConfig) -> None:
                 f"{group}._target_={target!r} cannot be imported: pick one of conf/{group}/*.yaml "
                 f"(e.g. {group}=<name>) or name an importable callable"
             )
+
+
+def check_job(cfg: DictConfig) -> None:
+    """`check_config`, then what needs the data: build the model, load and verify the shared
+    initial weights if their file exists (a missing one is not created here: the first trial
+    creates it), and build the optimizer. The sweeper's `check` hook: run on the first grid
+    point's config before the study is touched, so that under `-m` a corrupt or mismatched
+    checkpoint or an unbuildable model is exit 2, as in a single run. Raises ConfigError."""
+    check_config(cfg)
+    splits = _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    key = checkpoint_key(model_config, splits.input_shape, splits.num_classes, cfg.init_seed)
+    torch.manual_seed(cfg.init_seed)
+    model = _build(
+        "model", cfg.model, input_shape=splits.input_shape, num_classes=splits.num_classes
+    )
+    path = Path(cfg.checkpoint_dir) / f"{key}.pt"
+    if path.exists():
+        load_into(model, path)
+    _build("optimizer", cfg.optimizer, model.parameters(), lr=cfg.lr)
 
 
 def resolve_device(name: str) -> torch.device:

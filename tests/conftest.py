@@ -34,6 +34,7 @@ def run_module(
     check: bool = True,
     timeout: float = 240,
     env: dict | None = None,
+    **run: object,
 ) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` run to the end in `cwd` (where `outputs/` will be written)."""
     proc = subprocess.run(
@@ -43,6 +44,7 @@ def run_module(
         capture_output=True,
         text=True,
         timeout=timeout,
+        **run,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 from conftest import TINY, run_module, start_module
 from hydra.core.utils import JobReturn, JobStatus
 
@@ -144,12 +145,12 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(workdir):
 
 
 def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(workdir):
-    # model.width=0 passes the pre-sweep checks but raises inside every job.
-    args = sweep_args("fail", "sweep.points=2", "model.width=0")
+    # FailingSGD passes the pre-sweep checks but raises inside every job.
+    args = sweep_args("fail", "sweep.points=2", "optimizer._target_=tests.byo_example.FailingSGD")
     proc = run_module("src.train", *args, "hydra.sweeper.max_failure_rate=1.0", cwd=workdir)
     trials = load(workdir, "fail").trials
     assert [t.state for t in trials] == [State.FAIL, State.FAIL]
-    assert all("width" in t.user_attrs["error"] for t in trials)
+    assert all("on purpose" in t.user_attrs["error"] for t in trials)
     assert proc.stderr.count("FAILED") == 2
     # With the default max_failure_rate=0 the first failure aborts, with a message, exit != 0.
     proc = run_module("src.train", *args, cwd=workdir, check=False)
@@ -242,12 +243,20 @@ def test_ctrl_c_fails_the_trial_in_flight_and_a_rerun_resumes(workdir):
         cwd=workdir,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+    def started() -> bool:
+        try:
+            return bool(
+                (workdir / "outputs" / "lrsweep.db").exists()
+                and "interrupted"
+                in optuna.get_all_study_names(f"sqlite:///{workdir}/outputs/lrsweep.db")
+                and load(workdir, "interrupted").get_trials(states=(State.RUNNING,))
+            )
+        except sqlalchemy.exc.OperationalError:  # the sweep is still creating the tables
+            return False
+
     deadline = time.monotonic() + 60
-    while not (
-        (workdir / "outputs" / "lrsweep.db").exists()
-        and "interrupted" in optuna.get_all_study_names(f"sqlite:///{workdir}/outputs/lrsweep.db")
-        and load(workdir, "interrupted").get_trials(states=(State.RUNNING,))
-    ):
+    while not started():
         assert time.monotonic() < deadline, "no trial started"
         time.sleep(0.05)
     sweep.send_signal(signal.SIGINT)

@@ -17,6 +17,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from omegaconf import DictConfig, ListConfig
 
+# Every point is a trial row written before the sweep starts and a job launched; a bigger grid is a
+# typo (`sweep.points=100000`) or a search better done coarse first and refined (stage 2).
+MAX_GRID_POINTS = 10_000
+
 
 class SweepConfigError(ValueError):
     """Bad sweep settings: reported as one line before the study is touched."""
@@ -97,7 +101,15 @@ def build_axes(
 
 
 def build_grid(axes: Sequence[Axis]) -> dict[str, dict[str, Any]]:
-    """Every point of the product of `axes`, by key, in axis order."""
+    """Every point of the product of `axes`, by key, in axis order; at most MAX_GRID_POINTS."""
+    size = math.prod(len(axis.values) for axis in axes)
+    if size > MAX_GRID_POINTS:
+        shape = " x ".join(f"{len(axis.values)} {axis.name}" for axis in axes)
+        raise SweepConfigError(
+            f"the grid has {size} points ({shape}); at most {MAX_GRID_POINTS}: each point is a "
+            "trial queued in the study and a job to run. Sweep a coarser grid and refine it "
+            "(stage 2)"
+        )
     grid = {}
     for values in itertools.product(*(axis.values for axis in axes)):
         params = {axis.name: value for axis, value in zip(axes, values, strict=True)}

@@ -17,20 +17,38 @@ Optuna is imported inside functions: Hydra imports every plugin module on every 
 
 import contextlib
 import hashlib
+import json
 import math
 import random
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobStatus
 
 from hydra_plugins.lrsweep_sweeper.grid import Axis, SweepConfigError
 from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
+from hydra_plugins.lrsweep_sweeper.storage_url import sqlite_path
 
 POINT_ATTR = "grid_point"  # trial user attr: the canonical JSON of the trial's grid point
 SCHEMA_RETRIES = 5
+# A study name also names folders (outputs/sweeps/<name>, reports): one path component, and short
+# enough for any file system (255 bytes) with a suffix such as `-stage2-confirm`.
+MAX_NAME_BYTES = 200
+
+
+def check_study_name(name: str) -> None:
+    """A study name that is safe as one folder name; else SweepConfigError."""
+    if "/" in name or "\\" in name or ".." in name or "\x00" in name:
+        raise SweepConfigError(
+            f"study name {name!r} is invalid: it names a folder under outputs/, so it may not "
+            "hold '/', '\\' or '..'"
+        )
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise SweepConfigError(
+            f"study name '{name[:40]}...' is {len(name.encode())} bytes long: at most "
+            f"{MAX_NAME_BYTES} (it names folders under outputs/)"
+        )
 
 
 class StudyLock:
@@ -44,10 +62,10 @@ class StudyLock:
         self._engine = None  # PostgreSQL advisory locks: one engine, no pooled connections
 
     def __call__(self) -> contextlib.AbstractContextManager:
-        if self.storage_url.startswith("sqlite:///"):
+        path = sqlite_path(self.storage_url)
+        if path is not None:
             from filelock import FileLock
 
-            path = Path(self.storage_url.removeprefix("sqlite:///")).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
             return FileLock(f"{path}.lock")
         if self.storage_url.startswith("postgresql"):
@@ -77,7 +95,7 @@ def open_storage(storage_url: str, heartbeat_interval: int, grace_period: int) -
     import optuna
     import sqlalchemy
 
-    engine_kwargs = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
+    engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite_path(storage_url) else {}
     for attempt in range(SCHEMA_RETRIES):
         try:
             return optuna.storages.RDBStorage(
@@ -139,11 +157,65 @@ def open_study(
     return study
 
 
-def fail_stale(study: Any) -> None:
-    """Fail the trials whose sweeper stopped beating for longer than the grace period."""
-    import optuna
+class StaleTrials:
+    """Fails the RUNNING trials nobody runs any more, so that their points run again.
 
-    optuna.storages.fail_stale_trials(study)
+    - A trial whose heartbeat is older than the storage's grace period (its sweeper was killed):
+      Optuna's `fail_stale_trials`.
+    - A grid trial RUNNING without any heartbeat (Optuna skips those): a sweeper records the
+      heartbeat before it claims, so such a trial was left by a sweeper killed inside the claim
+      window of an older lrsweep, or by another tool. It is failed once it has stayed so for the
+      grace period, timed on this machine's monotonic clock from when this process first saw
+      it: no comparison of timestamps written by other machines (clock skew, time zones).
+
+    Both rules bound any wait for trials "running elsewhere" by one grace period after their
+    last sign of life.
+    """
+
+    def __init__(self, storage: Any, study_id: int, grace_period: float) -> None:
+        self.storage, self.study_id, self.grace_period = storage, study_id, grace_period
+        self._unbeating_since: dict[int, float] = {}  # trial id -> when first seen so
+
+    def fail(self, study: Any) -> list[int]:
+        """Fail what is stale now; the ids failed by the no-heartbeat rule."""
+        import optuna
+
+        optuna.storages.fail_stale_trials(study)
+        now = time.monotonic()
+        unbeating = set(self._running_without_heartbeat())
+        self._unbeating_since = {
+            i: self._unbeating_since.get(i, now) for i in unbeating
+        }  # forget trials that started beating or finished
+        failed = []
+        for trial_id, since in list(self._unbeating_since.items()):
+            if now - since < self.grace_period:
+                continue
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                # The reason first: a finished trial takes no more attributes.
+                self.storage.set_trial_user_attr(
+                    trial_id, "error", "stale: RUNNING without a heartbeat"
+                )
+                if self.storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL):
+                    failed.append(trial_id)
+            del self._unbeating_since[trial_id]
+        return failed
+
+    def _running_without_heartbeat(self) -> list[int]:
+        """Grid trials (they carry `POINT_ATTR`) RUNNING with no row in `trial_heartbeats`."""
+        import sqlalchemy
+
+        engine = getattr(self.storage, "engine", None)
+        if engine is None:  # not an RDBStorage: Optuna's rule only
+            return []
+        query = sqlalchemy.text(
+            "SELECT t.trial_id FROM trials t "
+            "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = :attr "
+            "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+        )
+        with engine.connect() as connection:
+            rows = connection.execute(query, {"attr": POINT_ATTR, "study": self.study_id})
+            return [row[0] for row in rows]
 
 
 def count_done(study: Any, grid: dict[str, dict[str, Any]]) -> int:
@@ -156,7 +228,11 @@ def count_done(study: Any, grid: dict[str, dict[str, Any]]) -> int:
     return len(done & grid.keys())
 
 
-def enqueue_missing(study: Any, grid: dict[str, dict[str, Any]], skip: set[str]) -> None:
+def enqueue_missing(
+    study: Any, storage: Any, study_id: int, grid: dict[str, dict[str, Any]], skip: set[str]
+) -> int:
+    """Queue (WAITING) every point of `grid` not covered by a COMPLETE, RUNNING or WAITING trial
+    and not in `skip`, in one transaction; the number queued."""
     import optuna
 
     alive = (
@@ -165,9 +241,53 @@ def enqueue_missing(study: Any, grid: dict[str, dict[str, Any]], skip: set[str])
         optuna.trial.TrialState.WAITING,
     )
     covered = {t.user_attrs.get(POINT_ATTR) for t in study.get_trials(deepcopy=False, states=alive)}
-    for key, params in grid.items():
-        if key not in covered and key not in skip:
-            study.enqueue_trial(params, user_attrs={POINT_ATTR: key})
+    missing = {k: p for k, p in grid.items() if k not in covered and k not in skip}
+    if missing:
+        enqueue_points(storage, study_id, missing)
+    return len(missing)
+
+
+def enqueue_points(storage: Any, study_id: int, points: dict[str, dict[str, Any]]) -> None:
+    """What `study.enqueue_trial(params, user_attrs={POINT_ATTR: key})` stores for each point,
+    in one transaction on an RDBStorage.
+
+    Optuna commits each enqueued trial, locking the study row and counting its trials each time:
+    10,000 points took minutes on SQLite. Here the study row is locked once, the trials are
+    numbered after the existing ones (as Optuna numbers them: by creation order within the
+    study), and one commit writes them all. Storages other than RDBStorage, or an Optuna
+    without these models, get the trial-by-trial path."""
+    import optuna
+
+    try:
+        import sqlalchemy
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        scoped_session = storage.scoped_session
+    except (ImportError, AttributeError):
+        for key, params in points.items():
+            template = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.WAITING,
+                system_attrs={"fixed_params": params},
+                user_attrs={POINT_ATTR: key},
+            )
+            storage.create_new_trial(study_id, template_trial=template)
+        return
+    with _create_scoped_session(scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        count = sqlalchemy.func.count(models.TrialModel.trial_id)
+        base = session.query(count).filter(models.TrialModel.study_id == study_id).scalar()
+        for number, (key, params) in enumerate(points.items(), start=base):
+            trial = models.TrialModel(
+                study_id=study_id, number=number, state=optuna.trial.TrialState.WAITING
+            )
+            trial.user_attributes.append(
+                models.TrialUserAttributeModel(key=POINT_ATTR, value_json=json.dumps(key))
+            )
+            trial.system_attributes.append(
+                models.TrialSystemAttributeModel(key="fixed_params", value_json=json.dumps(params))
+            )
+            session.add(trial)
 
 
 def claim(
@@ -194,12 +314,16 @@ def claim(
         if key not in grid:
             continue  # another run's grid: theirs to run
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        try:
-            if not storage.set_trial_state_values(trial_id, State.RUNNING):
-                continue  # another process won it
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another process won it and has finished it (or dropped it) since
+        # The heartbeat first: a trial is never RUNNING without one, whenever this process dies.
+        # (A WAITING trial's heartbeat means nothing: only RUNNING trials can go stale.)
         heartbeat.add(trial_id)
+        try:
+            won = storage.set_trial_state_values(trial_id, State.RUNNING)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            won = False  # another process won it and has finished it (or dropped it) since
+        if not won:
+            heartbeat.discard(trial_id)
+            continue  # another process won it
         twin = next(
             (
                 other.number
@@ -223,6 +347,33 @@ def claim(
             continue
         claimed.append((trial.number, trial_id, grid[key]))
     return claimed
+
+
+@contextlib.contextmanager
+def interrupt_deferred() -> Iterator[None]:
+    """Holds back Ctrl-C (SIGINT) until the block ends, then raises KeyboardInterrupt.
+
+    Around a claim and the bookkeeping of its result: an interrupt in between would leave a
+    trial RUNNING that no one knows is ours. Deferred, it arrives when the trial is registered
+    as in flight, and the sweeper's handler fails it at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):  # ignored (or not set from Python): nothing to defer
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def running_elsewhere(study: Any, grid: dict[str, dict[str, Any]], ours: dict[int, int]) -> int:

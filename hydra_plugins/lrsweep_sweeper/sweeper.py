@@ -17,6 +17,7 @@ Optuna is imported inside `sweep()`: Hydra imports every plugin module on every 
 # No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules,
 # where dataclasses cannot resolve string annotations.
 import os
+import re
 import sys
 import time
 import warnings
@@ -39,6 +40,11 @@ from hydra_plugins.lrsweep_sweeper.grid import (
     point_key,
 )
 from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
+from hydra_plugins.lrsweep_sweeper.storage_url import (
+    check_storage_url,
+    hide_password,
+    refuse_literal_password,
+)
 
 
 class LrSweeper(Sweeper):
@@ -105,6 +111,8 @@ class LrSweeper(Sweeper):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # Heartbeats and stale-trial failing are "experimental" in Optuna: we rely on them knowingly.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        import sqlalchemy
+
         try:
             axes, fixed, grid = self._plan(arguments)
             lock = protocol.StudyLock(self.storage_url, self.study_name)
@@ -122,6 +130,12 @@ class LrSweeper(Sweeper):
                 )
         except ValueError as err:  # SweepConfigError, or the `check` hook's ConfigError
             console.fail(err)
+        except (
+            sqlalchemy.exc.SQLAlchemyError,
+            optuna.exceptions.StorageInternalError,
+            OSError,
+        ) as err:  # unreachable server, not a database, a read-only folder, ...
+            console.fail(SweepConfigError(self._storage_problem(err)))
         try:
             self._run(study, storage, lock, axes, fixed, grid)
         except KeyboardInterrupt:
@@ -131,6 +145,42 @@ class LrSweeper(Sweeper):
                 file=sys.stderr,
             )
             raise SystemExit(130) from None
+
+    def _storage_problem(self, err: BaseException) -> str:
+        """One line on why the storage could not be opened, without the password."""
+        cause = err
+        while cause.__cause__ is not None:  # Optuna's StorageInternalError wraps SQLAlchemy's
+            cause = cause.__cause__
+        cause = getattr(cause, "orig", None) or cause  # the driver's own message
+        lines = str(cause).strip().splitlines() or [type(cause).__name__]
+        reason = f"{type(cause).__name__}: {lines[0]}"
+        password = self._password()
+        if password:
+            reason = reason.replace(password, "***")
+        return f"storage {hide_password(self.storage_url)!r} cannot be used: {reason}"
+
+    def _password(self) -> str | None:
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.storage_url).password
+        except Exception:
+            return None
+
+    def _raw(self, key: str) -> Any:
+        """A config value as written (interpolations unresolved), following `${other.key}`."""
+        raw = OmegaConf.to_container(self.config, resolve=False)
+        seen = set()
+        while key not in seen:
+            seen.add(key)
+            value: Any = raw
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            match = re.fullmatch(r"\$\{([\w.]+)\}", value) if isinstance(value, str) else None
+            if match is None:
+                return value
+            key = match.group(1)
+        return None
 
     # ---- step 1: validate, before the study is touched ----
     def _plan(
@@ -153,6 +203,10 @@ class LrSweeper(Sweeper):
             raise SweepConfigError(
                 "storage and study_name must be set (hydra.sweeper.storage, study_name)"
             )
+        protocol.check_study_name(str(self.study_name))
+        check_storage_url(self.storage_url)
+        raw_url = self._raw("hydra.sweeper.storage")
+        refuse_literal_password(raw_url if isinstance(raw_url, str) else self.storage_url)
         if self.n_jobs < 1 or (self.n_trials is not None and self.n_trials < 1):
             raise SweepConfigError(f"n_jobs={self.n_jobs}, n_trials={self.n_trials}: must be >= 1")
         axes, fixed = build_axes(self.params, arguments, self.points)
@@ -188,9 +242,9 @@ class LrSweeper(Sweeper):
     ) -> None:
         study_id = storage.get_study_id_from_name(self.study_name)
         dists = protocol.distributions(axes)
-        console.header(
-            self.study_name, self.storage_url, len(grid), protocol.count_done(study, grid)
-        )
+        shown_url = hide_password(self.storage_url)
+        console.header(self.study_name, shown_url, len(grid), protocol.count_done(study, grid))
+        stale = protocol.StaleTrials(storage, study_id, self.grace_period)
         failed_here: set[str] = set()  # not re-queued in this run: a deterministic error would loop
         launched = failures = 0
         started = time.perf_counter()
@@ -200,28 +254,32 @@ class LrSweeper(Sweeper):
             try:
                 while True:
                     with lock():
-                        protocol.fail_stale(study)
-                        protocol.enqueue_missing(study, grid, failed_here)
+                        stale.fail(study)
+                        protocol.enqueue_missing(study, storage, study_id, grid, failed_here)
                     budget = self.n_jobs
                     if self.n_trials is not None:
                         budget = min(budget, self.n_trials - launched)
                         if budget <= 0:
                             break
-                    claimed = protocol.claim(study, storage, study_id, grid, budget, heartbeat)
+                    # A Ctrl-C waits until the claimed trials are known to be ours (in flight).
+                    with protocol.interrupt_deferred():
+                        claimed = protocol.claim(study, storage, study_id, grid, budget, heartbeat)
+                        for number, trial_id, _ in claimed:
+                            in_flight[number] = trial_id
                     if not claimed:
                         elsewhere = protocol.running_elsewhere(study, grid, in_flight)
                         if not elsewhere:
                             break
                         if not waiting_note:
                             print(
-                                f"[lrsweep] waiting for {elsewhere} trial(s) running elsewhere",
+                                f"[lrsweep] waiting for {elsewhere} trial(s) running elsewhere "
+                                f"(one that stops beating is failed after {self.grace_period} s "
+                                "and its point run here)",
                                 flush=True,
                             )
                             waiting_note = True
                         time.sleep(self.poll_interval)
                         continue
-                    for number, trial_id, _ in claimed:
-                        in_flight[number] = trial_id
                     results = self._launch(study, claimed, dists, fixed)
                     for (number, trial_id, params), ret in zip(claimed, results, strict=True):
                         error = protocol.tell(study, storage, number, trial_id, ret)
@@ -258,7 +316,7 @@ class LrSweeper(Sweeper):
             protocol.POINT_ATTR,
             self.metric_name or "value",
             self.direction,
-            self.storage_url,
+            shown_url,
         )
 
     def _launch(
