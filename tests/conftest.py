@@ -21,10 +21,13 @@ def _env(extra: dict | None = None) -> dict:
     return env
 
 
-def start_module(module: str, *args: str, cwd: Path, **popen: object) -> subprocess.Popen:
-    """`python -m <module> <args>` started in `cwd`, text pipes for stdout and stderr."""
+def start_module(
+    module: str, *args: str, cwd: Path, env: dict | None = None, **popen: object
+) -> subprocess.Popen:
+    """`python -m <module> <args>` started in `cwd`, text pipes for stdout and stderr; `env`
+    adds variables to the environment."""
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=_env(), **popen)
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=_env(env), **popen)
 
 
 def run_module(
