@@ -289,6 +289,14 @@ def test_joblib_launcher_two_workers(workdir):
     assert len(study.trials) == 6
     assert all(t.state == State.COMPLETE for t in study.trials)
     assert set(complete_points(study).values()) == {1}
+    # The two jobs of each batch (the two running at once) have distinct worker slots, hence
+    # distinct GPUs under device=auto (tests/test_devices.py).
+    slots = {}
+    for t in study.trials:
+        overrides = (Path(t.user_attrs["output_dir"]) / ".hydra" / "overrides.yaml").read_text()
+        (slot,) = [line.split("=")[1] for line in overrides.splitlines() if "worker_slot=" in line]
+        slots[t.number] = int(slot)
+    assert [slots[n] for n in sorted(slots)] == [0, 1, 0, 1, 0, 1]
 
 
 @pytest.mark.parametrize("returned", [math.nan, math.inf, None, "oops"])

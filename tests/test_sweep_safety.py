@@ -296,3 +296,22 @@ def test_the_check_creates_no_checkpoint(workdir):
     proc = sweep(workdir, "c", "sweep.points=2", "study.storage=foo://bar", timeout=60)
     assert_one_line_error(proc, "foo")
     assert not (workdir / "outputs").exists()
+
+
+# ---- 2. passwords (without a server; the full check runs in test_postgres.py) ----
+
+
+def test_a_password_typed_into_the_url_is_refused_and_never_shown(workdir):
+    url = "postgresql+psycopg2://user:s3cret-pw@127.0.0.1:9/db"
+    proc = sweep(workdir, "pw", "sweep.points=2", f"study.storage={url}", timeout=60)
+    line = assert_one_line_error(proc, "holds a password", "user:***@127.0.0.1", "oc.env")
+    assert "s3cret-pw" not in proc.stdout + proc.stderr + line
+    assert not (workdir / "outputs").exists()
+
+
+def test_a_shown_url_hides_its_password():
+    from hydra_plugins.lrsweep_sweeper.storage_url import hide_password
+
+    assert hide_password("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert hide_password("sqlite:///outputs/lrsweep.db") == "sqlite:///outputs/lrsweep.db"
+    assert "pw" not in hide_password("not a url but u:pw@h")

@@ -63,6 +63,7 @@ class LrSweeper(Sweeper):
         check: str | None = None,
         identity_keys: Sequence[str] = (),
         trial_key: str = "trial",
+        slot_key: str | None = None,
         heartbeat_interval: int = 10,
         grace_period: int | None = None,
         poll_interval: float = 2.0,
@@ -80,6 +81,7 @@ class LrSweeper(Sweeper):
         self.check = check
         self.identity_keys = list(identity_keys or ())
         self.trial_key = trial_key
+        self.slot_key = slot_key
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period or 3 * heartbeat_interval
         self.poll_interval = poll_interval
@@ -327,9 +329,12 @@ class LrSweeper(Sweeper):
         fixed: list[str],
     ) -> Sequence[Any]:
         batch = []
-        for number, trial_id, params in claimed:
+        for slot, (number, trial_id, params) in enumerate(claimed):
             protocol.record_params(study, trial_id, dists)
-            batch.append([*fixed, *param_overrides(params), f"{self.trial_key}={number}"])
+            overrides = [*fixed, *param_overrides(params), f"{self.trial_key}={number}"]
+            if self.slot_key:
+                overrides.append(f"{self.slot_key}={slot}")
+            batch.append(overrides)
         returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
         self.job_idx += len(batch)
         return returns
