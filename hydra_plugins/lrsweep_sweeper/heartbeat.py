@@ -1,6 +1,6 @@
 """The heartbeat thread: Optuna records heartbeats only inside `optimize`, so the sweeper keeps
 one going for every trial it holds. A trial whose heartbeat stops (its sweeper was killed) goes
-stale after the storage's grace period; see `study_protocol.fail_stale`."""
+stale after the storage's grace period; see `study_protocol.StaleTrials`."""
 
 import contextlib
 import threading

@@ -103,3 +103,22 @@ def refuse_literal_password(raw_url: str) -> None:
             "study.storage='postgresql+psycopg2://user:${oc.env:LRSWEEP_DB_PASSWORD}@host/db', "
             "or leave it out and let libpq read PGPASSWORD or ~/.pgpass"
         )
+
+
+def storage_problem(url: str, err: BaseException) -> str:
+    """One line on why the storage at `url` could not be opened, without its password."""
+    from sqlalchemy.engine import make_url
+
+    cause = err
+    while cause.__cause__ is not None:  # Optuna's StorageInternalError wraps SQLAlchemy's
+        cause = cause.__cause__
+    cause = getattr(cause, "orig", None) or cause  # the driver's own message
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    reason = f"{type(cause).__name__}: {lines[0]}"
+    try:
+        password = make_url(url).password
+    except Exception:
+        password = None
+    if password:
+        reason = reason.replace(str(password), "***")
+    return f"storage {hide_password(url)!r} cannot be used: {reason}"

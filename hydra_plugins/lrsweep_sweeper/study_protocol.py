@@ -3,11 +3,12 @@
 Each step is safe to repeat, in any number of processes or machines sharing the storage:
 1. `open_storage` / `open_study`: create or load the study, check that it holds this experiment,
    record the grid;
-2. under `StudyLock`: `fail_stale` (trials whose sweeper stopped beating) and `enqueue_missing`
-   (each grid point not covered by a COMPLETE, RUNNING or WAITING trial; a point whose trial
-   FAILED is queued again);
-3. `claim`: WAITING -> RUNNING succeeds for one process only; a claim that finds an older trial of
-   the same point alive or done gives way;
+2. under `StudyLock`: `StaleTrials.fail` (trials whose sweeper stopped beating, or that never had
+   a heartbeat) and `enqueue_missing` (each grid point not covered by a COMPLETE, RUNNING or
+   WAITING trial, in one transaction; a point whose trial FAILED is queued again);
+3. `claim`: the heartbeat first, then WAITING -> RUNNING (succeeds for one process only); a claim
+   that finds an older trial of the same point alive or done gives way; `interrupt_deferred`
+   holds a Ctrl-C back until the claimed trials are registered as in flight;
 4. `tell`: a job's outcome, never raising for the job's fault.
 
 Optuna's GridSampler is not used: on Optuna 5 it does not compose with enqueued trials and

@@ -44,6 +44,7 @@ from hydra_plugins.lrsweep_sweeper.storage_url import (
     check_storage_url,
     hide_password,
     refuse_literal_password,
+    storage_problem,
 )
 
 
@@ -137,7 +138,7 @@ class LrSweeper(Sweeper):
             optuna.exceptions.StorageInternalError,
             OSError,
         ) as err:  # unreachable server, not a database, a read-only folder, ...
-            console.fail(SweepConfigError(self._storage_problem(err)))
+            console.fail(SweepConfigError(storage_problem(self.storage_url, err)))
         try:
             self._run(study, storage, lock, axes, fixed, grid)
         except KeyboardInterrupt:
@@ -147,27 +148,6 @@ class LrSweeper(Sweeper):
                 file=sys.stderr,
             )
             raise SystemExit(130) from None
-
-    def _storage_problem(self, err: BaseException) -> str:
-        """One line on why the storage could not be opened, without the password."""
-        cause = err
-        while cause.__cause__ is not None:  # Optuna's StorageInternalError wraps SQLAlchemy's
-            cause = cause.__cause__
-        cause = getattr(cause, "orig", None) or cause  # the driver's own message
-        lines = str(cause).strip().splitlines() or [type(cause).__name__]
-        reason = f"{type(cause).__name__}: {lines[0]}"
-        password = self._password()
-        if password:
-            reason = reason.replace(password, "***")
-        return f"storage {hide_password(self.storage_url)!r} cannot be used: {reason}"
-
-    def _password(self) -> str | None:
-        from sqlalchemy.engine import make_url
-
-        try:
-            return make_url(self.storage_url).password
-        except Exception:
-            return None
 
     def _raw(self, key: str) -> Any:
         """A config value as written (interpolations unresolved), following `${other.key}`."""
