@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import sqlalchemy
 from conftest import TINY, run_module, start_module
 from hydra.core.utils import JobReturn, JobStatus
 
@@ -244,24 +243,17 @@ def test_ctrl_c_fails_the_trial_in_flight_and_a_rerun_resumes(workdir):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
-    def started() -> bool:
-        try:
-            return bool(
-                (workdir / "outputs" / "lrsweep.db").exists()
-                and "interrupted"
-                in optuna.get_all_study_names(f"sqlite:///{workdir}/outputs/lrsweep.db")
-                and load(workdir, "interrupted").get_trials(states=(State.RUNNING,))
-            )
-        except sqlalchemy.exc.OperationalError:  # the sweep is still creating the tables
-            return False
-
+    # Open the database only once the sweep has (its header line): creating the schema from
+    # two processes at once races.
+    header = sweep.stdout.readline()
+    assert header.startswith("[lrsweep] study 'interrupted'"), header
     deadline = time.monotonic() + 60
-    while not started():
+    while not load(workdir, "interrupted").get_trials(states=(State.RUNNING,)):
         assert time.monotonic() < deadline, "no trial started"
         time.sleep(0.05)
     sweep.send_signal(signal.SIGINT)
     _, stderr = sweep.communicate(timeout=60)
-    assert sweep.returncode == 130 and "run the same command again to resume" in stderr
+    assert sweep.returncode == 130 and "run the same command again to resume" in stderr, stderr
     study = load(workdir, "interrupted")
     assert not study.get_trials(states=(State.RUNNING,))  # no orphan waits for a grace period
     run_module("src.train", *args, cwd=workdir)

@@ -377,6 +377,33 @@ def interrupt_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def interrupt_noted() -> Iterator[Any]:
+    """Ctrl-C raises KeyboardInterrupt as usual, and also sets the event yielded: whatever error
+    it turns into on its way up, the caller knows it was an interrupt."""
+    import signal
+    import threading
+
+    noted = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (
+        signal.SIG_IGN,
+        None,
+    ):
+        yield noted
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        noted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def running_elsewhere(study: Any, grid: dict[str, dict[str, Any]], ours: dict[int, int]) -> int:
     import optuna
 

@@ -139,15 +139,20 @@ class LrSweeper(Sweeper):
             OSError,
         ) as err:  # unreachable server, not a database, a read-only folder, ...
             console.fail(SweepConfigError(storage_problem(self.storage_url, err)))
-        try:
-            self._run(study, storage, lock, axes, fixed, grid)
-        except KeyboardInterrupt:
-            print(
-                "\n[lrsweep] interrupted: trials in flight are marked FAIL; "
-                "run the same command again to resume",
-                file=sys.stderr,
-            )
-            raise SystemExit(130) from None
+        with protocol.interrupt_noted() as interrupted:
+            try:
+                self._run(study, storage, lock, axes, fixed, grid)
+            except BaseException as err:
+                # A Ctrl-C can surface as another error when it lands inside a library that
+                # wraps what it catches (OmegaConf does, composing a job's config).
+                if not (isinstance(err, KeyboardInterrupt) or interrupted.is_set()):
+                    raise
+                print(
+                    "\n[lrsweep] interrupted: trials in flight are marked FAIL; "
+                    "run the same command again to resume",
+                    file=sys.stderr,
+                )
+                raise SystemExit(130) from None
 
     def _raw(self, key: str) -> Any:
         """A config value as written (interpolations unresolved), following `${other.key}`."""
