@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import optuna
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hydra_plugins.lrsweep_sweeper.sweeper import POINT_ATTR  # noqa: E402
+from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR  # noqa: E402
 
 TINY = ["epochs=2", "model.width=32", "sweep.points=8", "sweep.seeds=[0,1]"]
 
@@ -39,12 +40,18 @@ def main() -> int:
     args, overrides = parser.parse_known_args()
     overrides = overrides or TINY
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    typed = args.storage
+    password = make_url(args.storage).password
+    if password:  # the sweeps refuse a password typed into the URL: hand it over by environment
+        env["LRSWEEP_DB_PASSWORD"] = str(password)
+        typed = make_url(args.storage).set(password="PW").render_as_string(hide_password=False)
+        typed = typed.replace(":PW@", ":${oc.env:LRSWEEP_DB_PASSWORD}@")
     failures = 0
     for round_ in range(args.rounds):
         name = f"shared-check-{int(time.time())}-{round_}"
         command = [
             sys.executable, "-m", "src.train", "-m", *overrides,
-            f"study.name={name}", f"study.storage={args.storage}",
+            f"study.name={name}", f"study.storage={typed}",
         ]  # fmt: skip
         procs = [
             subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

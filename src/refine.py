@@ -32,7 +32,7 @@ import pandas as pd
 
 from src.cli import run_cli
 from src.errors import ConfigError
-from src.overrides import replace_overrides
+from src.overrides import override_key, replace_overrides
 from src.stats import aggregate, format_table, rank, top_set
 from src.study import (
     STAGE2_SUFFIX,
@@ -40,6 +40,7 @@ from src.study import (
     compose_config,
     create_child_study,
     open_study,
+    shown_url,
     trials_frame,
 )
 
@@ -144,10 +145,16 @@ def _main(argv: Sequence[str] | None) -> int:
     points = args.points or int(cfg.sweep.points)
     stage2 = stage2_overrides(overrides, name, proposal, points)
 
-    print(f"study {name} ({storage_url}): {len(agg)} LRs")
+    print(f"study {name} ({shown_url(storage_url)}): {len(agg)} LRs")
     print(format_table(agg))
     print(f"proposal: [{proposal.low:.4g}, {proposal.high:.4g}] -- {proposal.reason}")
-    print("stage 2: python -m src.train -m " + " ".join(stage2))
+    shown = [
+        f"{o.split('=', 1)[0]}={shown_url(o.split('=', 1)[1])}"
+        if override_key(o) == "study.storage"
+        else o
+        for o in stage2
+    ]
+    print("stage 2: python -m src.train -m " + " ".join(shown))
     sys.stdout.flush()
     if not args.run:
         return 0

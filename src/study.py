@@ -85,6 +85,13 @@ def storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url)
 
 
+def shown_url(url: str) -> str:
+    """A storage URL as printed: its password hidden."""
+    from hydra_plugins.lrsweep_sweeper.storage_url import hide_password
+
+    return hide_password(url)
+
+
 def open_study(name: str, storage_url: str) -> optuna.Study:
     """Load an existing study; a missing one is a ConfigError that lists the studies there are."""
     store = storage(storage_url)
@@ -93,7 +100,8 @@ def open_study(name: str, storage_url: str) -> optuna.Study:
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(store))
         raise ConfigError(
-            f"study.name: no study '{name}' in {storage_url}; studies there: {names or 'none'}"
+            f"study.name: no study '{name}' in {shown_url(storage_url)}; studies there: "
+            f"{names or 'none'}"
         ) from None
 
 
@@ -212,9 +220,16 @@ def compose_config(
     `return_hydra_config`: with the `hydra` node (its run and sweep folders)."""
     from hydra import compose, initialize_config_dir
 
+    from hydra_plugins.lrsweep_sweeper.study_protocol import check_study_name
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
+        cfg = compose(
             config_name=config_name,
             overrides=list(overrides),
             return_hydra_config=return_hydra_config,
         )
+    try:  # the name names folders (reports): refused before anything is read or written
+        check_study_name(str(cfg.study.name))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return cfg

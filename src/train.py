@@ -12,6 +12,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import hydra
@@ -23,9 +24,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from src.checkpoint import checkpoint_key, initial_model
+from src.checkpoint import checkpoint_key, initial_model, load_into
 from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
+from src.devices import gpu_for_slot
 from src.errors import ConfigError
 from src.study import CONF_DIR, TrialReporter
 
@@ -80,7 +82,12 @@ def check_config(cfg: DictConfig) -> None:
     need(is_int(cfg.log_every) and cfg.log_every >= 1, "log_every", "an integer >= 1")
     need(is_int(cfg.seed), "seed", "an integer")
     need(isinstance(cfg.stop_at_chance, bool), "stop_at_chance", "true or false")
-    resolve_device(cfg.device)
+    need(
+        cfg.get("worker_slot") is None or (is_int(cfg.worker_slot) and cfg.worker_slot >= 0),
+        "worker_slot",
+        "null or an integer >= 0 (set by the sweeper)",
+    )
+    resolve_device(cfg.device, cfg.get("worker_slot"))
     for group in ("data", "model", "optimizer"):
         target = OmegaConf.select(cfg, f"{group}._target_")
         if not _importable(str(target)):
@@ -90,9 +97,33 @@ def check_config(cfg: DictConfig) -> None:
             )
 
 
-def resolve_device(name: str) -> torch.device:
+def check_job(cfg: DictConfig) -> None:
+    """`check_config`, then what needs the data: build the model, load and verify the shared
+    initial weights if their file exists (a missing one is not created here: the first trial
+    creates it), and build the optimizer. The sweeper's `check` hook: run on the first grid
+    point's config before the study is touched, so that under `-m` a corrupt or mismatched
+    checkpoint or an unbuildable model is exit 2, as in a single run. Raises ConfigError."""
+    check_config(cfg)
+    splits = _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    key = checkpoint_key(model_config, splits.input_shape, splits.num_classes, cfg.init_seed)
+    torch.manual_seed(cfg.init_seed)
+    model = _build(
+        "model", cfg.model, input_shape=splits.input_shape, num_classes=splits.num_classes
+    )
+    path = Path(cfg.checkpoint_dir) / f"{key}.pt"
+    if path.exists():
+        load_into(model, path)
+    _build("optimizer", cfg.optimizer, model.parameters(), lr=cfg.lr)
+
+
+def resolve_device(name: str, worker_slot: int | None = None) -> torch.device:
+    """`auto`: the GPU of this worker slot (src/devices.py) when CUDA is present, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        index = gpu_for_slot(
+            worker_slot, torch.cuda.device_count() if torch.cuda.is_available() else 0
+        )
+        return torch.device("cpu") if index is None else torch.device("cuda", index)
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
@@ -241,7 +272,7 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
     """One trial, start to end. Reports to the trial `cfg.trial` of study `cfg.study.name`."""
     check_config(cfg)
     start, started = time.perf_counter(), time.time()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg.get("worker_slot"))
     torch.set_num_threads(cfg.threads)
     splits = _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
 

@@ -66,3 +66,11 @@ class RecordingSGD(torch.optim.SGD):
     def step(self, closure=None):
         RecordingSGD.lrs.append(self.param_groups[0]["lr"])
         return super().step(closure)
+
+
+class FailingSGD(torch.optim.SGD):
+    """SGD whose every step raises: a job that fails inside training, after every check before
+    the sweep passed (`optimizer._target_=tests.byo_example.FailingSGD`)."""
+
+    def step(self, closure=None):
+        raise RuntimeError("FailingSGD fails on purpose")

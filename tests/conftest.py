@@ -21,10 +21,13 @@ def _env(extra: dict | None = None) -> dict:
     return env
 
 
-def start_module(module: str, *args: str, cwd: Path, **popen: object) -> subprocess.Popen:
-    """`python -m <module> <args>` started in `cwd`, text pipes for stdout and stderr."""
+def start_module(
+    module: str, *args: str, cwd: Path, env: dict | None = None, **popen: object
+) -> subprocess.Popen:
+    """`python -m <module> <args>` started in `cwd`, text pipes for stdout and stderr; `env`
+    adds variables to the environment."""
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=_env(), **popen)
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=_env(env), **popen)
 
 
 def run_module(
@@ -34,6 +37,7 @@ def run_module(
     check: bool = True,
     timeout: float = 240,
     env: dict | None = None,
+    **run: object,
 ) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` run to the end in `cwd` (where `outputs/` will be written)."""
     proc = subprocess.run(
@@ -43,6 +47,7 @@ def run_module(
         capture_output=True,
         text=True,
         timeout=timeout,
+        **run,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

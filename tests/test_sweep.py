@@ -19,7 +19,10 @@ import pytest
 from conftest import TINY, run_module, start_module
 from hydra.core.utils import JobReturn, JobStatus
 
-from hydra_plugins.lrsweep_sweeper.sweeper import POINT_ATTR, LrSweeper
+from hydra_plugins.lrsweep_sweeper import study_protocol
+from hydra_plugins.lrsweep_sweeper.grid import point_key
+from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
+from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR
 
 State = optuna.trial.TrialState
 
@@ -144,12 +147,12 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(workdir):
 
 
 def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(workdir):
-    # model.width=0 passes the pre-sweep checks but raises inside every job.
-    args = sweep_args("fail", "sweep.points=2", "model.width=0")
+    # FailingSGD passes the pre-sweep checks but raises inside every job.
+    args = sweep_args("fail", "sweep.points=2", "optimizer._target_=tests.byo_example.FailingSGD")
     proc = run_module("src.train", *args, "hydra.sweeper.max_failure_rate=1.0", cwd=workdir)
     trials = load(workdir, "fail").trials
     assert [t.state for t in trials] == [State.FAIL, State.FAIL]
-    assert all("width" in t.user_attrs["error"] for t in trials)
+    assert all("on purpose" in t.user_attrs["error"] for t in trials)
     assert proc.stderr.count("FAILED") == 2
     # With the default max_failure_rate=0 the first failure aborts, with a message, exit != 0.
     proc = run_module("src.train", *args, cwd=workdir, check=False)
@@ -242,17 +245,18 @@ def test_ctrl_c_fails_the_trial_in_flight_and_a_rerun_resumes(workdir):
         cwd=workdir,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+    # Open the database only once the sweep has (its header line): creating the schema from
+    # two processes at once races.
+    header = sweep.stdout.readline()
+    assert header.startswith("[lrsweep] study 'interrupted'"), header
     deadline = time.monotonic() + 60
-    while not (
-        (workdir / "outputs" / "lrsweep.db").exists()
-        and "interrupted" in optuna.get_all_study_names(f"sqlite:///{workdir}/outputs/lrsweep.db")
-        and load(workdir, "interrupted").get_trials(states=(State.RUNNING,))
-    ):
+    while not load(workdir, "interrupted").get_trials(states=(State.RUNNING,)):
         assert time.monotonic() < deadline, "no trial started"
         time.sleep(0.05)
     sweep.send_signal(signal.SIGINT)
     _, stderr = sweep.communicate(timeout=60)
-    assert sweep.returncode == 130 and "run the same command again to resume" in stderr
+    assert sweep.returncode == 130 and "run the same command again to resume" in stderr, stderr
     study = load(workdir, "interrupted")
     assert not study.get_trials(states=(State.RUNNING,))  # no orphan waits for a grace period
     run_module("src.train", *args, cwd=workdir)
@@ -311,6 +315,14 @@ def test_joblib_launcher_two_workers(workdir):
     assert pairs, [(t.user_attrs["started"], t.user_attrs["finished"]) for t in study.trials]
     by_number = {t.number: t.user_attrs["pid"] for t in study.trials}
     assert all(by_number[a] != by_number[b] for a, b in pairs)  # one worker runs one at a time
+    # The two jobs of each batch (the two running at once) have distinct worker slots, hence
+    # distinct GPUs under device=auto (tests/test_devices.py).
+    slots = {}
+    for t in study.trials:
+        overrides = (Path(t.user_attrs["output_dir"]) / ".hydra" / "overrides.yaml").read_text()
+        (slot,) = [line.split("=")[1] for line in overrides.splitlines() if "worker_slot=" in line]
+        slots[t.number] = int(slot)
+    assert [slots[n] for n in sorted(slots)] == [0, 1, 0, 1, 0, 1]
 
 
 @pytest.mark.parametrize(
@@ -331,7 +343,7 @@ def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, r
     )
     job = JobReturn(status=JobStatus.COMPLETED)
     job.return_value = returned
-    assert LrSweeper._tell(study, storage, trial.number, trial_id, job) is True
+    assert study_protocol.tell(study, storage, trial.number, trial_id, job) is not None
     (frozen,) = study.trials
     assert frozen.state == State.FAIL
     assert frozen.user_attrs["error"] == error
@@ -340,8 +352,6 @@ def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, r
 def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
     """Two machines that each enqueued the same point (no shared file lock): a claim that finds an
     older live or finished trial of its point is dropped, so the point runs once."""
-    from hydra_plugins.lrsweep_sweeper.sweeper import _Heartbeat, point_key
-
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db", heartbeat_interval=60)
     study = optuna.create_study(storage=storage, study_name="race")
     study_id = storage.get_study_id_from_name("race")
@@ -349,9 +359,11 @@ def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
     grid = {point_key(params): params}
     for _ in range(3):  # three machines saw the point uncovered and enqueued it
         study.enqueue_trial(params, user_attrs={POINT_ATTR: point_key(params)})
-    with _Heartbeat(storage, 60) as heartbeat:
-        first = LrSweeper._claim(study, storage, study_id, grid, 1, heartbeat)  # machine A
-        second = LrSweeper._claim(study, storage, study_id, grid, 2, heartbeat)  # machine B, later
+    with Heartbeat(storage, 60) as heartbeat:
+        first = study_protocol.claim(study, storage, study_id, grid, 1, heartbeat)  # machine A
+        second = study_protocol.claim(
+            study, storage, study_id, grid, 2, heartbeat
+        )  # machine B, later
     assert [number for number, _, _ in first] == [0]
     assert second == []
     trials = study.get_trials()

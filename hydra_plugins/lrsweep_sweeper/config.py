@@ -37,6 +37,10 @@ class LrSweepConf:
     # experiment that differs in any of them is refused.
     identity_keys: list[str] = field(default_factory=list)
     trial_key: str = "trial"  # job config key that receives the trial number
+    # Job config key that receives the job's slot in its batch (0 .. batch size - 1; batches
+    # never overlap, so jobs running at once have distinct slots): e.g. to pick one GPU per
+    # concurrent worker. null: not passed.
+    slot_key: str | None = None
     # Crash recovery: a trial whose sweeper stopped beating for `grace_period` s is failed and
     # its point re-queued by the next run.
     heartbeat_interval: int = 10

@@ -1,0 +1,107 @@
+"""What a sweep prints: a header, one line per trial with an ETA, the waiting note, a table per
+value of the first axis with the best one, and one-line errors (`error: ...`, exit status 2)."""
+
+import math
+import os
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from hydra_plugins.lrsweep_sweeper.grid import Axis
+
+
+def fail(err: BaseException) -> NoReturn:
+    """Bad input: one line and exit status 2 (the traceback with HYDRA_FULL_ERROR=1)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def header(study_name: str, shown_url: str, points: int, done_before: int) -> None:
+    print(
+        f"[lrsweep] study '{study_name}' ({shown_url}): {points} grid points, "
+        f"{done_before} done before this run",
+        flush=True,
+    )
+
+
+def trial_failed(number: int, error: str) -> None:
+    print(f"[lrsweep] trial {number} FAILED: {error}", file=sys.stderr, flush=True)
+
+
+def progress(
+    trial: Any,
+    params: dict[str, Any],
+    done: int,
+    total: int,
+    remaining: int,
+    launched: int,
+    elapsed: float,
+    metric: str,
+    failed: bool,
+) -> None:
+    """`[done/total] lr=... seed=... val_acc=... 1.2s ETA 10s` for a finished trial."""
+    eta = elapsed / launched * remaining
+    shown = " ".join(
+        f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+    if failed:
+        outcome = "FAILED"
+    else:
+        outcome = f"{metric}={trial.value:.4f}" + (
+            " DIVERGED" if trial.user_attrs.get("diverged") else ""
+        )
+    seconds = trial.user_attrs.get("seconds")
+    took = f" {seconds:.1f}s" if isinstance(seconds, int | float) else ""
+    print(f"[{done}/{total}] {shown} {outcome}{took} ETA {eta:.0f}s", flush=True)
+
+
+def summary(
+    trials: Sequence[Any],
+    axes: Sequence[Axis],
+    grid: dict[str, dict[str, Any]],
+    point_attr: str,
+    metric: str,
+    direction: str,
+    shown_url: str,
+) -> None:
+    """Per value of the first axis (the LR): mean and std of the metric over the other axes
+    (diverged trials included, with the value they returned), then the best value."""
+    first = axes[0].name
+    rows: dict[Any, dict[str, list]] = {
+        v: {"values": [], "diverged": [], "seconds": []} for v in axes[0].values
+    }
+    for t in trials:  # COMPLETE trials
+        if t.user_attrs.get(point_attr) not in grid:
+            continue
+        row = rows[grid[t.user_attrs[point_attr]][first]]
+        # A diverged trial counts with the value it returned: diverging must cost the LR.
+        row["values"].append(t.value)
+        if t.user_attrs.get("diverged"):
+            row["diverged"].append(1)
+        if isinstance(t.user_attrs.get("seconds"), int | float):
+            row["seconds"].append(t.user_attrs["seconds"])
+    print(
+        f"\n{first:>10}  {'mean ' + metric:>14}  {'std':>7}  {'n':>3}  {'diverged':>8}  {'seconds':>7}"
+    )
+    best, sign = None, 1 if direction == "maximize" else -1
+    for value, row in rows.items():
+        n = len(row["values"])
+        mean = statistics.fmean(row["values"]) if n else math.nan
+        std = statistics.stdev(row["values"]) if n > 1 else 0.0
+        secs = statistics.fmean(row["seconds"]) if row["seconds"] else math.nan
+        shown = f"{value:.3e}" if isinstance(value, float) else str(value)
+        print(
+            f"{shown:>10}  {mean:>14.4f}  {std:>7.4f}  {n:>3}  {len(row['diverged']):>8}  {secs:>7.2f}"
+        )
+        if n and (best is None or sign * mean > sign * best[1]):
+            best = (value, mean, std, n)
+    if best is None:
+        print("\nno finished trial: no best value")
+    else:
+        value, mean, std, n = best
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        print(f"\nbest {first}={shown}: {metric} {mean:.4f} ± {std:.4f} over {n} run(s)")
+    print(f"dashboard: optuna-dashboard {shown_url}\n", flush=True)

@@ -1,0 +1,130 @@
+"""The grid: axes from the sweeper's `params` and the command line, their product, point keys.
+
+Pure calculations on Hydra's override grammar; no Optuna, no I/O. A grid point is a dict
+`{axis name: value}`; its key (`point_key`, canonical JSON) is what the study records per trial.
+"""
+
+# No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules,
+# where dataclasses cannot resolve string annotations.
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from omegaconf import DictConfig, ListConfig
+
+# Every point is a trial row written before the sweep starts and a job launched; a bigger grid is a
+# typo (`sweep.points=100000`) or a search better done coarse first and refined (stage 2).
+MAX_GRID_POINTS = 10_000
+
+
+class SweepConfigError(ValueError):
+    """Bad sweep settings: reported as one line before the study is touched."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    values: list[Any]
+    log: bool = False  # a log interval: recorded as a log-scale float distribution
+    interval: bool = False
+
+
+def _python(value: Any) -> Any:
+    """numpy scalars are not JSON-serialisable: Optuna params must be plain Python."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def axis_from_override(override: Override, points: int) -> Axis:
+    import numpy as np
+
+    name = override.get_key_element()
+    sweep = override.value()
+    if isinstance(sweep, IntervalSweep):
+        low, high = float(sweep.start), float(sweep.end)
+        log_scale = "log" in sweep.tags
+        if points < 2:
+            raise SweepConfigError(f"{name}: points={points} is invalid: need at least 2 points")
+        if log_scale and (low <= 0 or high <= 0):
+            raise SweepConfigError(
+                f"{name}: log interval bounds must be > 0, got [{low:g}, {high:g}]"
+            )
+        if low >= high:
+            raise SweepConfigError(f"{name}: low must be < high, got [{low:g}, {high:g}]")
+        grid = (
+            np.logspace(math.log10(low), math.log10(high), points)
+            if log_scale
+            else np.linspace(low, high, points)
+        )
+        return Axis(name, [float(v) for v in grid], log=log_scale, interval=True)
+    if isinstance(sweep, ChoiceSweep):
+        values = list(sweep.list)
+    elif isinstance(sweep, RangeSweep):
+        values = list(override.sweep_iterator())
+    else:  # a plain value: a one-point axis
+        values = [sweep]
+    if not values:
+        raise SweepConfigError(f"{name}: empty choice")
+    return Axis(name, [_python(v) for v in values])
+
+
+def build_axes(
+    params: DictConfig | dict | None, arguments: Sequence[str], points: int
+) -> tuple[list[Axis], list[str]]:
+    """Axes from the config's `params` and the sweep overrides on the command line; the other
+    command-line overrides are passed to every job unchanged."""
+    parser = OverridesParser.create()
+    axes: dict[str, Axis] = {}
+    for name, spec in (params or {}).items():
+        if isinstance(spec, ListConfig | list | tuple):
+            values = [_python(v) for v in spec]
+            if not values:
+                raise SweepConfigError(f"{name}: empty list of values")
+            axes[name] = Axis(name, values)
+        else:
+            axes[name] = axis_from_override(parser.parse_override(f"{name}={spec}"), points)
+    fixed = []
+    for override in parser.parse_overrides(list(arguments)):
+        # The command line wins: `lr=0.1` pins the `lr` axis to one point, `seed=0,1` replaces it.
+        if override.is_sweep_override() or override.get_key_element() in axes:
+            axes[override.get_key_element()] = axis_from_override(override, points)
+        else:
+            fixed.append(override.input_line)
+    for axis in axes.values():
+        if len(set(map(repr, axis.values))) != len(axis.values):
+            raise SweepConfigError(f"{axis.name}: repeated values {axis.values}")
+    return list(axes.values()), fixed
+
+
+def build_grid(axes: Sequence[Axis]) -> dict[str, dict[str, Any]]:
+    """Every point of the product of `axes`, by key, in axis order; at most MAX_GRID_POINTS."""
+    size = math.prod(len(axis.values) for axis in axes)
+    if size > MAX_GRID_POINTS:
+        shape = " x ".join(f"{len(axis.values)} {axis.name}" for axis in axes)
+        raise SweepConfigError(
+            f"the grid has {size} points ({shape}); at most {MAX_GRID_POINTS}: each point is a "
+            "trial queued in the study and a job to run. Sweep a coarser grid and refine it "
+            "(stage 2)"
+        )
+    grid = {}
+    for values in itertools.product(*(axis.values for axis in axes)):
+        params = {axis.name: value for axis, value in zip(axes, values, strict=True)}
+        grid[point_key(params)] = params
+    return grid
+
+
+def point_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def format_value(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def param_overrides(params: dict[str, Any]) -> list[str]:
+    """A grid point as Hydra overrides for its job."""
+    return [f"{name}={format_value(value)}" for name, value in params.items()]

@@ -1,0 +1,476 @@
+"""The study protocol: how sweeps share one Optuna study and run each grid point exactly once.
+
+Each step is safe to repeat, in any number of processes or machines sharing the storage:
+1. `open_storage` / `open_study`: create or load the study, check that it holds this experiment,
+   record the grid;
+2. under `StudyLock`: `StaleTrials.fail` (trials whose sweeper stopped beating, or that never had
+   a heartbeat) and `enqueue_missing` (each grid point not covered by a COMPLETE, RUNNING or
+   WAITING trial, in one transaction; a point whose trial FAILED is queued again);
+3. `claim`: the heartbeat first, then WAITING -> RUNNING (succeeds for one process only); a claim
+   that finds an older trial of the same point alive or done gives way; `interrupt_deferred`
+   holds a Ctrl-C back until the claimed trials are registered as in flight;
+4. `tell`: a job's outcome, never raising for the job's fault.
+
+Optuna's GridSampler is not used: on Optuna 5 it does not compose with enqueued trials and
+ask/tell. Every trial here has fixed params, so the study's sampler never chooses a value.
+Optuna is imported inside functions: Hydra imports every plugin module on every start.
+"""
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from hydra.core.utils import JobStatus
+
+from hydra_plugins.lrsweep_sweeper.grid import Axis, SweepConfigError
+from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
+from hydra_plugins.lrsweep_sweeper.storage_url import sqlite_path
+
+POINT_ATTR = "grid_point"  # trial user attr: the canonical JSON of the trial's grid point
+SCHEMA_RETRIES = 5
+# A study name also names folders (outputs/sweeps/<name>, reports): one path component, and short
+# enough for any file system (255 bytes) with a suffix such as `-stage2-confirm`.
+MAX_NAME_BYTES = 200
+
+
+def check_study_name(name: str) -> None:
+    """A study name that is safe as one folder name; else SweepConfigError."""
+    if "/" in name or "\\" in name or ".." in name or "\x00" in name:
+        raise SweepConfigError(
+            f"study name {name!r} is invalid: it names a folder under outputs/, so it may not "
+            "hold '/', '\\' or '..'"
+        )
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise SweepConfigError(
+            f"study name '{name[:40]}...' is {len(name.encode())} bytes long: at most "
+            f"{MAX_NAME_BYTES} (it names folders under outputs/)"
+        )
+
+
+class StudyLock:
+    """Serialises study creation, stale-failing and enqueueing between sweeps of one study: a
+    file lock beside a SQLite file, a session advisory lock on PostgreSQL (released by the
+    server if the holder dies). Elsewhere, and as a safety net everywhere, the claim-then-dedupe
+    rule of `claim` keeps each point to one run."""
+
+    def __init__(self, storage_url: str, study_name: str) -> None:
+        self.storage_url, self.study_name = storage_url, study_name
+        self._engine = None  # PostgreSQL advisory locks: one engine, no pooled connections
+
+    def __call__(self) -> contextlib.AbstractContextManager:
+        path = sqlite_path(self.storage_url)
+        if path is not None:
+            from filelock import FileLock
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return FileLock(f"{path}.lock")
+        if self.storage_url.startswith("postgresql"):
+            return self._advisory_lock()
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _advisory_lock(self) -> Iterator[None]:
+        import sqlalchemy
+
+        if self._engine is None:
+            self._engine = sqlalchemy.create_engine(
+                self.storage_url, poolclass=sqlalchemy.pool.NullPool
+            )
+        digest = hashlib.sha256(f"lrsweep:{self.study_name}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        with self._engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
+
+def open_storage(storage_url: str, heartbeat_interval: int, grace_period: int) -> Any:
+    """An RDBStorage with heartbeats on; retries the race of sweeps creating a fresh schema."""
+    import optuna
+    import sqlalchemy
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite_path(storage_url) else {}
+    for attempt in range(SCHEMA_RETRIES):
+        try:
+            return optuna.storages.RDBStorage(
+                storage_url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Sweeps started together on a fresh server database race to create its tables
+            # ("duplicate key ... pg_type_typname_nsp_index"): the loser waits and reloads.
+            if attempt == SCHEMA_RETRIES - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def open_study(
+    storage: Any,
+    study_name: str,
+    direction: str,
+    identity: dict[str, Any],
+    axes: Sequence[Axis],
+    metric_name: str | None,
+) -> Any:
+    """The study, created or loaded, checked to hold this experiment, and described."""
+    import optuna
+
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction=direction,
+        sampler=optuna.samplers.RandomSampler(seed=0),  # never consulted: params are fixed
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != direction:
+        raise SweepConfigError(
+            f"study '{study_name}' is {study.direction.name.lower()}, not {direction}"
+        )
+    recorded = study.user_attrs.get("config")
+    if recorded is not None and recorded != identity:
+        differ = sorted(
+            k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k)
+        )
+        raise SweepConfigError(
+            f"study '{study_name}' holds another experiment (differs in {differ}); "
+            "set study.name to a new name"
+        )
+    if recorded is None:
+        study.set_user_attr("config", identity)
+    # The study describes itself: every value each axis was swept over (reruns may add some).
+    grid = dict(study.user_attrs.get("grid", {}))
+    for axis in axes:
+        known = list(grid.get(axis.name, []))
+        grid[axis.name] = known + [v for v in axis.values if v not in known]
+    study.set_user_attr("grid", grid)
+    if metric_name and study.metric_names is None:
+        study.set_metric_names([metric_name])
+    return study
+
+
+class StaleTrials:
+    """Fails the RUNNING trials nobody runs any more, so that their points run again.
+
+    - A trial whose heartbeat is older than the storage's grace period (its sweeper was killed):
+      Optuna's `fail_stale_trials`.
+    - A grid trial RUNNING without any heartbeat (Optuna skips those): a sweeper records the
+      heartbeat before it claims, so such a trial was left by a sweeper killed inside the claim
+      window of an older lrsweep, or by another tool. It is failed once it has stayed so for the
+      grace period, timed on this machine's monotonic clock from when this process first saw
+      it: no comparison of timestamps written by other machines (clock skew, time zones).
+
+    Both rules bound any wait for trials "running elsewhere" by one grace period after their
+    last sign of life.
+    """
+
+    def __init__(self, storage: Any, study_id: int, grace_period: float) -> None:
+        self.storage, self.study_id, self.grace_period = storage, study_id, grace_period
+        self._unbeating_since: dict[int, float] = {}  # trial id -> when first seen so
+
+    def fail(self, study: Any) -> list[int]:
+        """Fail what is stale now; the ids failed by the no-heartbeat rule."""
+        import optuna
+
+        optuna.storages.fail_stale_trials(study)
+        now = time.monotonic()
+        unbeating = set(self._running_without_heartbeat())
+        self._unbeating_since = {
+            i: self._unbeating_since.get(i, now) for i in unbeating
+        }  # forget trials that started beating or finished
+        failed = []
+        for trial_id, since in list(self._unbeating_since.items()):
+            if now - since < self.grace_period:
+                continue
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                # The reason first: a finished trial takes no more attributes.
+                self.storage.set_trial_user_attr(
+                    trial_id, "error", "stale: RUNNING without a heartbeat"
+                )
+                if self.storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL):
+                    failed.append(trial_id)
+            del self._unbeating_since[trial_id]
+        return failed
+
+    def _running_without_heartbeat(self) -> list[int]:
+        """Grid trials (they carry `POINT_ATTR`) RUNNING with no row in `trial_heartbeats`."""
+        import sqlalchemy
+
+        engine = getattr(self.storage, "engine", None)
+        if engine is None:  # not an RDBStorage: Optuna's rule only
+            return []
+        query = sqlalchemy.text(
+            "SELECT t.trial_id FROM trials t "
+            "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = :attr "
+            "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+        )
+        with engine.connect() as connection:
+            rows = connection.execute(query, {"attr": POINT_ATTR, "study": self.study_id})
+            return [row[0] for row in rows]
+
+
+def count_done(study: Any, grid: dict[str, dict[str, Any]]) -> int:
+    import optuna
+
+    done = {
+        t.user_attrs.get(POINT_ATTR)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    }
+    return len(done & grid.keys())
+
+
+def enqueue_missing(
+    study: Any, storage: Any, study_id: int, grid: dict[str, dict[str, Any]], skip: set[str]
+) -> int:
+    """Queue (WAITING) every point of `grid` not covered by a COMPLETE, RUNNING or WAITING trial
+    and not in `skip`, in one transaction; the number queued."""
+    import optuna
+
+    alive = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.RUNNING,
+        optuna.trial.TrialState.WAITING,
+    )
+    covered = {t.user_attrs.get(POINT_ATTR) for t in study.get_trials(deepcopy=False, states=alive)}
+    missing = {k: p for k, p in grid.items() if k not in covered and k not in skip}
+    if missing:
+        enqueue_points(storage, study_id, missing)
+    return len(missing)
+
+
+def enqueue_points(storage: Any, study_id: int, points: dict[str, dict[str, Any]]) -> None:
+    """What `study.enqueue_trial(params, user_attrs={POINT_ATTR: key})` stores for each point,
+    in one transaction on an RDBStorage.
+
+    Optuna commits each enqueued trial, locking the study row and counting its trials each time:
+    10,000 points took minutes on SQLite. Here the study row is locked once, the trials are
+    numbered after the existing ones (as Optuna numbers them: by creation order within the
+    study), and one commit writes them all. Storages other than RDBStorage, or an Optuna
+    without these models, get the trial-by-trial path."""
+    import optuna
+
+    try:
+        import sqlalchemy
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        scoped_session = storage.scoped_session
+    except (ImportError, AttributeError):
+        for key, params in points.items():
+            template = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.WAITING,
+                system_attrs={"fixed_params": params},
+                user_attrs={POINT_ATTR: key},
+            )
+            storage.create_new_trial(study_id, template_trial=template)
+        return
+    with _create_scoped_session(scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        count = sqlalchemy.func.count(models.TrialModel.trial_id)
+        base = session.query(count).filter(models.TrialModel.study_id == study_id).scalar()
+        for number, (key, params) in enumerate(points.items(), start=base):
+            trial = models.TrialModel(
+                study_id=study_id, number=number, state=optuna.trial.TrialState.WAITING
+            )
+            trial.user_attributes.append(
+                models.TrialUserAttributeModel(key=POINT_ATTR, value_json=json.dumps(key))
+            )
+            trial.system_attributes.append(
+                models.TrialSystemAttributeModel(key="fixed_params", value_json=json.dumps(params))
+            )
+            session.add(trial)
+
+
+def claim(
+    study: Any,
+    storage: Any,
+    study_id: int,
+    grid: dict[str, dict[str, Any]],
+    budget: int,
+    heartbeat: Heartbeat,
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """Up to `budget` (number, trial id, params) claimed for this process.
+
+    WAITING -> RUNNING is atomic in the storage: exactly one process wins each trial. A won
+    trial is dropped (FAIL, user attr `duplicate_of`) if an older trial of its point is alive
+    or done: two processes that enqueued the same point both keep the older trial."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    claimed = []
+    for trial in study.get_trials(deepcopy=False, states=(State.WAITING,)):
+        if len(claimed) >= budget:
+            break
+        key = trial.user_attrs.get(POINT_ATTR)
+        if key not in grid:
+            continue  # another run's grid: theirs to run
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        # The heartbeat first: a trial is never RUNNING without one, whenever this process dies.
+        # (A WAITING trial's heartbeat means nothing: only RUNNING trials can go stale.)
+        heartbeat.add(trial_id)
+        try:
+            won = storage.set_trial_state_values(trial_id, State.RUNNING)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            won = False  # another process won it and has finished it (or dropped it) since
+        if not won:
+            heartbeat.discard(trial_id)
+            continue  # another process won it
+        twin = next(
+            (
+                other.number
+                for other in study.get_trials(deepcopy=False)
+                if other.number != trial.number
+                and other.user_attrs.get(POINT_ATTR) == key
+                and (
+                    other.state == State.COMPLETE
+                    or (
+                        other.state in (State.RUNNING, State.WAITING)
+                        and other.number < trial.number
+                    )
+                )
+            ),
+            None,
+        )
+        if twin is not None:
+            heartbeat.discard(trial_id)
+            storage.set_trial_user_attr(trial_id, "duplicate_of", twin)
+            storage.set_trial_state_values(trial_id, State.FAIL)
+            continue
+        claimed.append((trial.number, trial_id, grid[key]))
+    return claimed
+
+
+@contextlib.contextmanager
+def interrupt_deferred() -> Iterator[None]:
+    """Holds back Ctrl-C (SIGINT) until the block ends, then raises KeyboardInterrupt.
+
+    Around a claim and the bookkeeping of its result: an interrupt in between would leave a
+    trial RUNNING that no one knows is ours. Deferred, it arrives when the trial is registered
+    as in flight, and the sweeper's handler fails it at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):  # ignored (or not set from Python): nothing to defer
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_noted() -> Iterator[Any]:
+    """Ctrl-C raises KeyboardInterrupt as usual, and also sets the event yielded: whatever error
+    it turns into on its way up, the caller knows it was an interrupt."""
+    import signal
+    import threading
+
+    noted = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (
+        signal.SIG_IGN,
+        None,
+    ):
+        yield noted
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        noted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def running_elsewhere(study: Any, grid: dict[str, dict[str, Any]], ours: dict[int, int]) -> int:
+    import optuna
+
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return sum(1 for t in running if t.number not in ours and t.user_attrs.get(POINT_ATTR) in grid)
+
+
+def distributions(axes: Sequence[Axis]) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    return {
+        axis.name: FloatDistribution(min(axis.values), max(axis.values), log=axis.log)
+        if axis.interval
+        else CategoricalDistribution(axis.values)
+        for axis in axes
+    }
+
+
+def record_params(study: Any, trial_id: int, dists: dict[str, Any]) -> None:
+    """Record a claimed trial's enqueued values with their distributions."""
+    import optuna
+
+    trial = optuna.trial.Trial(study, trial_id)
+    for name, dist in dists.items():
+        if isinstance(dist, optuna.distributions.FloatDistribution):
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        else:
+            trial.suggest_categorical(name, dist.choices)
+
+
+def tell(study: Any, storage: Any, number: int, trial_id: int, ret: Any) -> str | None:
+    """Record a job's outcome; the error text if it failed. Never raises for a job's fault."""
+    import optuna
+
+    error = None
+    if ret.status == JobStatus.COMPLETED:
+        try:
+            value = float(ret.return_value)
+        except (TypeError, ValueError):
+            value, error = math.nan, f"job returned {ret.return_value!r}, not a number"
+        if error is None and not math.isfinite(value):
+            error = f"job returned a non-finite value ({value})"
+    else:
+        try:
+            _ = ret.return_value  # re-raises the job's exception
+            error = "job failed"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    try:
+        if error is None:
+            study.tell(number, value)
+            return None
+        storage.set_trial_user_attr(trial_id, "error", error[:2000])
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError) as exc:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "trial %d could not be told (%s): it was finished elsewhere", number, exc
+        )
+    return error
+
+
+def fail_trials(storage: Any, trial_ids: Sequence[int]) -> None:
+    """Mark our trials FAIL at once (Ctrl-C, an abort): no rerun waits for a grace period."""
+    import optuna
+
+    for trial_id in trial_ids:
+        with contextlib.suppress(Exception):
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
