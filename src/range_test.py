@@ -110,20 +110,23 @@ def _valley_index(losses: np.ndarray) -> int:
     return start + span // 3 + span // 6
 
 
-def suggest(lrs: Sequence[float], smoothed: Sequence[float]) -> Suggestions:
-    """The classic single-LR suggestions of a range test, from its finite points."""
+def suggest(lrs: Sequence[float], smoothed: Sequence[float], skip_start: int = 10) -> Suggestions:
+    """The classic single-LR suggestions of a range test, from its finite points. `steepest`
+    ignores the first `skip_start` points (as torch-lr-finder does): there the average holds few
+    losses, and their noise can look like the steepest descent."""
     lrs, smoothed = np.asarray(lrs, dtype=float), np.asarray(smoothed, dtype=float)
     finite = np.isfinite(smoothed)
     lrs, smoothed = lrs[finite], smoothed[finite]
     if len(lrs) < 3:
         raise ValueError(f"a range test needs at least 3 finite points to suggest, got {len(lrs)}")
     i_min = int(np.argmin(smoothed))
-    descent = smoothed[: i_min + 1]
+    first = max(0, min(skip_start, i_min - 1))
+    descent = smoothed[first : i_min + 1]
     if len(descent) >= 2:
-        slope = np.gradient(descent, np.log10(lrs[: i_min + 1]))
-        i_steep = int(np.argmin(slope))
+        slope = np.gradient(descent, np.log10(lrs[first : i_min + 1]))
+        i_steep = first + int(np.argmin(slope))
     else:
-        i_steep = 0
+        i_steep = i_min
     return Suggestions(
         lr_min=float(lrs[i_min]),
         steepest=float(lrs[i_steep]),

@@ -132,11 +132,17 @@ def test_suggestions_on_a_known_curve():
     smoothed = np.array(
         [2.3, 2.3, 2.3, 2.2, 2.0, 1.5, 0.7, 0.5, 0.45, 0.4, 0.6, 2.0, 9.0, math.nan]
     )
-    found = suggest(lrs, smoothed)
+    found = suggest(lrs, smoothed, skip_start=0)
     assert found.lr_min == pytest.approx(lrs[9])
     assert found.steepest == pytest.approx(lrs[5])  # np.gradient: (0.7 - 2.0) / 1 decade
     assert found.min_over_10 == pytest.approx(lrs[9] / 10)
     assert lrs[0] <= found.valley <= found.lr_min
+    # Noise at the start of the ramp (few losses in the average) is skipped, as torch-lr-finder
+    # skips its first 10 points.
+    noisy = smoothed.copy()
+    noisy[1] = 0.9  # a dip of 1.4 in one step, steeper than the real descent
+    assert suggest(lrs, noisy, skip_start=0).steepest < lrs[2]
+    assert suggest(lrs, noisy, skip_start=3).steepest == pytest.approx(lrs[5])
     with pytest.raises(ValueError):
         suggest(lrs[:2], smoothed[:2])
 
