@@ -311,7 +311,13 @@ def plot_range_test(result: RangeTestResult, path: Path, title: str) -> None:
         np.asarray(v, dtype=float) for v in (result.lrs, result.losses, result.smoothed)
     )
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.axvspan(result.low, result.high, color="tab:green", alpha=0.12, label="proposed bounds")
+    ax.axvspan(
+        result.low,
+        result.high,
+        color="tab:green",
+        alpha=0.12,
+        label=f"bounds [{result.low:.2g}, {result.high:.2g}]",
+    )
     ax.plot(lrs, raw, color="0.75", lw=0.8, label="loss per batch")
     ax.plot(lrs, smooth, color="tab:blue", lw=2, label="smoothed loss")
     s = result.suggestions
