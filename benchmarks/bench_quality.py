@@ -289,7 +289,8 @@ def measure(setup: str, mode: Mode, log: Path) -> dict:
 def format_tables(results: list[dict]) -> str:
     lines = [
         "Regret: dense-grid best minus the dense curve at the chosen LR, accuracy points "
-        "(seed std at the dense optimum); trials: sweep trials it cost (RT: one range test).",
+        "(seed std at the dense optimum; **>std**: more than one std); trials: sweep trials it "
+        "cost (RT: one range test).",
         "",
         "| setup | dense best (lr) | std | " + " | ".join(results[0]["choices"]) + " |",
         "|---|---|---|" + "---|" * len(results[0]["choices"]),
@@ -299,7 +300,8 @@ def format_tables(results: list[dict]) -> str:
         cells = []
         for c in r["choices"].values():
             cost = f"{c['trials']}{c['extra']}" if c["trials"] else c["extra"]
-            cells.append(f"{c['regret']:.1f} ({cost}; lr {c['lr']:.2g})")
+            beyond = " **>std**" if c["regret"] > 100 * d["std"] + 1e-9 else ""
+            cells.append(f"{c['regret']:.1f}{beyond} ({cost}; lr {c['lr']:.2g})")
         lines.append(
             f"| {r['setup']} | {100 * d['best']:.1f} ({d['lr']:.2g}) | {100 * d['std']:.1f} | "
             + " | ".join(cells)
