@@ -104,7 +104,7 @@ def check_job(cfg: DictConfig) -> None:
     point's config before the study is touched, so that under `-m` a corrupt or mismatched
     checkpoint or an unbuildable model is exit 2, as in a single run. Raises ConfigError."""
     check_config(cfg)
-    splits = _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
+    splits = load_data(cfg)
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     key = checkpoint_key(model_config, splits.input_shape, splits.num_classes, cfg.init_seed)
     torch.manual_seed(cfg.init_seed)
@@ -268,14 +268,16 @@ def _importable(path: str) -> bool:
     return False
 
 
-def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
-    """One trial, start to end. Reports to the trial `cfg.trial` of study `cfg.study.name`."""
-    check_config(cfg)
-    start, started = time.perf_counter(), time.time()
-    device = resolve_device(cfg.device, cfg.get("worker_slot"))
-    torch.set_num_threads(cfg.threads)
-    splits = _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
+def load_data(cfg: DictConfig) -> Splits:
+    """The splits of `cfg.data`, built once per process and data config."""
+    return _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
 
+
+def initial_state(
+    cfg: DictConfig, splits: Splits, device: torch.device, lr: float
+) -> tuple[nn.Module, torch.optim.Optimizer, str]:
+    """(model with the shared initial weights on `device`, its fresh optimizer at `lr`, checkpoint
+    key): the start every trial, and the range test, share. An existing checkpoint is only read."""
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     key = checkpoint_key(model_config, splits.input_shape, splits.num_classes, cfg.init_seed)
     model = initial_model(
@@ -286,7 +288,18 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         cfg.checkpoint_dir,
         cfg.init_seed,
     ).to(device)
-    optimizer = _build("optimizer", cfg.optimizer, model.parameters(), lr=cfg.lr)
+    optimizer = _build("optimizer", cfg.optimizer, model.parameters(), lr=lr)
+    return model, optimizer, key
+
+
+def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
+    """One trial, start to end. Reports to the trial `cfg.trial` of study `cfg.study.name`."""
+    check_config(cfg)
+    start, started = time.perf_counter(), time.time()
+    device = resolve_device(cfg.device, cfg.get("worker_slot"))
+    torch.set_num_threads(cfg.threads)
+    splits = load_data(cfg)
+    model, optimizer, key = initial_state(cfg, splits, device, lr=cfg.lr)
 
     reporter = TrialReporter(cfg.study.storage, cfg.study.name, cfg.trial)
     loader_args = {"device": device, "num_workers": splits.num_workers}
