@@ -268,6 +268,16 @@ def _importable(path: str) -> bool:
     return False
 
 
+def resident_mb() -> float | None:
+    """This process's resident memory now, in MiB (Linux; None elsewhere): recorded per trial, so a
+    leak across a sweep's in-process trials shows in the study."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def load_data(cfg: DictConfig) -> Splits:
     """The splits of `cfg.data`, built once per process and data config."""
     return _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
@@ -343,6 +353,7 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         pid=os.getpid(),
         checkpoint=key,
         output_dir=HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None,
+        rss_mb=resident_mb(),
     )
     return result
 

@@ -46,6 +46,9 @@ class LrSweepConf:
     heartbeat_interval: int = 10
     grace_period: int | None = None  # default: 3 x heartbeat_interval
     poll_interval: float = 2.0  # s between looks at trials running elsewhere
+    # Compose each job's config once per shape of job and set its values on a copy (compose.py),
+    # instead of Hydra's full composition per job; false: Hydra's composition for every job.
+    compose_once: bool = True
 
 
 ConfigStore.instance().store(

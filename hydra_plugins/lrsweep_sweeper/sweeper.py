@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.lrsweep_sweeper import console
+from hydra_plugins.lrsweep_sweeper.compose import TemplateConfigLoader
 from hydra_plugins.lrsweep_sweeper import study_protocol as protocol
 from hydra_plugins.lrsweep_sweeper.grid import (
     Axis,
@@ -68,6 +70,7 @@ class LrSweeper(Sweeper):
         heartbeat_interval: int = 10,
         grace_period: int | None = None,
         poll_interval: float = 2.0,
+        compose_once: bool = True,
     ) -> None:
         self.params = params
         self.points = points
@@ -86,6 +89,7 @@ class LrSweeper(Sweeper):
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period or 3 * heartbeat_interval
         self.poll_interval = poll_interval
+        self.compose_once = compose_once
         self.job_idx = 0
 
     def setup(
@@ -94,8 +98,18 @@ class LrSweeper(Sweeper):
         self.hydra_context = hydra_context
         self.config = config
         self.config_loader = hydra_context.config_loader
+        # The launcher composes each job's config through this loader: once per shape of job, not
+        # once per job (compose.py); `sweep()` names the value keys once the axes are known.
+        self._job_loader = TemplateConfigLoader(
+            hydra_context.config_loader, (), token=uuid.uuid4().hex
+        )
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
+            hydra_context=HydraContext(
+                config_loader=self._job_loader if self.compose_once else hydra_context.config_loader,
+                callbacks=hydra_context.callbacks,
+            ),
+            task_function=task_function,
+            config=config,
         )
         if self.n_jobs is None:  # as many trials per batch as the launcher runs at once
             launcher_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")  # joblib
@@ -118,6 +132,7 @@ class LrSweeper(Sweeper):
 
         try:
             axes, fixed, grid = self._plan(arguments)
+            self._job_loader.value_keys = frozenset([*(a.name for a in axes), self.trial_key])
             lock = protocol.StudyLock(self.storage_url, self.study_name)
             with lock():
                 storage = protocol.open_storage(
