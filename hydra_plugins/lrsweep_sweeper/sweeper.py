@@ -31,8 +31,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.lrsweep_sweeper import console
-from hydra_plugins.lrsweep_sweeper.compose import TemplateConfigLoader
 from hydra_plugins.lrsweep_sweeper import study_protocol as protocol
+from hydra_plugins.lrsweep_sweeper.compose import TemplateConfigLoader
 from hydra_plugins.lrsweep_sweeper.grid import (
     Axis,
     SweepConfigError,
@@ -105,7 +105,9 @@ class LrSweeper(Sweeper):
         )
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=HydraContext(
-                config_loader=self._job_loader if self.compose_once else hydra_context.config_loader,
+                config_loader=self._job_loader
+                if self.compose_once
+                else hydra_context.config_loader,
                 callbacks=hydra_context.callbacks,
             ),
             task_function=task_function,
