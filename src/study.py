@@ -200,8 +200,38 @@ class TrialReporter:
         self._write("set_trial_intermediate_value", int(step), float(value))
 
     def set_attrs(self, **attrs: Any) -> None:
+        """All of `attrs` as user attributes, in one transaction where the storage allows it."""
+        if self._trial_id is None:
+            return
+        try:
+            if _write_user_attrs_at_once(self._storage, self._trial_id, attrs):
+                return
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial %s was finished elsewhere; no more reports", self._trial_id)
+            self._trial_id = None
+            return
         for key, value in attrs.items():
             self._write("set_trial_user_attr", key, value)
+
+
+def _write_user_attrs_at_once(store: Any, trial_id: int, attrs: dict[str, Any]) -> bool:
+    """One commit for all of a trial's user attributes on an RDBStorage (Optuna's public API
+    commits once per attribute: 8 commits, about 25 ms a trial on SQLite here). This uses the two
+    helpers `set_trial_user_attr` itself is made of (optuna 4-5); False, having written nothing,
+    when they are not there, so the caller falls back to the public API. Raises
+    UpdateFinishedTrialError like the public call (nothing is written then)."""
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:
+        return False
+    write = getattr(store, "_set_trial_attr_without_commit", None)
+    if write is None or not hasattr(store, "scoped_session"):
+        return False
+    with _create_scoped_session(store.scoped_session, True) as session:
+        for key, value in attrs.items():
+            write(session, models.TrialUserAttributeModel, trial_id, key, value)
+    return True
 
 
 def report_dir(cfg: DictConfig, study_name: str) -> Path:
