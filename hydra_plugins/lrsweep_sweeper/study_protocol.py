@@ -230,19 +230,31 @@ def count_done(study: Any, grid: dict[str, dict[str, Any]]) -> int:
 
 
 def enqueue_missing(
-    study: Any, storage: Any, study_id: int, grid: dict[str, dict[str, Any]], skip: set[str]
+    study: Any,
+    storage: Any,
+    study_id: int,
+    grid: dict[str, dict[str, Any]],
+    skip: set[str],
+    ahead: int | None = None,
 ) -> int:
-    """Queue (WAITING) every point of `grid` not covered by a COMPLETE, RUNNING or WAITING trial
-    and not in `skip`, in one transaction; the number queued."""
+    """Queue (WAITING) the points of `grid` not covered by a COMPLETE, RUNNING or WAITING trial
+    and not in `skip`, in grid order and in one transaction; the number queued.
+
+    `ahead`: keep at most this many of the grid's points WAITING (None: queue them all). A sweep
+    queues just ahead of its claims: every look at the study re-reads its unfinished trials
+    (Optuna caches only finished ones), so a grid queued whole up front costs O(points) a round
+    and O(points^2) a sweep."""
     import optuna
 
-    alive = (
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.RUNNING,
-        optuna.trial.TrialState.WAITING,
-    )
-    covered = {t.user_attrs.get(POINT_ATTR) for t in study.get_trials(deepcopy=False, states=alive)}
+    State = optuna.trial.TrialState
+    alive = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING, State.WAITING))
+    covered = {t.user_attrs.get(POINT_ATTR) for t in alive}
     missing = {k: p for k, p in grid.items() if k not in covered and k not in skip}
+    if ahead is not None:
+        waiting = sum(
+            1 for t in alive if t.state == State.WAITING and t.user_attrs.get(POINT_ATTR) in grid
+        )
+        missing = dict(list(missing.items())[: max(0, ahead - waiting)])
     if missing:
         enqueue_points(storage, study_id, missing)
     return len(missing)
@@ -422,16 +434,14 @@ def distributions(axes: Sequence[Axis]) -> dict[str, Any]:
     }
 
 
-def record_params(study: Any, trial_id: int, dists: dict[str, Any]) -> None:
-    """Record a claimed trial's enqueued values with their distributions."""
-    import optuna
-
-    trial = optuna.trial.Trial(study, trial_id)
+def record_params(
+    storage: Any, trial_id: int, params: dict[str, Any], dists: dict[str, Any]
+) -> None:
+    """Record a claimed trial's grid values with their distributions, as `trial.suggest_*` would
+    for an enqueued trial (without building a `Trial`, which reads the study and asks its
+    sampler)."""
     for name, dist in dists.items():
-        if isinstance(dist, optuna.distributions.FloatDistribution):
-            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
-        else:
-            trial.suggest_categorical(name, dist.choices)
+        storage.set_trial_param(trial_id, name, dist.to_internal_repr(params[name]), dist)
 
 
 def tell(study: Any, storage: Any, number: int, trial_id: int, ret: Any) -> str | None:
@@ -453,11 +463,13 @@ def tell(study: Any, storage: Any, number: int, trial_id: int, ret: Any) -> str 
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
     try:
+        # The storage directly: `study.tell` re-reads the trial and calls the sampler, which
+        # never chooses here (fixed params).
         if error is None:
-            study.tell(number, value)
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [value])
             return None
         storage.set_trial_user_attr(trial_id, "error", error[:2000])
-        study.tell(number, state=optuna.trial.TrialState.FAIL)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError) as exc:
         import logging
 

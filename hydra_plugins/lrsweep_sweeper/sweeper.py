@@ -257,14 +257,16 @@ class LrSweeper(Sweeper):
         with Heartbeat(storage, self.heartbeat_interval) as heartbeat:
             try:
                 while True:
-                    with lock():
-                        stale.fail(study)
-                        protocol.enqueue_missing(study, storage, study_id, grid, failed_here)
                     budget = self.n_jobs
                     if self.n_trials is not None:
                         budget = min(budget, self.n_trials - launched)
                         if budget <= 0:
                             break
+                    with lock():
+                        stale.fail(study)
+                        protocol.enqueue_missing(
+                            study, storage, study_id, grid, failed_here, ahead=budget
+                        )
                     # A Ctrl-C waits until the claimed trials are known to be ours (in flight).
                     with protocol.interrupt_deferred():
                         claimed = protocol.claim(study, storage, study_id, grid, budget, heartbeat)
@@ -284,7 +286,7 @@ class LrSweeper(Sweeper):
                             waiting_note = True
                         time.sleep(self.poll_interval)
                         continue
-                    results = self._launch(study, claimed, dists, fixed)
+                    results = self._launch(storage, claimed, dists, fixed)
                     for (number, trial_id, params), ret in zip(claimed, results, strict=True):
                         error = protocol.tell(study, storage, number, trial_id, ret)
                         heartbeat.discard(trial_id)
@@ -325,14 +327,14 @@ class LrSweeper(Sweeper):
 
     def _launch(
         self,
-        study: Any,
+        storage: Any,
         claimed: list[tuple[int, int, dict[str, Any]]],
         dists: dict[str, Any],
         fixed: list[str],
     ) -> Sequence[Any]:
         batch = []
         for slot, (number, trial_id, params) in enumerate(claimed):
-            protocol.record_params(study, trial_id, dists)
+            protocol.record_params(storage, trial_id, params, dists)
             overrides = [*fixed, *param_overrides(params), f"{self.trial_key}={number}"]
             if self.slot_key:
                 overrides.append(f"{self.slot_key}={slot}")
