@@ -260,6 +260,19 @@ def enqueue_missing(
     return len(missing)
 
 
+def unclaimed(study: Any, grid: dict[str, dict[str, Any]], skip: set[str]) -> int:
+    """Points of `grid` (less `skip`) with no COMPLETE or RUNNING trial: work still to claim here,
+    queued or about to be."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    taken = {
+        t.user_attrs.get(POINT_ATTR)
+        for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING))
+    }
+    return sum(1 for key in grid if key not in taken and key not in skip)
+
+
 def enqueue_points(storage: Any, study_id: int, points: dict[str, dict[str, Any]]) -> None:
     """What `study.enqueue_trial(params, user_attrs={POINT_ATTR: key})` stores for each point,
     in one transaction on an RDBStorage.

@@ -19,10 +19,12 @@ Optuna is imported inside `sweep()`: Hydra imports every plugin module on every 
 import os
 import re
 import sys
+import threading
 import time
 import uuid
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.plugins import Plugins
@@ -245,73 +247,51 @@ class LrSweeper(Sweeper):
         grid: dict[str, dict[str, Any]],
     ) -> None:
         study_id = storage.get_study_id_from_name(self.study_name)
-        dists = protocol.distributions(axes)
         shown_url = hide_password(self.storage_url)
         console.header(self.study_name, shown_url, len(grid), protocol.count_done(study, grid))
-        stale = protocol.StaleTrials(storage, study_id, self.grace_period)
-        failed_here: set[str] = set()  # not re-queued in this run: a deterministic error would loop
-        launched = failures = 0
-        started = time.perf_counter()
-        waiting_note = False
-        in_flight: dict[int, int] = {}  # trial number -> trial id
+        run = _RunState(
+            study=study,
+            storage=storage,
+            study_id=study_id,
+            lock=lock,
+            grid=grid,
+            fixed=fixed,
+            dists=protocol.distributions(axes),
+            stale=protocol.StaleTrials(storage, study_id, self.grace_period),
+        )
+        # Out-of-process launchers (joblib, submitit) get one lane per worker: each lane claims,
+        # launches and tells one trial at a time, so no worker waits for the slowest trial of a
+        # batch. Hydra's basic launcher runs jobs in this process, one after the other: one lane
+        # that launches batches of n_jobs.
+        in_process = type(self.launcher).__name__ == "BasicLauncher"
+        lanes = 1 if in_process or self.n_jobs == 1 else self.n_jobs
+        batch = self.n_jobs if lanes == 1 else 1
         with Heartbeat(storage, self.heartbeat_interval) as heartbeat:
+            run.heartbeat = heartbeat
             try:
-                while True:
-                    budget = self.n_jobs
-                    if self.n_trials is not None:
-                        budget = min(budget, self.n_trials - launched)
-                        if budget <= 0:
-                            break
-                    with lock():
-                        stale.fail(study)
-                        protocol.enqueue_missing(
-                            study, storage, study_id, grid, failed_here, ahead=budget
+                if lanes == 1:
+                    self._lane(run, 0, batch)
+                else:
+                    threads = [
+                        threading.Thread(
+                            target=self._lane_thread, args=(run, slot, batch), daemon=True
                         )
-                    # A Ctrl-C waits until the claimed trials are known to be ours (in flight).
-                    with protocol.interrupt_deferred():
-                        claimed = protocol.claim(study, storage, study_id, grid, budget, heartbeat)
-                        for number, trial_id, _ in claimed:
-                            in_flight[number] = trial_id
-                    if not claimed:
-                        elsewhere = protocol.running_elsewhere(study, grid, in_flight)
-                        if not elsewhere:
-                            break
-                        if not waiting_note:
-                            print(
-                                f"[lrsweep] waiting for {elsewhere} trial(s) running elsewhere "
-                                f"(one that stops beating is failed after {self.grace_period} s "
-                                "and its point run here)",
-                                flush=True,
-                            )
-                            waiting_note = True
-                        time.sleep(self.poll_interval)
-                        continue
-                    results = self._launch(storage, claimed, dists, fixed)
-                    for (number, trial_id, params), ret in zip(claimed, results, strict=True):
-                        error = protocol.tell(study, storage, number, trial_id, ret)
-                        heartbeat.discard(trial_id)
-                        in_flight.pop(number, None)
-                        launched += 1
-                        if error is not None:
-                            console.trial_failed(number, error)
-                            failures += 1
-                            failed_here.add(point_key(params))
-                        self._progress(
-                            storage, study, trial_id, params, grid, launched, started, error
-                        )
-                    if failures and failures / launched > self.max_failure_rate:
-                        print(
-                            f"error: {failures} of {launched} trials failed "
-                            f"(max_failure_rate={self.max_failure_rate}); errors are in the trials' "
-                            "user attr 'error'. A rerun resumes and retries them.",
-                            file=sys.stderr,
-                        )
-                        raise SystemExit(1)
+                        for slot in range(lanes)
+                    ]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        while thread.is_alive():  # join with a timeout: Ctrl-C stays deliverable
+                            thread.join(0.2)
+                    if run.error is not None:
+                        raise run.error
             except BaseException:
                 # Ctrl-C or an abort: our claimed trials must not sit RUNNING until the grace period.
-                protocol.fail_trials(storage, list(in_flight.values()))
+                run.stop.set()
+                with run.mutex:
+                    protocol.fail_trials(storage, list(run.in_flight.values()))
                 raise
-        if launched == 0:
+        if run.launched == 0:
             print(f"[lrsweep] nothing to run: all {len(grid)} grid points are done", flush=True)
         import optuna
 
@@ -325,48 +305,145 @@ class LrSweeper(Sweeper):
             shown_url,
         )
 
+    def _lane_thread(self, run: "_RunState", slot: int, batch: int) -> None:
+        try:
+            self._lane(run, slot, batch)
+        except BaseException as err:  # handed to the main thread, which fails what is in flight
+            with run.mutex:
+                run.error = run.error or err
+            run.stop.set()
+
+    def _lane(self, run: "_RunState", slot: int, batch: int) -> None:
+        """Claim up to `batch` trials, launch them (worker slots `slot`, `slot + 1`, ...), tell
+        their results; again, until the grid holds nothing more for this run."""
+        while not run.stop.is_set():
+            with run.mutex:
+                budget = batch
+                if self.n_trials is not None:
+                    budget = min(budget, self.n_trials - run.launched - len(run.in_flight))
+            if budget <= 0:
+                return
+            with run.round_mutex, run.lock():
+                run.stale.fail(run.study)
+                protocol.enqueue_missing(
+                    run.study, run.storage, run.study_id, run.grid, run.failed_here,
+                    ahead=max(budget, self.n_jobs),
+                )  # fmt: skip
+            # A Ctrl-C waits until the claimed trials are known to be ours (in flight).
+            with protocol.interrupt_deferred():
+                claimed = protocol.claim(
+                    run.study, run.storage, run.study_id, run.grid, budget, run.heartbeat
+                )
+                with run.mutex:
+                    for number, trial_id, _ in claimed:
+                        run.in_flight[number] = trial_id
+            if not claimed:
+                with run.mutex:
+                    skip = set(run.failed_here)
+                if protocol.unclaimed(run.study, run.grid, skip):
+                    continue  # another sweep (or lane) took the queued point: queue the next
+                with run.mutex:
+                    ours = dict(run.in_flight)
+                elsewhere = protocol.running_elsewhere(run.study, run.grid, ours)
+                if not elsewhere:
+                    return
+                with run.mutex:
+                    note, run.waiting_note = not run.waiting_note, True
+                if note:
+                    print(
+                        f"[lrsweep] waiting for {elsewhere} trial(s) running elsewhere "
+                        f"(one that stops beating is failed after {self.grace_period} s "
+                        "and its point run here)",
+                        flush=True,
+                    )
+                run.stop.wait(self.poll_interval)
+                continue
+            results = self._launch(run, claimed, slot)
+            for (number, trial_id, params), ret in zip(claimed, results, strict=True):
+                error = protocol.tell(run.study, run.storage, number, trial_id, ret)
+                run.heartbeat.discard(trial_id)
+                with run.mutex:
+                    run.in_flight.pop(number, None)
+                    run.launched += 1
+                    launched = run.launched
+                    if error is not None:
+                        run.failures += 1
+                        run.failed_here.add(point_key(params))
+                if error is not None:
+                    console.trial_failed(number, error)
+                self._progress(run, trial_id, params, launched, error)
+            with run.mutex:
+                failures, launched = run.failures, run.launched
+            if failures and failures / launched > self.max_failure_rate:
+                run.stop.set()
+                print(
+                    f"error: {failures} of {launched} trials failed "
+                    f"(max_failure_rate={self.max_failure_rate}); errors are in the trials' "
+                    "user attr 'error'. A rerun resumes and retries them.",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1)
+
     def _launch(
-        self,
-        storage: Any,
-        claimed: list[tuple[int, int, dict[str, Any]]],
-        dists: dict[str, Any],
-        fixed: list[str],
+        self, run: "_RunState", claimed: list[tuple[int, int, dict[str, Any]]], slot: int
     ) -> Sequence[Any]:
         batch = []
-        for slot, (number, trial_id, params) in enumerate(claimed):
-            protocol.record_params(storage, trial_id, params, dists)
-            overrides = [*fixed, *param_overrides(params), f"{self.trial_key}={number}"]
-            if self.slot_key:
-                overrides.append(f"{self.slot_key}={slot}")
+        for i, (number, trial_id, params) in enumerate(claimed):
+            protocol.record_params(run.storage, trial_id, params, run.dists)
+            overrides = [*run.fixed, *param_overrides(params), f"{self.trial_key}={number}"]
+            if self.slot_key:  # jobs running at once hold distinct slots (one GPU each)
+                overrides.append(f"{self.slot_key}={slot + i}")
             batch.append(overrides)
-        returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
-        self.job_idx += len(batch)
-        return returns
+        with run.mutex:
+            job_idx, self.job_idx = self.job_idx, self.job_idx + len(batch)
+        return self.launcher.launch(batch, initial_job_idx=job_idx)
 
     def _progress(
         self,
-        storage: Any,
-        study: Any,
+        run: "_RunState",
         trial_id: int,
         params: dict[str, Any],
-        grid: dict[str, dict[str, Any]],
         launched: int,
-        started: float,
         error: str | None,
     ) -> None:
-        trial = storage.get_trial(trial_id)
-        done = protocol.count_done(study, grid)
-        remaining = len(grid) - done
+        trial = run.storage.get_trial(trial_id)
+        done = protocol.count_done(run.study, run.grid)
+        remaining = len(run.grid) - done
         if self.n_trials is not None:
             remaining = min(remaining, self.n_trials - launched)
         console.progress(
             trial,
             params,
             done,
-            len(grid),
+            len(run.grid),
             remaining,
             launched,
-            time.perf_counter() - started,
+            time.perf_counter() - run.started,
             self.metric_name or "value",
             failed=error is not None,
         )
+
+
+@dataclass
+class _RunState:
+    """What the lanes of one run share; `mutex` guards the counters and `in_flight`."""
+
+    study: Any
+    storage: Any
+    study_id: int
+    lock: protocol.StudyLock
+    grid: dict[str, dict[str, Any]]
+    fixed: list[str]
+    dists: dict[str, Any]
+    stale: protocol.StaleTrials
+    heartbeat: Any = None
+    launched: int = 0
+    failures: int = 0
+    failed_here: set[str] = field(default_factory=set)  # not re-queued: an error would loop
+    in_flight: dict[int, int] = field(default_factory=dict)  # trial number -> trial id
+    waiting_note: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    error: BaseException | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    mutex: threading.Lock = field(default_factory=threading.Lock)
+    round_mutex: threading.Lock = field(default_factory=threading.Lock)  # one lane queues at once
