@@ -315,14 +315,15 @@ def test_joblib_launcher_two_workers(workdir):
     assert pairs, [(t.user_attrs["started"], t.user_attrs["finished"]) for t in study.trials]
     by_number = {t.number: t.user_attrs["pid"] for t in study.trials}
     assert all(by_number[a] != by_number[b] for a, b in pairs)  # one worker runs one at a time
-    # The two jobs of each batch (the two running at once) have distinct worker slots, hence
-    # distinct GPUs under device=auto (tests/test_devices.py).
+    # Jobs running at once have distinct worker slots (one lane each), hence distinct GPUs under
+    # device=auto (tests/test_devices.py).
     slots = {}
     for t in study.trials:
         overrides = (Path(t.user_attrs["output_dir"]) / ".hydra" / "overrides.yaml").read_text()
         (slot,) = [line.split("=")[1] for line in overrides.splitlines() if "worker_slot=" in line]
         slots[t.number] = int(slot)
-    assert [slots[n] for n in sorted(slots)] == [0, 1, 0, 1, 0, 1]
+    assert set(slots.values()) == {0, 1}
+    assert all(slots[a] != slots[b] for a, b in pairs)  # jobs running at once: distinct slots
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,12 @@ class LrSweepConf:
     # Job config keys recorded in the study (user attr `config`): reusing a study for an
     # experiment that differs in any of them is refused.
     identity_keys: list[str] = field(default_factory=list)
+    # Or the dotted path of a function called with the first job's composed config that returns
+    # that identity (a dict); it replaces `identity_keys` when set.
+    identity: str | None = None
+    # Dotted path of a function called with (study, metric_name) at the end of a sweep; the text
+    # it returns is printed instead of the built-in per-value table.
+    summary: str | None = None
     trial_key: str = "trial"  # job config key that receives the trial number
     # Job config key that receives the job's slot in its batch (0 .. batch size - 1; batches
     # never overlap, so jobs running at once have distinct slots): e.g. to pick one GPU per

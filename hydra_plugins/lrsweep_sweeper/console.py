@@ -104,4 +104,8 @@ def summary(
         value, mean, std, n = best
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         print(f"\nbest {first}={shown}: {metric} {mean:.4f} ± {std:.4f} over {n} run(s)")
+    dashboard(shown_url)
+
+
+def dashboard(shown_url: str) -> None:
     print(f"dashboard: optuna-dashboard {shown_url}\n", flush=True)

@@ -67,6 +67,8 @@ class LrSweeper(Sweeper):
         max_failure_rate: float = 0.0,
         check: str | None = None,
         identity_keys: Sequence[str] = (),
+        identity: str | None = None,
+        summary: str | None = None,
         trial_key: str = "trial",
         slot_key: str | None = None,
         heartbeat_interval: int = 10,
@@ -86,6 +88,8 @@ class LrSweeper(Sweeper):
         self.max_failure_rate = max_failure_rate
         self.check = check
         self.identity_keys = list(identity_keys or ())
+        self.identity = identity
+        self.summary = summary
         self.trial_key = trial_key
         self.slot_key = slot_key
         self.heartbeat_interval = heartbeat_interval
@@ -136,7 +140,13 @@ class LrSweeper(Sweeper):
 
         try:
             axes, fixed, grid = self._plan(arguments)
-            self._job_loader.value_keys = frozenset([*(a.name for a in axes), self.trial_key])
+            self._job_loader.value_keys = frozenset(
+                [
+                    *(a.name for a in axes),
+                    self.trial_key,
+                    *([self.slot_key] if self.slot_key else []),
+                ]
+            )
             lock = protocol.StudyLock(self.storage_url, self.study_name)
             with lock():
                 storage = protocol.open_storage(
@@ -227,13 +237,18 @@ class LrSweeper(Sweeper):
             from hydra.utils import get_method
 
             get_method(self.check)(job_cfg)
-        self._identity = {
-            key: OmegaConf.to_container(value, resolve=True)
-            if OmegaConf.is_config(value)
-            else value
-            for key in self.identity_keys
-            for value in [OmegaConf.select(job_cfg, key)]
-        }
+        if self.identity:
+            from hydra.utils import get_method
+
+            self._identity = dict(get_method(self.identity)(job_cfg))
+        else:
+            self._identity = {
+                key: OmegaConf.to_container(value, resolve=True)
+                if OmegaConf.is_config(value)
+                else value
+                for key in self.identity_keys
+                for value in [OmegaConf.select(job_cfg, key)]
+            }
         return axes, fixed, grid
 
     # ---- steps 2-3 ----
@@ -293,6 +308,12 @@ class LrSweeper(Sweeper):
                 raise
         if run.launched == 0:
             print(f"[lrsweep] nothing to run: all {len(grid)} grid points are done", flush=True)
+        if self.summary:  # the application's own table (lrsweep's: src.study.sweep_summary)
+            from hydra.utils import get_method
+
+            print("\n" + get_method(self.summary)(study, self.metric_name))
+            console.dashboard(shown_url)
+            return
         import optuna
 
         console.summary(
