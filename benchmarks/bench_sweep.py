@@ -97,6 +97,19 @@ def sweep_run(points: int, epochs: int, warmup: int) -> dict:
     }
 
 
+def parallel_run(points: int, workers: int) -> float:
+    """Wall seconds of a mnist1d stage 1 of `points` LRs, 20 epochs, on `workers` workers."""
+    launcher = [] if workers == 1 else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}"]
+    with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
+        cmd = [
+            sys.executable, "-m", "src.train", "-m", *COMMON[3:], "data=mnist1d",
+            "epochs=20", "warmup_epochs=1",
+            f"sweep.points={points}", "study.name=parallel", *launcher,
+        ]  # fmt: skip
+        wall, _, _ = run_timed(cmd, Path(tmp))
+    return wall
+
+
 def seed_loop_run(pure: bool) -> tuple[float, float]:
     """(wall seconds, seconds inside the loop) of benchmarks/seed_loop.py."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "seed_loop.py"), *(["--pure"] if pure else [])]
@@ -110,6 +123,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
     parser.add_argument("--large-points", type=int, default=400, help="LRs of the large sweep")
     parser.add_argument("--no-large", action="store_true", help="skip the large sweep")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=0,
+        metavar="POINTS",
+        help="also time a mnist1d sweep of POINTS LRs (20 epochs) on 1 worker (basic launcher) "
+        "and on 2 joblib workers, interleaved --reps times",
+    )
     args = parser.parse_args()
     if args.reps < 1 or args.large_points < 2:
         parser.error("--reps must be >= 1 and --large-points >= 2")
@@ -169,11 +190,27 @@ def main() -> None:
     if not args.no_large:
         large = sweep_run(args.large_points, 1, 0)
         overhead = large["overhead_ms"]
+        rss = (
+            f"RSS after trial 2 {large['rss_2nd']:.0f} MiB, after the last "
+            f"{large['rss_last']:.0f} MiB ({large['rss_last'] / large['rss_2nd'] - 1:+.1%})"
+            if large["rss_2nd"] and large["rss_last"]
+            else "RSS per trial not recorded"
+        )
         print(
             f"{args.large_points} points (1 epoch): wall {large['wall']:.1f}s, trials "
             f"{large['own']:.1f}s, overhead {overhead:.0f} ms/trial, peak RSS "
-            f"{large['peak_mb']:.0f} MiB, RSS after trial 2 {large['rss_2nd']:.0f} MiB, after the "
-            f"last {large['rss_last']:.0f} MiB ({large['rss_last'] / large['rss_2nd'] - 1:+.1%})"
+            f"{large['peak_mb']:.0f} MiB, {rss}"
+        )
+    if args.parallel:
+        walls: dict[int, list[float]] = {1: [], 2: []}
+        for rep in range(args.reps):
+            for workers in (1, 2) if rep % 2 == 0 else (2, 1):
+                walls[workers].append(parallel_run(args.parallel, workers))
+        speedups = [one / two for one, two in zip(walls[1], walls[2], strict=True)]
+        print(
+            f"mnist1d, {args.parallel} LRs x 20 epochs: 1 worker {med(walls[1]):.1f}s, 2 joblib "
+            f"workers {med(walls[2]):.1f}s: speed-up {statistics.median(speedups):.2f}x (paired "
+            f"median of {args.reps})"
         )
     print(
         f"sweep/seed_loop={sweep_vs_loop:.3f} sweep/trials={sweep_vs_trials:.3f} "
