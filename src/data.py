@@ -2,7 +2,7 @@
 
 A data builder (the `_target_` of a `conf/data/*.yaml`) returns `Splits`. Small datasets are held as
 tensors and batched by slicing a freshly permuted copy each epoch: measured 1.2-1.5x faster than a
-`DataLoader` over the same tensors on this machine (`scripts/bench_train.py`). Datasets that do not
+`DataLoader` over the same tensors on this machine (`benchmarks/bench_train.py`). Datasets that do not
 fit in memory are `torch.utils.data.Dataset`s and go through a `DataLoader`.
 
 Bring your own data: point `data._target_` at any callable returning `Splits`, a dict with keys

@@ -43,8 +43,8 @@ class LrSweepConf:
     # it returns is printed instead of the built-in per-value table.
     summary: str | None = None
     trial_key: str = "trial"  # job config key that receives the trial number
-    # Job config key that receives the job's slot in its batch (0 .. batch size - 1; batches
-    # never overlap, so jobs running at once have distinct slots): e.g. to pick one GPU per
+    # Job config key that receives the job's worker slot (0 .. n_jobs - 1: its lane, which runs
+    # one job at a time, so jobs running at once have distinct slots): e.g. to pick one GPU per
     # concurrent worker. null: not passed.
     slot_key: str | None = None
     # Crash recovery: a trial whose sweeper stopped beating for `grace_period` s is failed and

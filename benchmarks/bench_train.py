@@ -1,6 +1,6 @@
 """Per-epoch training time of three loops, side by side in one process, on the default MLP.
 
-    python scripts/bench_train.py [--reps R] [--epochs E] [--data digits mnist1d]
+    python benchmarks/bench_train.py [--reps R] [--epochs E] [--data digits mnist1d]
 
 Loops (same model, same initial weights, same optimizer, same number of optimizer steps):
 

@@ -1,6 +1,6 @@
 """What stopping hopeless trials saves: a stage-1 grid with and without `stop_at_chance`.
 
-    python scripts/bench_stop_at_chance.py [--data digits mnist1d] [--points 10] [--epochs 5]
+    python benchmarks/bench_stop_at_chance.py [--data digits mnist1d] [--points 10] [--epochs 5]
 
 For every LR of the default log grid both settings run in-process, side by side (interleaved),
 from the same initial weights: the script prints each LR's accuracy and epochs with and without the
