@@ -144,10 +144,10 @@ def torch_lr_finder_suggestion(setup: str) -> tuple[float, float]:
     import matplotlib.pyplot as plt
     import torch
     from torch import nn
-    from torch_lr_finder import LRFinder, TrainDataLoaderIter
+    from torch_lr_finder import LRFinder
 
     from src.data import Batches
-    from src.range_test import compose_range_config
+    from src.range_test import compose_range_config, lr_finder_batches
     from src.train import initial_state, load_data
 
     cfg = compose_range_config(setup_overrides(setup))
@@ -156,23 +156,11 @@ def torch_lr_finder_suggestion(setup: str) -> tuple[float, float]:
     model, optimizer, _ = initial_state(cfg, splits, torch.device("cpu"), lr=1e-7)
     batches = Batches(splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
 
-    class Cycle(TrainDataLoaderIter):
-        def __init__(self) -> None:
-            self.epoch, self.it = 0, batches.epoch(0)
-
-        def __next__(self):
-            try:
-                return next(self.it)
-            except StopIteration:
-                self.epoch += 1
-                self.it = batches.epoch(self.epoch)
-                return next(self.it)
-
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     finder = LRFinder(model, optimizer, nn.CrossEntropyLoss(), device="cpu")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        finder.range_test(Cycle(), end_lr=10, num_iter=100)
+        finder.range_test(lr_finder_batches(batches), end_lr=10, num_iter=100)
         fig, ax = plt.subplots()
         _, lr = finder.plot(ax=ax)
         plt.close(fig)

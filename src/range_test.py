@@ -350,6 +350,27 @@ def write_outputs(result: RangeTestResult, out_dir: Path, title: str) -> None:
     (out_dir / "range_test.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
 
 
+def lr_finder_batches(batches: Batches):
+    """`batches` as torch-lr-finder's training iterator (epoch after epoch, never exhausted): for
+    running its range test, the reference ours is checked against (tests, bench_quality.py), on
+    the same batches. torch-lr-finder is a dev dependency, imported here only."""
+    from torch_lr_finder import TrainDataLoaderIter
+
+    class Cycle(TrainDataLoaderIter):
+        def __init__(self) -> None:
+            self.epoch, self.it = 0, batches.epoch(0)
+
+        def __next__(self):
+            try:
+                return next(self.it)
+            except StopIteration:
+                self.epoch += 1
+                self.it = batches.epoch(self.epoch)
+                return next(self.it)
+
+    return Cycle()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="range_test")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():  # bad input: one line, exit 2

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY, run_module
 from torch import nn
-from torch_lr_finder import LRFinder, TrainDataLoaderIter
+from torch_lr_finder import LRFinder
 
 from src.data import Batches
 from src.errors import ConfigError
@@ -22,6 +22,7 @@ from src.range_test import (
     DebiasedEMA,
     compose_range_config,
     ema_debiased,
+    lr_finder_batches,
     parse_bounds_line,
     propose_bounds,
     ramp_lrs,
@@ -192,20 +193,10 @@ def test_ramp_reproduces_torch_lr_finder_raw_losses(tmp_path):
     model, optimizer, _ = initial_state(cfg, splits, torch.device("cpu"), lr=1e-7)
     batches = Batches(splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
 
-    class Cycle(TrainDataLoaderIter):
-        def __init__(self) -> None:
-            self.epoch, self.it = 0, batches.epoch(0)
-
-        def __next__(self):
-            try:
-                return next(self.it)
-            except StopIteration:
-                self.epoch += 1
-                self.it = batches.epoch(self.epoch)
-                return next(self.it)
-
     finder = LRFinder(model, optimizer, nn.CrossEntropyLoss(), device="cpu")
-    finder.range_test(Cycle(), end_lr=0.3, num_iter=40, smooth_f=0.0, diverge_th=1000)
+    finder.range_test(
+        lr_finder_batches(batches), end_lr=0.3, num_iter=40, smooth_f=0.0, diverge_th=1000
+    )
     assert ours.stop is None and len(ours.lrs) == 40
     assert np.allclose(ours.lrs, finder.history["lr"], rtol=1e-12)
     assert np.allclose(ours.losses, finder.history["loss"], rtol=1e-5)
