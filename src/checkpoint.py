@@ -71,9 +71,14 @@ def load_into(model: nn.Module, path: Path) -> None:
 
 
 def initial_model(
-    build: Callable[[], nn.Module], key: str, directory: str | Path, init_seed: int
+    build: Callable[[], nn.Module],
+    key: str,
+    directory: str | Path,
+    init_seed: int,
+    create: bool = True,
 ) -> nn.Module:
-    """The model with the shared initial weights `<directory>/<key>.pt`, created on first use.
+    """The model with the shared initial weights `<directory>/<key>.pt`, created on first use
+    (`create=False`: a missing file is left missing, for checks that must write nothing).
 
     The model is always built under `init_seed`, so racing creators write identical files."""
     torch.manual_seed(init_seed)
@@ -81,6 +86,6 @@ def initial_model(
     path = Path(directory) / f"{key}.pt"
     if path.exists():
         load_into(model, path)
-    else:
+    elif create:
         save_atomic(model.state_dict(), path)
     return model

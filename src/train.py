@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from src.checkpoint import checkpoint_key, initial_model, load_into
+from src.checkpoint import checkpoint_key, initial_model
 from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
 from src.devices import gpu_for_slot
@@ -104,17 +104,7 @@ def check_job(cfg: DictConfig) -> None:
     point's config before the study is touched, so that under `-m` a corrupt or mismatched
     checkpoint or an unbuildable model is exit 2, as in a single run. Raises ConfigError."""
     check_config(cfg)
-    splits = load_data(cfg)
-    model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    key = checkpoint_key(model_config, splits.input_shape, splits.num_classes, cfg.init_seed)
-    torch.manual_seed(cfg.init_seed)
-    model = _build(
-        "model", cfg.model, input_shape=splits.input_shape, num_classes=splits.num_classes
-    )
-    path = Path(cfg.checkpoint_dir) / f"{key}.pt"
-    if path.exists():
-        load_into(model, path)
-    _build("optimizer", cfg.optimizer, model.parameters(), lr=cfg.lr)
+    initial_state(cfg, load_data(cfg), torch.device("cpu"), cfg.lr, create=False)
 
 
 def resolve_device(name: str, worker_slot: int | None = None) -> torch.device:
@@ -301,10 +291,11 @@ def load_data(cfg: DictConfig) -> Splits:
 
 
 def initial_state(
-    cfg: DictConfig, splits: Splits, device: torch.device, lr: float
+    cfg: DictConfig, splits: Splits, device: torch.device, lr: float, create: bool = True
 ) -> tuple[nn.Module, torch.optim.Optimizer, str]:
     """(model with the shared initial weights on `device`, its fresh optimizer at `lr`, checkpoint
-    key): the start every trial, and the range test, share. An existing checkpoint is only read."""
+    key): the start every trial, and the range test, share. An existing checkpoint is only read;
+    a missing one is created unless `create=False` (`check_job` writes nothing)."""
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     key = checkpoint_key(model_config, splits.input_shape, splits.num_classes, cfg.init_seed)
     model = initial_model(
@@ -314,6 +305,7 @@ def initial_state(
         key,
         cfg.checkpoint_dir,
         cfg.init_seed,
+        create=create,
     ).to(device)
     optimizer = _build("optimizer", cfg.optimizer, model.parameters(), lr=lr)
     return model, optimizer, key
