@@ -114,3 +114,20 @@ def test_a_sweep_gives_the_same_results_and_records_either_way(tmp_path: Path):
             (t.number, t.params["lr"], t.params["seed"], t.value) for t in study.trials
         )
     assert values[fast_dir] == values[full_dir] and len(values[fast_dir]) == 6
+
+
+def test_templates_survive_hydra_re_executing_the_plugin_modules(hydra_loader):
+    """A joblib worker restores Hydra's singletons for every job, and that re-executes every plugin
+    module in place (`Singleton.set_state` -> `Plugins.instance()`). The templates must survive it,
+    or every job in a worker takes Hydra's full composition."""
+    from hydra.core.singleton import Singleton
+
+    loader, master = hydra_loader
+    fast = TemplateConfigLoader(loader, ["lr", "trial"], token="t-rescan")
+    fast.load_sweep_config(master, [*FIXED, "lr=0.1", "trial=0"])
+    templates, parsed = compose._TEMPLATES, compose._PARSED
+    loader_class = compose.TemplateConfigLoader
+    Singleton.set_state(Singleton.get_state())  # what hydra_joblib_launcher does per job
+    assert compose.TemplateConfigLoader is not loader_class  # the module body ran again
+    assert compose._TEMPLATES is templates and len(compose._TEMPLATES["t-rescan"]) == 1
+    assert compose._PARSED is parsed and "lr=0.1" in parsed

@@ -60,3 +60,15 @@ class LrSweepConf:
 ConfigStore.instance().store(
     group="hydra/sweeper", name="lrsweep", node=LrSweepConf, provider="lrsweep"
 )
+
+
+@dataclass
+class InProcessLauncherConf:
+    """`hydra/launcher=lrsweep`: jobs one after the other in this process (launcher.py)."""
+
+    _target_: str = "hydra_plugins.lrsweep_sweeper.launcher.InProcessLauncher"
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="lrsweep", node=InProcessLauncherConf, provider="lrsweep"
+)

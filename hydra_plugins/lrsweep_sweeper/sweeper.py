@@ -278,7 +278,9 @@ class LrSweeper(Sweeper):
         # launches and tells one trial at a time, so no worker waits for the slowest trial of a
         # batch. Hydra's basic launcher runs jobs in this process, one after the other: one lane
         # that launches batches of n_jobs.
-        in_process = type(self.launcher).__name__ == "BasicLauncher"
+        in_process = getattr(self.launcher, "in_process", False) or (
+            type(self.launcher).__name__ == "BasicLauncher"
+        )
         lanes = 1 if in_process or self.n_jobs == 1 else self.n_jobs
         batch = self.n_jobs if lanes == 1 else 1
         with Heartbeat(storage, self.heartbeat_interval) as heartbeat:

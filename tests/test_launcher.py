@@ -1,0 +1,140 @@
+"""`hydra/launcher=lrsweep` runs each job as Hydra's basic launcher does: the same trial results,
+trial folders, `.hydra/` records, `HydraConfig` inside the job and callbacks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, TINY, run_module
+from omegaconf import OmegaConf
+
+from hydra_plugins.lrsweep_sweeper.in_process import to_yaml
+from src.study import compose_config
+
+LAUNCHERS = ("lrsweep", "basic")
+
+
+def test_to_yaml_is_omegaconfs_text():
+    """The libyaml emitter with OmegaConf's representers writes what OmegaConf.to_yaml writes,
+    on the whole composed config (hydra node included) and on values YAML could misread."""
+    tricky = OmegaConf.create(
+        {
+            "looks_like": ["1e-3", "true", "null", "~", "0x10", "", " pad ", "a: b", "- x", "#c"],
+            "numbers": [0, -1, 1e-05, 0.1, math.inf, -math.inf, 10**20],
+            "nan": math.nan,
+            "none": None,
+            "unicode": "µP — 学习率",
+            "multi": "line one\nline two\n",
+            "long": "word " * 40,
+            "interp": "${numbers}",
+            "nested": {"empty_list": [], "empty_dict": {}, "deep": [{"a": [1, {"b": None}]}]},
+        }
+    )
+    for cfg in (tricky, compose_config(["lr=0.1"], return_hydra_config=True)):
+        assert to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+
+
+CALLBACK = '''
+import json, os
+from hydra.experimental.callback import Callback
+
+class Record(Callback):
+    """Appends what a callback sees of each job to $RECORD_FILE."""
+    def _write(self, **row):
+        with open(os.environ["RECORD_FILE"], "a") as f:
+            f.write(json.dumps(row) + "\\n")
+    def on_job_start(self, config, **kwargs):
+        self._write(event="start", num=config.hydra.job.num, lr=config.lr,
+                    out=config.hydra.runtime.output_dir)
+    def on_job_end(self, config, job_return, **kwargs):
+        self._write(event="end", num=config.hydra.job.num, status=job_return.status.name,
+                    value=job_return.return_value, lr=job_return.cfg.lr,
+                    has_hydra="hydra" in job_return.cfg, overrides=job_return.overrides,
+                    out=job_return.hydra_cfg.hydra.runtime.output_dir,
+                    workdir=job_return.working_dir, task=job_return.task_name)
+'''
+
+
+def _records(workdir: Path, name: str) -> dict[str, str]:
+    """trial file -> its .hydra text, with absolute paths and the launcher's own lines made alike."""
+    out = {}
+    for path in sorted((workdir / "outputs" / "sweeps" / name).glob("trial_*/.hydra/*.yaml")):
+        text = path.read_text().replace(str(workdir), "<dir>")
+        text = re.sub(r"(?m)^ *- hydra/launcher=\w+\n", "", text)
+        text = re.sub(r"(?m)^( *hydra/launcher: )\w+$", r"\1<launcher>", text)
+        text = re.sub(r"(?m)^( *_target_: )\S+(Launcher)$", r"\1<launcher>", text)
+        out[f"{path.parent.parent.name}/{path.name}"] = text
+    return out
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same sweep (2 LRs x 2 seeds, a callback recording each job) under each launcher."""
+    out = {}
+    for launcher in LAUNCHERS:
+        workdir = tmp_path_factory.mktemp(launcher)
+        (workdir / "record_callback.py").write_text(CALLBACK)
+        run_module(
+            "src.train",
+            "-m",
+            *TINY,
+            "sweep.points=2",
+            "sweep.seeds=[0,1]",
+            "study.name=same",
+            f"hydra/launcher={launcher}",
+            "+hydra.callbacks.record._target_=record_callback.Record",
+            cwd=workdir,
+            env={
+                "PYTHONPATH": os.pathsep.join([str(ROOT), str(workdir)]),
+                "RECORD_FILE": str(workdir / "callbacks.jsonl"),
+            },
+        )
+        out[launcher] = workdir
+    return out
+
+
+def test_same_trial_results_and_output_folders(sweeps):
+    rows = {}
+    for launcher, workdir in sweeps.items():
+        study = optuna.load_study(
+            study_name="same", storage=f"sqlite:///{workdir}/outputs/lrsweep.db"
+        )
+        trials = study.get_trials()
+        assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
+        # HydraConfig inside the job: its output_dir is the trial's own folder.
+        for t in trials:
+            assert t.user_attrs["output_dir"] == str(
+                workdir / "outputs" / "sweeps" / "same" / f"trial_{t.number}"
+            )
+        rows[launcher] = sorted(
+            (t.number, t.params["lr"], t.params["seed"], t.value) for t in trials
+        )
+    assert rows["lrsweep"] == rows["basic"]
+
+
+def test_same_hydra_records_byte_for_byte(sweeps):
+    ours, hydras = (_records(sweeps[launcher], "same") for launcher in LAUNCHERS)
+    assert len(ours) == 4 * 3 and ours.keys() == hydras.keys()
+    for key in ours:
+        assert ours[key] == hydras[key], key
+
+
+def test_callbacks_see_the_same_jobs(sweeps):
+    seen = {}
+    for launcher, workdir in sweeps.items():
+        rows = [json.loads(line) for line in (workdir / "callbacks.jsonl").read_text().splitlines()]
+        for row in rows:
+            for key in ("out", "workdir"):
+                if key in row:
+                    row[key] = row[key].replace(str(workdir), "<dir>")
+        seen[launcher] = rows
+    assert seen["lrsweep"] == seen["basic"]
+    ends = [r for r in seen["lrsweep"] if r["event"] == "end"]
+    assert len(ends) == 4 and all(r["status"] == "COMPLETED" and not r["has_hydra"] for r in ends)
+    assert all(re.fullmatch(r"<dir>/outputs/sweeps/same/trial_\d", r["out"]) for r in ends)
