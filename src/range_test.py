@@ -24,7 +24,8 @@ Protocol (`conf/range_test.yaml` = `conf/train.yaml` plus a `range_test:` sectio
 Output: a progress line every tenth of the ramp, the suggestions, and as the last line
 `sweep.low=<x> sweep.high=<y>` (overrides for stage 1); files `range_test.png` (smoothed loss vs LR,
 log x, suggestions and bounds marked) and `range_test.yaml` (history, suggestions, bounds) in
-`<paths.reports_dir>/<study.name>/` (default `outputs/reports/<study.name>/`).
+`<paths.reports_dir>/<study.name>/` (default `outputs/reports/<study.name>/`). `run(cfg)` is the
+command without its interpreter: it returns those bounds (the two-stage script's --auto-bounds).
 """
 
 from __future__ import annotations
