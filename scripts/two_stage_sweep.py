@@ -3,15 +3,21 @@
     python scripts/two_stage_sweep.py [--auto-bounds] [--points N] [--confirm-top K]
                                       [--confirm-seeds S] [overrides...]
 
-Each step runs as a subprocess of this interpreter (output streams through); the first step that
-fails stops the search with its exit code. Every step is resumable, so re-running the command after
-an interruption finishes the remaining trials. The overrides are the stage-1 Hydra overrides
-(`python -m src.train -m <overrides>`):
+Every step runs inside this process, exactly as the command in its header
+(`==== <step>: python ...`, which a user can re-run by hand) would run it: the sweeps through
+`src.train.run_multirun` (the real Hydra app and sweeper, the same trials, folders and `.hydra/`
+records), the other steps through their modules' own functions. Python, torch, Hydra and the data
+are loaded once instead of once per step. The overrides are composed and checked before anything
+runs (bad input: one line, exit 2, nothing written); the first step that fails stops the search with
+its exit code; Ctrl-C stops it with 130 (trials in flight are marked FAIL). Every step is resumable,
+so re-running the command after an interruption finishes the remaining trials. The overrides are the
+stage-1 Hydra overrides (`python -m src.train -m <overrides>`):
 
-0. with --auto-bounds: python -m src.range_test <overrides> study.name=<name>-auto; its last
-             line `sweep.low=<x> sweep.high=<y>` joins the overrides of every later step
-             (stage 1 then sweeps `sweep.points` LRs over at most 3 decades instead of 5; the
-             study gets its own name, so a default-bounds study is never mixed with it)
+0. with --auto-bounds: python -m src.range_test <overrides> study.name=<name>-auto; the bounds of its
+             last line `sweep.low=<x> sweep.high=<y>` (`src.range_test.run` returns them) join the
+             overrides of every later step (stage 1 then sweeps `sweep.points` LRs over at most 3
+             decades instead of 5; the study gets its own name, so a default-bounds study is never
+             mixed with it)
 1. stage 1:  python -m src.train -m <overrides>
 2. stage 2:  python -m src.refine --run [--points N] <overrides>
 3. confirm:  the top K LRs of the finest stage, the interpolated optimum (if any) and stage 1's
@@ -25,65 +31,56 @@ an interruption finishes the remaining trials. The overrides are the stage-1 Hyd
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from src import range_test, refine, report  # noqa: E402
 from src.cli import run_cli  # noqa: E402
 from src.confirm import prepare_confirm  # noqa: E402
 from src.errors import ConfigError  # noqa: E402
 from src.overrides import override_key  # noqa: E402
-
-
-def step(title: str, args: list[str]) -> int:
-    """Runs `python <args>` in the current directory, with the project importable."""
-    print(f"\n==== {title}: python {' '.join(args)}", flush=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return subprocess.call([sys.executable, *args], env=env)
-
-
-def step_last_line(title: str, args: list[str]) -> tuple[int, str]:
-    """`step`, streaming the output through, and also returning its last non-empty stdout line."""
-    print(f"\n==== {title}: python {' '.join(args)}", flush=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    last = ""
-    with subprocess.Popen(
-        [sys.executable, *args], env=env, stdout=subprocess.PIPE, text=True, bufsize=1
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            last = line.strip() or last
-    return proc.returncode, last
-
+from src.study import compose_config  # noqa: E402
+from src.train import check_config, run_multirun  # noqa: E402
 
 AUTO_SUFFIX = "-auto"
+EXIT_INTERRUPTED = 130
 
 
-def auto_bounds(overrides: list[str]) -> tuple[int, list[str]]:
-    """Runs the range test; returns (its exit status, the overrides for the later steps)."""
+def header(title: str, command: list[str]) -> None:
+    """The step's header: the command it stands for, which a user can re-run by hand."""
+    print(f"\n==== {title}: python {' '.join(command)}", flush=True)
+
+
+def step(title: str, command: list[str], run: Callable[[], int]) -> int:
+    """Prints the step's header and runs it here; its exit status."""
+    header(title, command)
+    return run()
+
+
+def sweep(title: str, overrides: list[str]) -> int:
+    """`python -m src.train -m <overrides>`, in this process."""
+    return step(title, ["-m", "src.train", "-m", *overrides], lambda: run_multirun(overrides))
+
+
+def refuse_explicit_bounds(overrides: list[str]) -> None:
     taken = [o for o in overrides if override_key(o) in ("sweep.low", "sweep.high")]
     if taken:
         raise ConfigError(f"--auto-bounds sets sweep.low and sweep.high; drop {' '.join(taken)}")
+
+
+def auto_bounds(overrides: list[str], study_name: str) -> list[str]:
+    """Runs the range test; returns the overrides for the later steps: its own study name, and its
+    bounds as its last line prints them. Its errors are ConfigErrors (exit 2, as the command)."""
     if not any(override_key(o) == "study.name" for o in overrides):
-        from src.study import compose_config
-
-        name = str(compose_config(overrides).study.name)
-        overrides = [*overrides, f"study.name={name}{AUTO_SUFFIX}"]
-    rc, last = step_last_line("range test", ["-m", "src.range_test", *overrides])
-    if rc:
-        return rc, overrides
-    from src.range_test import parse_bounds_line  # imports torch: only when it is needed
-
-    low, high = parse_bounds_line(last)
-    return 0, [*overrides, f"sweep.low={low!r}", f"sweep.high={high!r}"]
+        overrides = [*overrides, f"study.name={study_name}{AUTO_SUFFIX}"]
+    header("range test", ["-m", "src.range_test", *overrides])
+    low, high = range_test.run(range_test.compose_range_config(overrides))
+    return [*overrides, f"sweep.low={low!r}", f"sweep.high={high!r}"]
 
 
 def _main(argv: list[str] | None) -> int:
@@ -105,25 +102,35 @@ def _main(argv: list[str] | None) -> int:
     if args.confirm_top < 1 or args.confirm_seeds < 1 or (args.points or 2) < 2:
         raise ConfigError("--confirm-top and --confirm-seeds must be >= 1, --points >= 2")
     points = [] if args.points is None else ["--points", str(args.points)]
+    if args.auto_bounds:
+        refuse_explicit_bounds(overrides)
+    cfg = compose_config(overrides)  # bad input: one line, exit 2, before anything runs
+    check_config(cfg)
 
     if args.auto_bounds:
-        rc, overrides = auto_bounds(overrides)
-        if rc:
-            return rc
-    if rc := step("stage 1", ["-m", "src.train", "-m", *overrides]):
+        overrides = auto_bounds(overrides, str(cfg.study.name))
+    if rc := sweep("stage 1", overrides):
         return rc
-    if rc := step("refine + stage 2", ["-m", "src.refine", "--run", *points, *overrides]):
+    refine_args = ["--run", *points, *overrides]
+    if rc := step(
+        "refine + stage 2", ["-m", "src.refine", *refine_args], lambda: refine.main(refine_args)
+    ):
         return rc
     print("\n==== confirm: planning", flush=True)
     confirm = prepare_confirm(overrides, args.confirm_top, args.confirm_seeds)
-    if rc := step("confirm", ["-m", "src.train", "-m", *confirm]):
+    if rc := sweep("confirm", confirm):
         return rc
-    return step("report", ["-m", "src.report", *overrides])
+    return step("report", ["-m", "src.report", *overrides], lambda: report.main(overrides))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Bad input (a ConfigError here, e.g. from planning the confirm step) is one line, status 2."""
-    return run_cli(_main, argv)
+    """Bad input (a ConfigError here, e.g. from planning the confirm step) is one line, status 2;
+    Ctrl-C outside a sweep (a sweep reports its own) is one line, status 130."""
+    try:
+        return run_cli(_main, argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

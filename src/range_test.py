@@ -24,13 +24,13 @@ Protocol (`conf/range_test.yaml` = `conf/train.yaml` plus a `range_test:` sectio
 Output: a progress line every tenth of the ramp, the suggestions, and as the last line
 `sweep.low=<x> sweep.high=<y>` (overrides for stage 1); files `range_test.png` (smoothed loss vs LR,
 log x, suggestions and bounds marked) and `range_test.yaml` (history, suggestions, bounds) in
-`<paths.reports_dir>/<study.name>/` (default `outputs/reports/<study.name>/`).
+`<paths.reports_dir>/<study.name>/` (default `outputs/reports/<study.name>/`). `run(cfg)` is the
+command without its interpreter: it returns those bounds (the two-stage script's --auto-bounds).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -268,21 +268,10 @@ def bounds_line(low: float, high: float) -> str:
     return f"sweep.low={low:.3g} sweep.high={high:.3g}"
 
 
-BOUNDS_LINE = re.compile(r"sweep\.low=(\S+) sweep\.high=(\S+)")
-
-
-def parse_bounds_line(line: str) -> tuple[float, float]:
-    """`(low, high)` from the CLI's last line; anything else is a ConfigError."""
-    match = BOUNDS_LINE.fullmatch(line.strip())
-    try:
-        low, high = (float(v) for v in match.groups())  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
-        raise ConfigError(
-            f"range test: expected 'sweep.low=<x> sweep.high=<y>', got {line!r}"
-        ) from None
-    if not 0 < low < high:
-        raise ConfigError(f"range test: bounds must satisfy 0 < low < high, got {line!r}")
-    return low, high
+def printed_bounds(low: float, high: float) -> tuple[float, float]:
+    """The bounds as `bounds_line` prints them (3 significant digits): what a user copying the line
+    sweeps, and what `run` hands to the two-stage script."""
+    return float(f"{low:.3g}"), float(f"{high:.3g}")
 
 
 def compose_range_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -371,10 +360,10 @@ def lr_finder_batches(batches: Batches):
     return Cycle()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="range_test")
-def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():  # bad input: one line, exit 2
-        result = range_test(cfg, verbose=True)
+def run(cfg: DictConfig) -> tuple[float, float]:
+    """The command's work: the ramp, its files, its lines; returns stage 1's bounds as its last
+    line prints them (`printed_bounds`). Bad input raises ConfigError before anything is written."""
+    result = range_test(cfg, verbose=True)
     out_dir = report_dir(cfg, str(cfg.study.name))
     write_outputs(result, out_dir, f"range test: {cfg.study.name}")
     s = result.suggestions
@@ -394,6 +383,13 @@ def main(cfg: DictConfig) -> None:
     )
     print(f"wrote {out_dir}/range_test.png, range_test.yaml")
     print(bounds_line(result.low, result.high), flush=True)
+    return printed_bounds(result.low, result.high)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="range_test")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():  # bad input: one line, exit 2
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 The overrides are those of the stage-1 sweep (`python -m src.train -m <overrides>`): they name the
 same study. Prints the per-LR table, the proposed range and the overrides for stage 2; with `--run`
-creates the study `<name>-stage2` (user attrs `parent_study`, `stage`) and runs stage 2 into it.
+creates the study `<name>-stage2` (user attrs `parent_study`, `stage`) and runs stage 2 into it, in
+this process (`src.train.run_multirun`: the printed command, without a second interpreter).
 
 Bound rules (`propose_bounds`), on the grid points that carry information (an LR with at least one
 COMPLETE trial; a diverged trial counts, with accuracy 0; an LR whose trials all failed is ignored):
@@ -23,7 +24,6 @@ COMPLETE trial; a diverged trial counts, with accuracy 0; an LR whose trials all
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -165,7 +165,9 @@ def _main(argv: Sequence[str] | None) -> int:
         stage="stage2",
         meta={"proposal": {"low": proposal.low, "high": proposal.high, "reason": proposal.reason}},
     )
-    return subprocess.call([sys.executable, "-m", "src.train", "-m", *stage2])
+    from src.train import run_multirun  # imports torch: only when a sweep runs
+
+    return run_multirun(stage2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """One trial: restore the shared initial weights, train at `lr` with per-batch linear warmup, score
 validation accuracy. `python -m src.train lr=0.05` runs one; `python -m src.train -m` runs the
-stage-1 sweep, one trial per grid point, through the `lrsweep` sweeper plugin.
+stage-1 sweep, one trial per grid point, through the `lrsweep` sweeper plugin; `run_multirun` runs
+that command's sweep inside the calling process (the two-stage script's steps, refine --run).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,6 +31,7 @@ from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
 from src.devices import gpu_for_slot
 from src.errors import ConfigError
+from src.inprocess import run_hydra_main
 from src.study import CONF_DIR, TrialReporter
 
 SCHEDULES = ("constant", "cosine")
@@ -365,6 +368,19 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         rss_mb=resident_mb(),
     )
     return result
+
+
+def run_multirun(overrides: Sequence[str]) -> int:
+    """`python -m src.train -m <overrides>` in this process: the same trials, values, output folders
+    and `.hydra/` records, and the exit status that command would have had (0, 1, 2, 130). What
+    Hydra leaves behind is put back (`src.inprocess`), and so are torch's CPU thread count and
+    random state, which trials set; the data cache stays, for the next sweep in this process."""
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    try:
+        return run_hydra_main(main, ["-m", *overrides], argv0=__file__)
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -20,10 +20,11 @@ from src.data import Batches
 from src.errors import ConfigError
 from src.range_test import (
     DebiasedEMA,
+    bounds_line,
     compose_range_config,
     ema_debiased,
     lr_finder_batches,
-    parse_bounds_line,
+    printed_bounds,
     propose_bounds,
     ramp_lrs,
     range_test,
@@ -148,11 +149,11 @@ def test_suggestions_on_a_known_curve():
         suggest(lrs[:2], smoothed[:2])
 
 
-def test_parse_bounds_line():
-    assert parse_bounds_line("sweep.low=0.000509 sweep.high=0.509\n") == (0.000509, 0.509)
-    for bad in ("sweep.low=1 sweep.high=0.1", "low=1e-3 high=1", "sweep.low=x sweep.high=1", ""):
-        with pytest.raises(ConfigError):
-            parse_bounds_line(bad)
+def test_printed_bounds_are_the_values_of_the_last_line():
+    low, high = 0.000509123, 0.50912
+    assert printed_bounds(low, high) == (0.000509, 0.509)
+    assert bounds_line(*printed_bounds(low, high)) == bounds_line(low, high)
+    assert bounds_line(low, high) == "sweep.low=0.000509 sweep.high=0.509"
 
 
 # ---------------------------------------------------------------- the ramp on real training

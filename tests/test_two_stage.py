@@ -3,39 +3,56 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 import yaml
 from conftest import ROOT, TINY
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_two_stage_script_end_to_end(tmp_path):
-    name = "e2e"
-    overrides = [*TINY, f"study.name={name}", "sweep.points=5", "sweep.seeds=[0,1]"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "two_stage_sweep.py"),
-            "--points",
-            "4",
-            "--confirm-top",
-            "2",
-            "--confirm-seeds",
-            "2",
-            *overrides,
-        ],
-        cwd=tmp_path,
+SCRIPT = str(ROOT / "scripts" / "two_stage_sweep.py")
+NAME = "e2e"
+
+
+@dataclass
+class Search:
+    workdir: Path
+    pid: int  # the script's process
+    returncode: int
+    output: str
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory) -> Search:
+    """The script run once on a tiny config: stage 1 (5 LRs x 2 seeds), stage 2 (4 x 2), confirm
+    (2 to 4 LRs x 2 fresh seeds), report."""
+    workdir = tmp_path_factory.mktemp("two_stage")
+    overrides = [*TINY, f"study.name={NAME}", "sweep.points=5", "sweep.seeds=[0,1]"]
+    args = ["--points", "4", "--confirm-top", "2", "--confirm-seeds", "2", *overrides]
+    with subprocess.Popen(
+        [sys.executable, SCRIPT, *args],
+        cwd=workdir,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ) as proc:
+        output, _ = proc.communicate(timeout=400)
+    return Search(workdir, proc.pid, proc.returncode, output)
+
+
+def test_two_stage_script_end_to_end(search):
+    assert search.returncode == 0, search.output
+    tmp_path, name = search.workdir, NAME
     storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
     stage1, stage2, confirm = (
         optuna.load_study(study_name=n, storage=storage)
@@ -83,3 +100,81 @@ def test_two_stage_script_end_to_end(tmp_path):
     assert best["lr"] in candidates
     assert f"lr={best['lr']!r}" in " ".join(best["overrides"])
     assert best["stage2_gain"]["measured_on"] == "confirm"
+
+
+def test_two_stage_script_runs_the_whole_search_in_one_process(search):
+    assert search.returncode == 0, search.output
+    storage = f"sqlite:///{search.workdir}/outputs/lrsweep.db"
+    pids = {
+        stage: {
+            t.user_attrs["pid"] for t in optuna.load_study(study_name=study, storage=storage).trials
+        }
+        for stage, study in (
+            ("stage1", NAME),
+            ("stage2", f"{NAME}-stage2"),
+            ("confirm", f"{NAME}-confirm"),
+        )
+    }
+    assert pids == {"stage1": {search.pid}, "stage2": {search.pid}, "confirm": {search.pid}}
+    # The headers still name the command each step stands for.
+    headers = [line for line in search.output.splitlines() if line.startswith("==== ")]
+    assert [h.split(":")[0] for h in headers] == [
+        "==== stage 1",
+        "==== refine + stage 2",
+        "==== confirm",
+        "==== confirm",
+        "==== report",
+    ]
+    assert headers[0].startswith("==== stage 1: python -m src.train -m epochs=2 ")
+    assert headers[1].startswith("==== refine + stage 2: python -m src.refine --run --points 4 ")
+
+
+def test_two_stage_script_bad_override_is_one_line_before_anything_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, *TINY, "study.name=bad", "optimizer.lr_decay=0.5"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Could not override 'optimizer.lr_decay'")
+    assert "====" not in proc.stdout  # no step started
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_two_stage_script_ctrl_c_stops_the_search_with_130(tmp_path):
+    # About 1 s per trial: time to interrupt stage 1 mid-trial. SIGINT may be ignored by a CI
+    # shell and would be inherited: give the script the default handler.
+    args = [*TINY, "study.name=stopped", "sweep.points=3", "epochs=40", "batch_size=8"]
+    with subprocess.Popen(
+        [sys.executable, SCRIPT, *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as proc:
+        seen = []
+        for line in proc.stdout:  # the study exists once the sweep's header is out
+            seen.append(line)
+            if line.startswith("[lrsweep] study 'stopped'"):
+                break
+        storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+        running = optuna.trial.TrialState.RUNNING
+        deadline = time.monotonic() + 60
+        while not optuna.load_study(study_name="stopped", storage=storage).get_trials(
+            states=(running,)
+        ):
+            assert time.monotonic() < deadline, "no trial started:\n" + "".join(seen)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "run the same command again to resume" in stderr
+    assert "==== refine" not in stdout  # the search stopped at the interrupted step
+    study = optuna.load_study(study_name="stopped", storage=storage)
+    assert not study.get_trials(states=(running,))  # the trial in flight is FAIL: a rerun resumes

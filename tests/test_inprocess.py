@@ -1,0 +1,94 @@
+"""`src.train.run_multirun`: sweeps run back to back in one process are the sweeps
+`python -m src.train -m` runs, each in its own process: same trial values, output folders and
+`.hydra/` records, same exit statuses; and the process is left as it was found."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+from conftest import ROOT, TINY, run_module
+
+# Two different sweeps (grids, seeds, widths), and bad input (exit 2) in between.
+SWEEPS = {
+    "first": [*TINY, "study.name=first", "sweep.points=3"],
+    "second": [*TINY, "study.name=second", "model.width=16", "sweep.points=2", "sweep.seeds=[0,1]"],
+}
+BAD = [*TINY, "study.name=bad", "epochs=0"]
+
+IN_ONE_PROCESS = """
+import json, os, signal, sys
+import torch
+from hydra.core.hydra_config import HydraConfig
+from src.train import run_multirun
+
+sweeps, bad = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+before = (list(sys.argv), os.getcwd(), signal.getsignal(signal.SIGINT), torch.get_num_threads())
+status = {"first": run_multirun(sweeps["first"]), "bad": run_multirun(bad)}
+status["second"] = run_multirun(sweeps["second"])
+after = (list(sys.argv), os.getcwd(), signal.getsignal(signal.SIGINT), torch.get_num_threads())
+print(json.dumps({"status": status, "restored": before == after,
+                  "hydra_config_set": HydraConfig.initialized()}))
+"""
+
+
+def trial_values(db: Path, name: str) -> dict[tuple[float, int], float]:
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    return {(t.params["lr"], t.params["seed"]): t.value for t in study.trials}
+
+
+def trial_pids(db: Path, name: str) -> set[int]:
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    return {t.user_attrs["pid"] for t in study.trials}
+
+
+def folder_records(root: Path, workdir: Path) -> dict[str, str]:
+    """Every file under the sweep folders, by relative path, with this run's folder masked."""
+    return {
+        str(p.relative_to(root)): p.read_text().replace(str(workdir), "<workdir>")
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_sweeps_in_one_process_equal_sweeps_in_their_own(tmp_path):
+    together, apart = tmp_path / "together", tmp_path / "apart"
+    together.mkdir()
+    apart.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", IN_ONE_PROCESS, json.dumps(SWEEPS), json.dumps(BAD)],
+        cwd=together,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = json.loads(proc.stdout.strip().splitlines()[-1])
+    bad = run_module("src.train", "-m", *BAD, cwd=apart, check=False)
+    for overrides in SWEEPS.values():
+        run_module("src.train", "-m", *overrides, cwd=apart)
+
+    assert state["status"] == {"first": 0, "bad": bad.returncode, "second": 0}
+    assert bad.returncode == 2
+    assert "error: epochs=0 is invalid: an integer >= 1" in proc.stderr
+    assert state["restored"] and not state["hydra_config_set"]
+
+    db_together, db_apart = (d / "outputs" / "lrsweep.db" for d in (together, apart))
+    for name in SWEEPS:
+        values = trial_values(db_together, name)
+        assert len(values) == {"first": 3, "second": 4}[name]
+        assert values == trial_values(db_apart, name)
+    # One process ran both sweeps; each command ran in its own.
+    assert len(trial_pids(db_together, "first") | trial_pids(db_together, "second")) == 1
+    assert trial_pids(db_apart, "first").isdisjoint(trial_pids(db_apart, "second"))
+
+    records = folder_records(together / "outputs" / "sweeps", together)
+    assert records == folder_records(apart / "outputs" / "sweeps", apart)
+    assert {path.split("/")[0] for path in records} == set(SWEEPS)  # nothing for the bad sweep
+    assert "first/trial_2/.hydra/overrides.yaml" in records
+    assert "second/trial_3/.hydra/config.yaml" in records
