@@ -19,6 +19,7 @@ long-lived launcher workers (joblib's loky processes), where the loader arrives 
 """
 
 import copy
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +41,17 @@ _TEMPLATES: dict[str, dict[tuple[str, ...], DictConfig]] = globals().get("_TEMPL
 # override line -> its parse (a sweep's jobs repeat their fixed overrides)
 _PARSED: dict[str, Override] = globals().get("_PARSED", {})
 _MAX_PARSED = 10_000
+# token -> Hydra's config loader, unpickled once per worker process (see `__reduce__`)
+_LOADERS: dict[str, ConfigLoader] = globals().get("_LOADERS", {})
 _SCALARS = (int, float, str, bool, type(None))
+
+
+def _restore(pickled_loader: bytes, value_keys: list[str], token: str) -> "TemplateConfigLoader":
+    loader = _LOADERS.get(token)
+    if loader is None:
+        _LOADERS.clear()
+        loader = _LOADERS[token] = pickle.loads(pickled_loader)
+    return TemplateConfigLoader(loader, value_keys, token)
 
 
 def _parse(line: str) -> Override:
@@ -63,6 +74,15 @@ class TemplateConfigLoader(ConfigLoader):
         self._loader = loader
         self.value_keys = frozenset(value_keys)
         self._token = token
+        self._pickled_loader: bytes | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled for every job by process launchers (joblib): Hydra's loader, which holds the
+        config repository and takes ~35 ms to pickle, is pickled once per sweep (it does not
+        change during one) and unpickled once per worker process."""
+        if self._pickled_loader is None:
+            self._pickled_loader = pickle.dumps(self._loader)
+        return (_restore, (self._pickled_loader, sorted(self.value_keys), self._token))
 
     # ---- the fast path ----
     def load_sweep_config(

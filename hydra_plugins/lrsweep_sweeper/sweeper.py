@@ -346,28 +346,34 @@ class LrSweeper(Sweeper):
                     budget = min(budget, self.n_trials - run.launched - len(run.in_flight))
             if budget <= 0:
                 return
-            with run.round_mutex, run.lock():
-                run.stale.fail(run.study)
-                protocol.enqueue_missing(
-                    run.study, run.storage, run.study_id, run.grid, run.failed_here,
-                    ahead=max(budget, self.n_jobs),
-                )  # fmt: skip
-            # A Ctrl-C waits until the claimed trials are known to be ours (in flight).
-            with protocol.interrupt_deferred():
-                claimed = protocol.claim(
-                    run.study, run.storage, run.study_id, run.grid, budget, run.heartbeat
-                )
-                with run.mutex:
-                    for number, trial_id, _ in claimed:
-                        run.in_flight[number] = trial_id
+            # One lane's round at a time: a trial a lane claims is in `in_flight` before another
+            # lane looks at the study, so no lane takes a sibling's trial for one running
+            # elsewhere (and waits `poll_interval` for it).
+            with run.round_mutex:
+                with run.lock():
+                    run.stale.fail(run.study)
+                    protocol.enqueue_missing(
+                        run.study, run.storage, run.study_id, run.grid, run.failed_here,
+                        ahead=max(budget, self.n_jobs),
+                    )  # fmt: skip
+                # A Ctrl-C waits until the claimed trials are known to be ours (in flight).
+                with protocol.interrupt_deferred():
+                    claimed = protocol.claim(
+                        run.study, run.storage, run.study_id, run.grid, budget, run.heartbeat
+                    )
+                    with run.mutex:
+                        for number, trial_id, _ in claimed:
+                            run.in_flight[number] = trial_id
+                if not claimed:
+                    with run.mutex:
+                        skip, ours = set(run.failed_here), dict(run.in_flight)
+                    unclaimed = protocol.unclaimed(run.study, run.grid, skip)
+                    elsewhere = 0 if unclaimed else protocol.running_elsewhere(
+                        run.study, run.grid, ours
+                    )  # fmt: skip
             if not claimed:
-                with run.mutex:
-                    skip = set(run.failed_here)
-                if protocol.unclaimed(run.study, run.grid, skip):
-                    continue  # another sweep (or lane) took the queued point: queue the next
-                with run.mutex:
-                    ours = dict(run.in_flight)
-                elsewhere = protocol.running_elsewhere(run.study, run.grid, ours)
+                if unclaimed:
+                    continue  # another sweep took the queued point: queue the next
                 if not elsewhere:
                     return
                 with run.mutex:
