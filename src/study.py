@@ -77,12 +77,15 @@ if not OmegaConf.has_resolver("lrsweep.study_name"):
 
 @functools.cache
 def storage(url: str) -> optuna.storages.BaseStorage:
-    """One storage per URL and process (engine creation and schema checks cost ~0.1 s)."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        # Waiting on a lock beats failing with "database is locked" under parallel jobs.
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url)
+    """One storage per URL and process (engine creation and schema checks cost ~0.1 s), opened
+    as the sweeper opens it (a SQLite file in WAL mode: `study_protocol.open_storage`)."""
+    from hydra_plugins.lrsweep_sweeper.storage_url import sqlite_path
+    from hydra_plugins.lrsweep_sweeper.study_protocol import open_storage
+
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return open_storage(url)
 
 
 def shown_url(url: str) -> str:
@@ -216,22 +219,58 @@ class TrialReporter:
 
 def _write_user_attrs_at_once(store: Any, trial_id: int, attrs: dict[str, Any]) -> bool:
     """One commit for all of a trial's user attributes on an RDBStorage (Optuna's public API
-    commits once per attribute: 8 commits, about 25 ms a trial on SQLite here). This uses the two
-    helpers `set_trial_user_attr` itself is made of (optuna 4-5); False, having written nothing,
-    when they are not there, so the caller falls back to the public API. Raises
-    UpdateFinishedTrialError like the public call (nothing is written then)."""
+    commits once per attribute: 12 commits, and each checks the trial again). On SQLite (3.24+)
+    and PostgreSQL: the trial is checked once and the attributes are upserted in one statement,
+    as Optuna's `set_trial_user_attr` upserts one (0.6 ms against 6 ms for a trial's 12 here);
+    on other databases, Optuna's own per-attribute helper inside the one transaction. Both use
+    Optuna's RDB models (optuna 4-5); False, having written nothing, when they are not there, so
+    the caller falls back to the public API. Raises UpdateFinishedTrialError like the public call
+    (nothing is written then)."""
     try:
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
     except ImportError:
         return False
     write = getattr(store, "_set_trial_attr_without_commit", None)
-    if write is None or not hasattr(store, "scoped_session"):
+    engine = getattr(store, "engine", None)
+    if write is None or engine is None or not hasattr(store, "scoped_session"):
         return False
+    insert = _upsert_insert(engine.name)
     with _create_scoped_session(store.scoped_session, True) as session:
-        for key, value in attrs.items():
-            write(session, models.TrialUserAttributeModel, trial_id, key, value)
+        if insert is None:
+            for key, value in attrs.items():
+                write(session, models.TrialUserAttributeModel, trial_id, key, value)
+            return True
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        store.check_trial_is_updatable(trial_id, trial.state)
+        table = models.TrialUserAttributeModel
+        rows = [
+            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
+        ]
+        statement = insert(table).values(rows)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[table.trial_id, table.key],
+                set_={"value_json": statement.excluded.value_json},
+            )
+        )
     return True
+
+
+def _upsert_insert(dialect: str) -> Any:
+    """The `insert` construct with `on_conflict_do_update` for this database, or None."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert
+    if dialect == "sqlite":
+        import sqlite3
+
+        if sqlite3.sqlite_version_info >= (3, 24, 0):
+            from sqlalchemy.dialects.sqlite import insert
+
+            return insert
+    return None
 
 
 def report_dir(cfg: DictConfig, study_name: str) -> Path:

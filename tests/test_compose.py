@@ -131,3 +131,24 @@ def test_templates_survive_hydra_re_executing_the_plugin_modules(hydra_loader):
     assert compose.TemplateConfigLoader is not loader_class  # the module body ran again
     assert compose._TEMPLATES is templates and len(compose._TEMPLATES["t-rescan"]) == 1
     assert compose._PARSED is parsed and "lr=0.1" in parsed
+
+
+def test_a_template_is_copied_through_pickle_and_falls_back_to_deepcopy():
+    """`_Template` gives equal, independent copies: by pickle, or by deepcopy for a config that
+    cannot be pickled (an object Hydra allows, such as a function, in a node)."""
+    plain = OmegaConf.create({"a": {"b": 1}, "c": [1, 2], "d": "${a.b}"})
+    template = compose._Template(plain)
+    assert template._pickled is not None
+    first = template.copy()
+    first.a.b = 5
+    second = template.copy()
+    assert second == plain and second.d == 1 and first.d == 5
+
+    def builder() -> int:  # a local function: not picklable
+        return 1
+
+    odd = OmegaConf.create({"f": builder, "x": 1}, flags={"allow_objects": True})
+    template = compose._Template(odd)
+    assert template._pickled is None
+    copied = template.copy()
+    assert copied.f is builder and copied.x == 1 and copied is not odd

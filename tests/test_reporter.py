@@ -37,3 +37,17 @@ def test_set_attrs_on_a_trial_finished_elsewhere_writes_nothing_and_does_not_rai
     reporter.report(0, 0.5)  # and the reporter stays quiet from then on
     finished = study.trials[trial.number]
     assert finished.user_attrs == {} and finished.intermediate_values == {}
+
+
+def test_set_attrs_replaces_an_attribute_already_there_and_keeps_the_others(tmp_path: Path):
+    """The one-statement upsert behaves as Optuna's `set_trial_user_attr`: a key written again
+    takes the new value, keys not named stay."""
+    url, study, trial = _running_trial(tmp_path)
+    trial.set_user_attr("seconds", 99.0)
+    trial.set_user_attr("grid_point", '{"lr": 0.1}')
+    TrialReporter(url, "s", trial.number).set_attrs(seconds=0.5, diverged=True)
+    assert study.trials[trial.number].user_attrs == {
+        "seconds": 0.5,
+        "diverged": True,
+        "grid_point": '{"lr": 0.1}',
+    }

@@ -373,3 +373,101 @@ def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
     trials = study.get_trials()
     assert trials[0].state == State.RUNNING
     assert [(t.state, t.user_attrs["duplicate_of"]) for t in trials[1:]] == [(State.FAIL, 0)] * 2
+
+
+def test_a_sqlite_study_is_written_in_wal_mode_with_normal_sync(swept):
+    """The sweep's database is in write-ahead-log mode (stored in the file: every later reader
+    and writer uses it), and lrsweep's connections commit with synchronous=NORMAL (1)."""
+    import sqlite3
+
+    workdir, _ = swept
+    db = workdir / "outputs" / "lrsweep.db"
+    plain = sqlite3.connect(db)
+    try:
+        assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert plain.execute("PRAGMA synchronous").fetchone()[0] == 2  # sqlite's own default
+    finally:
+        plain.close()
+    storage = study_protocol.open_storage(f"sqlite:///{db}")
+    with storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    # Any Optuna client still reads the whole study.
+    assert len(load(workdir, "grid").trials) == 8
+
+
+def test_a_file_that_is_no_database_is_left_alone_by_the_connection(tmp_path):
+    """Switching to WAL must not write into a file that is not a database: its bytes stay."""
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"not a database, but somebody's notes\n" * 10)
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="not a database"):
+        study_protocol.open_storage(f"sqlite:///{path}")
+    assert path.read_bytes() == before
+    assert not (tmp_path / "notes.db-wal").exists()
+
+
+def test_older_twin_reads_the_same_answer_by_query_as_from_the_trials(tmp_path):
+    """The claim's duplicate check: one SQL query on an RDBStorage, `get_trials` elsewhere; both
+    name the oldest other trial of the point that is COMPLETE, or alive and older."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="twins")
+    study_id = storage.get_study_id_from_name("twins")
+    keys = [point_key({"lr": lr, "seed": 0}) for lr in (0.1, 0.2, 0.3)]
+    # trial: 0 (a, FAIL), 1 (a, WAITING), 2 (a, RUNNING), 3 (b, COMPLETE), 4 (b, RUNNING),
+    # 5 (c, RUNNING)
+    layout = [(0, State.FAIL), (0, State.WAITING), (0, State.RUNNING), (1, State.COMPLETE)]
+    layout += [(1, State.RUNNING), (2, State.RUNNING)]
+    for point, state in layout:
+        frozen = optuna.trial.create_trial(
+            state=state,
+            value=0.5 if state == State.COMPLETE else None,
+            user_attrs={POINT_ATTR: keys[point]},
+        )
+        study.add_trial(frozen) if state.is_finished() else storage.create_new_trial(
+            study_id, template_trial=frozen
+        )
+    expected = {  # (number, point) -> twin
+        (0, 0): None,  # (never asked for a FAIL trial) the alive ones are all younger
+        (1, 0): None,  # the oldest alive trial of its point keeps it: an older FAIL is no twin
+        (2, 0): 1,
+        (3, 1): None,  # a COMPLETE trial is nobody's duplicate
+        (4, 1): 3,  # a finished trial of the point, whatever its number
+        (5, 2): None,
+    }
+    for (number, point), twin in expected.items():
+        by_query = study_protocol.older_twin(study, storage, study_id, number, keys[point])
+        by_trials = study_protocol.older_twin(study, None, study_id, number, keys[point])
+        assert by_query == by_trials == twin, (number, by_query, by_trials)
+
+
+def test_stale_trials_are_looked_for_at_most_once_per_interval(tmp_path):
+    """The sweeper's rounds take milliseconds; the stale check runs once per `every` seconds."""
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path}/s.db", heartbeat_interval=1, grace_period=1
+    )
+    study = optuna.create_study(storage=storage, study_name="stale")
+    study_id = storage.get_study_id_from_name("stale")
+    key = point_key({"lr": 0.1, "seed": 0})
+    stale = study_protocol.StaleTrials(storage, study_id, grace_period=0.0, every=0.5)
+    assert stale.fail(study) == []  # the first look: nothing there yet
+    storage.create_new_trial(
+        study_id,
+        template_trial=optuna.trial.create_trial(
+            state=State.RUNNING, user_attrs={POINT_ATTR: key}
+        ),
+    )  # RUNNING without a heartbeat: failed at the first look after the grace period (0 s)
+    assert stale.fail(study) == []  # within 0.5 s of the last look: not looked at
+    assert study.trials[0].state == State.RUNNING
+    time.sleep(0.6)
+    assert stale.fail(study) == [study.trials[0]._trial_id]
+    assert study.get_trials()[0].state == State.FAIL
+
+
+def test_count_done_counts_grid_points_with_a_complete_trial():
+    grid = {point_key({"lr": lr, "seed": 0}): {"lr": lr, "seed": 0} for lr in (0.1, 0.2, 0.3)}
+    keys = list(grid)
+    trials = [
+        optuna.trial.create_trial(state=State.COMPLETE, value=1.0, user_attrs={POINT_ATTR: k})
+        for k in (keys[0], keys[0], keys[1], point_key({"lr": 9.0, "seed": 0}))
+    ] + [optuna.trial.create_trial(state=State.FAIL, user_attrs={POINT_ATTR: keys[2]})]
+    assert study_protocol.count_done(trials, grid) == 2  # a twin, another grid, a FAIL: no

@@ -36,14 +36,32 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 # a joblib worker rebuilds it for every job (`Singleton.set_state`): the caches below keep the
 # objects of the module's first execution, or a worker would compose every job in full (measured:
 # 0.13 s a job).
-# token -> {shape -> template}; only the newest sweep's token is kept.
-_TEMPLATES: dict[str, dict[tuple[str, ...], DictConfig]] = globals().get("_TEMPLATES", {})
+# token -> {shape -> template (see `_Template`)}; only the newest sweep's token is kept.
+_TEMPLATES: dict[str, dict[tuple[str, ...], "_Template"]] = globals().get("_TEMPLATES", {})
 # override line -> its parse (a sweep's jobs repeat their fixed overrides)
 _PARSED: dict[str, Override] = globals().get("_PARSED", {})
 _MAX_PARSED = 10_000
 # token -> Hydra's config loader, unpickled once per worker process (see `__reduce__`)
 _LOADERS: dict[str, ConfigLoader] = globals().get("_LOADERS", {})
 _SCALARS = (int, float, str, bool, type(None))
+
+
+class _Template:
+    """A composed job config kept for copying: as its pickle, which `pickle.loads` turns into an
+    equal config in a quarter of the time `copy.deepcopy` takes (0.8 ms against 2.8 ms for
+    lrsweep's job config here); a config that cannot be pickled is kept and deep-copied."""
+
+    def __init__(self, config: DictConfig) -> None:
+        try:
+            self._pickled: bytes | None = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+            self._config = None
+        except (pickle.PicklingError, TypeError, AttributeError):
+            self._pickled, self._config = None, copy.deepcopy(config)
+
+    def copy(self) -> DictConfig:
+        if self._pickled is not None:
+            return pickle.loads(self._pickled)
+        return copy.deepcopy(self._config)
 
 
 def _restore(pickled_loader: bytes, value_keys: list[str], token: str) -> "TemplateConfigLoader":
@@ -110,9 +128,9 @@ class TemplateConfigLoader(ConfigLoader):
             ):
                 self.value_keys = self.value_keys - set(config.hydra.runtime.choices)
                 return config  # a config group: Hydra's composition every time
-            templates[shape] = copy.deepcopy(config)
+            templates[shape] = _Template(config)
             return config
-        config = copy.deepcopy(template)
+        config = template.copy()
         for override, is_value in zip(parsed, fast, strict=True):
             if is_value:
                 OmegaConf.update(config, override.key_or_group, override.value(), merge=True)

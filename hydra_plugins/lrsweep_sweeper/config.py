@@ -1,4 +1,5 @@
-"""The sweeper's config: `hydra/sweeper=lrsweep`. Keys follow hydra-optuna-sweeper's where they
+"""The plugins' configs: the sweeper (`hydra/sweeper=lrsweep`) and the launcher
+(`hydra/launcher=lrsweep`). The sweeper's keys follow hydra-optuna-sweeper's where they
 mean the same thing (sampler, direction, storage, study_name, n_trials, n_jobs, params,
 max_failure_rate), so its users feel at home."""
 

@@ -21,7 +21,9 @@ work once:
   `OmegaConf.to_yaml`.
 
 Everything else is Hydra's own code (`configure_log`, `env_override`, `_flush_loggers`, the
-callbacks). hydra-core is pinned to 1.3, whose `run_job` this follows.
+callbacks). hydra-core is pinned to 1.3, whose `run_job` this follows; one difference: an app
+with `version_base` below 1.2 and no `hydra.job.chdir` gets Hydra's old default (the job's
+folder) without Hydra's deprecation warning.
 """
 
 import copy
