@@ -452,9 +452,7 @@ def test_stale_trials_are_looked_for_at_most_once_per_interval(tmp_path):
     assert stale.fail(study) == []  # the first look: nothing there yet
     storage.create_new_trial(
         study_id,
-        template_trial=optuna.trial.create_trial(
-            state=State.RUNNING, user_attrs={POINT_ATTR: key}
-        ),
+        template_trial=optuna.trial.create_trial(state=State.RUNNING, user_attrs={POINT_ATTR: key}),
     )  # RUNNING without a heartbeat: failed at the first look after the grace period (0 s)
     assert stale.fail(study) == []  # within 0.5 s of the last look: not looked at
     assert study.trials[0].state == State.RUNNING
