@@ -169,8 +169,9 @@ def test_missing_points_are_enqueued_in_one_transaction(tmp_path):
     grid = {point_key(p): p for p in ({"lr": float(i), "seed": 0} for i in range(500))}
     commits = []
     sqlalchemy.event.listen(storage.engine, "commit", lambda connection: commits.append(1))
-    study_protocol.enqueue_points(storage, study_id, grid)
+    queued = study_protocol.enqueue_points(storage, study_id, grid)
     assert len(commits) == 1
+    assert queued == [(number, key) for number, key in enumerate(grid, start=1)]
     trials = study.get_trials()
     assert [t.number for t in trials] == list(range(501))
     assert all(t.state == State.WAITING for t in trials)
@@ -180,6 +181,35 @@ def test_missing_points_are_enqueued_in_one_transaction(tmp_path):
     assert study_protocol.enqueue_missing(study, storage, study_id, grid, set()) == 0
     grid[point_key({"lr": 0.5, "seed": 0})] = {"lr": 0.5, "seed": 0}
     assert study_protocol.enqueue_missing(study, storage, study_id, grid, set()) == 1
+
+
+def test_queue_ahead_keeps_a_few_points_waiting_and_names_them_for_the_claim(tmp_path):
+    """The sweeper's round: at most `ahead` of the grid's points WAITING, and the WAITING trials
+    (already there, and just queued) returned in number order, so the claim reads nothing."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="q")
+    study_id = storage.get_study_id_from_name("q")
+    grid = {point_key(p): p for p in ({"lr": float(i), "seed": 0} for i in range(5))}
+    keys = list(grid)
+    study.enqueue_trial({"lr": 9.0}, user_attrs={POINT_ATTR: "another grid's point"})
+    assert study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2) == (
+        2,
+        [(1, keys[0]), (2, keys[1])],
+    )
+    # Still two WAITING: nothing queued, the same two named.
+    assert study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2) == (
+        0,
+        [(1, keys[0]), (2, keys[1])],
+    )
+    with Heartbeat(storage, 60) as heartbeat:
+        _, waiting = study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2)
+        claimed = study_protocol.claim(study, storage, study_id, grid, 1, heartbeat, waiting)
+        assert [number for number, _, _ in claimed] == [1]
+        # One claimed: one more queued; a skipped point (failed in this run) is passed over.
+        assert study_protocol.queue_ahead(study, storage, study_id, grid, {keys[2]}, ahead=2) == (
+            1,
+            [(2, keys[1]), (3, keys[3])],
+        )
 
 
 # ---- 5. storage problems ----

@@ -4,9 +4,9 @@ Each step is safe to repeat, in any number of processes or machines sharing the 
 1. `open_storage` / `open_study`: create or load the study, check that it holds this experiment,
    record the grid;
 2. under `StudyLock`: `StaleTrials.fail` (trials whose sweeper stopped beating, or that never had
-   a heartbeat) and `enqueue_missing` (each grid point not covered by a COMPLETE, RUNNING or
-   WAITING trial, in one transaction; a point whose trial FAILED is queued again);
-3. `claim`: the heartbeat first, then WAITING -> RUNNING (succeeds for one process only); a claim
+   a heartbeat) and `queue_ahead` / `enqueue_missing` (each grid point not covered by a COMPLETE,
+   RUNNING or WAITING trial, in one transaction; a point whose trial FAILED is queued again);
+3. `claim` (of the WAITING trials `queue_ahead` saw and queued): the heartbeat first, then WAITING -> RUNNING (succeeds for one process only); a claim
    that finds an older trial of the same point alive or done gives way; `interrupt_deferred`
    holds a Ctrl-C back until the claimed trials are registered as in flight;
 4. `tell`: a job's outcome, never raising for the job's fault.
@@ -276,7 +276,22 @@ def enqueue_missing(
     ahead: int | None = None,
 ) -> int:
     """Queue (WAITING) the points of `grid` not covered by a COMPLETE, RUNNING or WAITING trial
-    and not in `skip`, in grid order and in one transaction; the number queued.
+    and not in `skip`, in grid order and in one transaction; the number queued (`queue_ahead`
+    does the work)."""
+    return queue_ahead(study, storage, study_id, grid, skip, ahead)[0]
+
+
+def queue_ahead(
+    study: Any,
+    storage: Any,
+    study_id: int,
+    grid: dict[str, dict[str, Any]],
+    skip: set[str],
+    ahead: int | None = None,
+) -> tuple[int, list[tuple[int, str]]]:
+    """`enqueue_missing`, returning (the number queued, the grid's WAITING trials as
+    (number, point) in number order: those already there and those just queued), from one read
+    of the study: the claim that follows needs no read of its own.
 
     `ahead`: keep at most this many of the grid's points WAITING (None: queue them all). A sweep
     queues just ahead of its claims: every look at the study re-reads its unfinished trials
@@ -288,14 +303,16 @@ def enqueue_missing(
     alive = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING, State.WAITING))
     covered = {t.user_attrs.get(POINT_ATTR) for t in alive}
     missing = {k: p for k, p in grid.items() if k not in covered and k not in skip}
+    waiting = [
+        (t.number, t.user_attrs[POINT_ATTR])
+        for t in alive
+        if t.state == State.WAITING and t.user_attrs.get(POINT_ATTR) in grid
+    ]
     if ahead is not None:
-        waiting = sum(
-            1 for t in alive if t.state == State.WAITING and t.user_attrs.get(POINT_ATTR) in grid
-        )
-        missing = dict(list(missing.items())[: max(0, ahead - waiting)])
+        missing = dict(list(missing.items())[: max(0, ahead - len(waiting))])
     if missing:
-        enqueue_points(storage, study_id, missing)
-    return len(missing)
+        waiting += enqueue_points(storage, study_id, missing)
+    return len(missing), sorted(waiting)
 
 
 def unclaimed(study: Any, grid: dict[str, dict[str, Any]], skip: set[str]) -> int:
@@ -311,9 +328,11 @@ def unclaimed(study: Any, grid: dict[str, dict[str, Any]], skip: set[str]) -> in
     return sum(1 for key in grid if key not in taken and key not in skip)
 
 
-def enqueue_points(storage: Any, study_id: int, points: dict[str, dict[str, Any]]) -> None:
+def enqueue_points(
+    storage: Any, study_id: int, points: dict[str, dict[str, Any]]
+) -> list[tuple[int, str]]:
     """What `study.enqueue_trial(params, user_attrs={POINT_ATTR: key})` stores for each point,
-    in one transaction on an RDBStorage.
+    in one transaction on an RDBStorage; the (number, point) of the trials queued.
 
     Optuna commits each enqueued trial, locking the study row and counting its trials each time:
     10,000 points took minutes on SQLite. Here the study row is locked once, the trials are
@@ -329,14 +348,16 @@ def enqueue_points(storage: Any, study_id: int, points: dict[str, dict[str, Any]
 
         scoped_session = storage.scoped_session
     except (ImportError, AttributeError):
+        queued = []
         for key, params in points.items():
             template = optuna.trial.create_trial(
                 state=optuna.trial.TrialState.WAITING,
                 system_attrs={"fixed_params": params},
                 user_attrs={POINT_ATTR: key},
             )
-            storage.create_new_trial(study_id, template_trial=template)
-        return
+            trial_id = storage.create_new_trial(study_id, template_trial=template)
+            queued.append((storage.get_trial_number_from_id(trial_id), key))
+        return queued
     with _create_scoped_session(scoped_session) as session:
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
         count = sqlalchemy.func.count(models.TrialModel.trial_id)
@@ -352,6 +373,7 @@ def enqueue_points(storage: Any, study_id: int, points: dict[str, dict[str, Any]
                 models.TrialSystemAttributeModel(key="fixed_params", value_json=json.dumps(params))
             )
             session.add(trial)
+    return [(number, key) for number, key in enumerate(points, start=base)]
 
 
 def claim(
@@ -361,8 +383,10 @@ def claim(
     grid: dict[str, dict[str, Any]],
     budget: int,
     heartbeat: Heartbeat,
+    waiting: Sequence[tuple[int, str]] | None = None,
 ) -> list[tuple[int, int, dict[str, Any]]]:
-    """Up to `budget` (number, trial id, params) claimed for this process.
+    """Up to `budget` (number, trial id, params) claimed for this process, from `waiting`
+    ((number, point) of WAITING trials, as `queue_ahead` returns them; None: read the study's).
 
     WAITING -> RUNNING is atomic in the storage: exactly one process wins each trial. A won
     trial is dropped (FAIL, user attr `duplicate_of`) if an older trial of its point is alive
@@ -370,14 +394,18 @@ def claim(
     import optuna
 
     State = optuna.trial.TrialState
+    if waiting is None:
+        waiting = [
+            (t.number, t.user_attrs.get(POINT_ATTR))
+            for t in study.get_trials(deepcopy=False, states=(State.WAITING,))
+        ]
     claimed = []
-    for trial in study.get_trials(deepcopy=False, states=(State.WAITING,)):
+    for number, key in waiting:
         if len(claimed) >= budget:
             break
-        key = trial.user_attrs.get(POINT_ATTR)
         if key not in grid:
             continue  # another run's grid: theirs to run
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
         # The heartbeat first: a trial is never RUNNING without one, whenever this process dies.
         # (A WAITING trial's heartbeat means nothing: only RUNNING trials can go stale.)
         heartbeat.add(trial_id)
@@ -388,13 +416,13 @@ def claim(
         if not won:
             heartbeat.discard(trial_id)
             continue  # another process won it
-        twin = older_twin(study, storage, study_id, trial.number, key)
+        twin = older_twin(study, storage, study_id, number, key)
         if twin is not None:
             heartbeat.discard(trial_id)
             storage.set_trial_user_attr(trial_id, "duplicate_of", twin)
             storage.set_trial_state_values(trial_id, State.FAIL)
             continue
-        claimed.append((trial.number, trial_id, grid[key]))
+        claimed.append((number, trial_id, grid[key]))
     return claimed
 
 

@@ -374,15 +374,16 @@ class LrSweeper(Sweeper):
             with run.round_mutex:
                 with run.lock():
                     run.stale.fail(run.study)
-                    protocol.enqueue_missing(
+                    _, waiting = protocol.queue_ahead(
                         run.study, run.storage, run.study_id, run.grid, run.failed_here,
                         ahead=max(budget, self.n_jobs),
                     )  # fmt: skip
                 # A Ctrl-C waits until the claimed trials are known to be ours (in flight).
                 with protocol.interrupt_deferred():
                     claimed = protocol.claim(
-                        run.study, run.storage, run.study_id, run.grid, budget, run.heartbeat
-                    )
+                        run.study, run.storage, run.study_id, run.grid, budget, run.heartbeat,
+                        waiting,
+                    )  # fmt: skip
                     with run.mutex:
                         for number, trial_id, _ in claimed:
                             run.in_flight[number] = trial_id
