@@ -97,13 +97,13 @@ def sweep_run(points: int, epochs: int, warmup: int) -> dict:
     }
 
 
-def parallel_run(points: int, workers: int) -> float:
-    """Wall seconds of a mnist1d stage 1 of `points` LRs, 20 epochs, on `workers` workers."""
+def parallel_run(points: int, workers: int, epochs: int = 20) -> float:
+    """Wall seconds of a mnist1d stage 1 of `points` LRs x `epochs` on `workers` workers."""
     launcher = [] if workers == 1 else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}"]
     with tempfile.TemporaryDirectory(prefix="bench_parallel_") as tmp:
         cmd = [
             sys.executable, "-m", "src.train", "-m", *COMMON[3:], "data=mnist1d",
-            "epochs=20", "warmup_epochs=1",
+            f"epochs={epochs}", "warmup_epochs=1",
             f"sweep.points={points}", "study.name=parallel", *launcher,
         ]  # fmt: skip
         wall, _, _ = run_timed(cmd, Path(tmp))
@@ -128,8 +128,11 @@ def main() -> None:
         type=int,
         default=0,
         metavar="POINTS",
-        help="also time a mnist1d sweep of POINTS LRs (20 epochs) on 1 worker (basic launcher) "
-        "and on 2 joblib workers, interleaved --reps times",
+        help="also time a mnist1d sweep of POINTS LRs on 1 worker (the default in-process "
+        "launcher) and on 2 joblib workers, interleaved --reps times",
+    )
+    parser.add_argument(
+        "--parallel-epochs", type=int, default=20, help="epochs of the --parallel trials (20)"
     )
     args = parser.parse_args()
     if args.reps < 1 or args.large_points < 2:
@@ -205,10 +208,10 @@ def main() -> None:
         walls: dict[int, list[float]] = {1: [], 2: []}
         for rep in range(args.reps):
             for workers in (1, 2) if rep % 2 == 0 else (2, 1):
-                walls[workers].append(parallel_run(args.parallel, workers))
+                walls[workers].append(parallel_run(args.parallel, workers, args.parallel_epochs))
         speedups = [one / two for one, two in zip(walls[1], walls[2], strict=True)]
         print(
-            f"mnist1d, {args.parallel} LRs x 20 epochs: 1 worker {med(walls[1]):.1f}s, 2 joblib "
+            f"mnist1d, {args.parallel} LRs x {args.parallel_epochs} epochs: 1 worker {med(walls[1]):.1f}s, 2 joblib "
             f"workers {med(walls[2]):.1f}s: speed-up {statistics.median(speedups):.2f}x (paired "
             f"median of {args.reps})"
         )
