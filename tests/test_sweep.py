@@ -377,11 +377,15 @@ def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
 
 def test_a_sqlite_study_is_written_in_wal_mode_with_normal_sync(swept):
     """The sweep's database is in write-ahead-log mode (stored in the file: every later reader
-    and writer uses it), and lrsweep's connections commit with synchronous=NORMAL (1)."""
+    and writer uses it), lrsweep's connections commit with synchronous=NORMAL (1), and no log is
+    left beside the file once the sweep has exited."""
     import sqlite3
 
     workdir, _ = swept
     db = workdir / "outputs" / "lrsweep.db"
+    # The sweep closed its connections at exit: the log is folded into the file, which alone
+    # holds the whole study (it can be copied as it is).
+    assert not db.with_name("lrsweep.db-wal").exists()
     plain = sqlite3.connect(db)
     try:
         assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

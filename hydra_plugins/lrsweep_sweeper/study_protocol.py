@@ -16,6 +16,7 @@ ask/tell. Every trial here has fixed params, so the study's sampler never choose
 Optuna is imported inside functions: Hydra imports every plugin module on every start.
 """
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -133,12 +134,18 @@ def open_storage(
 
     for attempt in range(SCHEMA_RETRIES):
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 storage_url,
                 engine_kwargs=engine_kwargs(storage_url),
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
             )
+            if sqlite_path(storage_url) is not None:
+                # Closed at exit, not left to the garbage collector (lrsweep's trial processes
+                # freeze it at exit): the last connection to close folds the write-ahead log
+                # into the database file and removes it, so the file alone is the whole study.
+                atexit.register(storage.engine.dispose)
+            return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Sweeps started together on a fresh server database race to create its tables
             # ("duplicate key ... pg_type_typname_nsp_index"): the loser waits and reloads.
