@@ -26,6 +26,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from src.errors import ConfigError
 
 AXES = ("batch", "width", "depth")
 FAMILIES = ("sgd", "adam")
@@ -69,6 +72,20 @@ CAVEAT = (
     "these are rules of thumb: whether they hold depends on the model family, the optimizer and "
     "the training length; check with `python -m src.transfer --measure`"
 )
+
+
+def parametrisation(model: Mapping[str, Any], optimizer: Mapping[str, Any]) -> str:
+    """ "mup" for a muP model (it has a `base_width`) with a muP optimizer (`mup.Mu*`), "standard"
+    for neither; a mixture is a ConfigError (muP needs both)."""
+    mup_model = "base_width" in model
+    mup_optimizer = str(optimizer.get("_target_", "")).startswith("mup.")
+    if mup_model != mup_optimizer:
+        raise ConfigError(
+            f"model {model.get('_target_')} with optimizer {optimizer.get('_target_')}: muP needs "
+            "a muP model (model=mlp_mup|cnn_mup) with a muP optimizer (optimizer=musgd|muadam|"
+            "muadamw), or neither"
+        )
+    return "mup" if mup_model else "standard"
 
 
 class RuleError(ValueError):

@@ -34,6 +34,7 @@ from src.data import Batches, Splits, as_splits
 from src.devices import gpu_for_slot
 from src.errors import ConfigError
 from src.inprocess import run_hydra_main
+from src.scaling import parametrisation
 from src.study import CONF_DIR, TrialReporter
 
 SCHEDULES = ("constant", "cosine")
@@ -106,6 +107,11 @@ def check_config(cfg: DictConfig) -> None:
                 f"{group}._target_={target!r} cannot be imported: pick one of conf/{group}/*.yaml "
                 f"(e.g. {group}=<name>) or name an importable callable"
             )
+    # A muP model (it has a base_width) under a standard optimizer would train, but with no
+    # per-width LR scaling: its LR would not transfer. (A muP optimizer on a standard model fails
+    # to build.)
+    if "base_width" in cfg.model:
+        parametrisation(cfg.model, cfg.optimizer)
 
 
 def check_job(cfg: DictConfig) -> None:

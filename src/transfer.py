@@ -40,7 +40,16 @@ from omegaconf import DictConfig, OmegaConf
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import format_value, override_key, replace_overrides
-from src.scaling import AXES, CAVEAT, Factor, RuleError, default_rules, optimizer_family, transfer
+from src.scaling import (
+    AXES,
+    CAVEAT,
+    Factor,
+    RuleError,
+    default_rules,
+    optimizer_family,
+    parametrisation,
+    transfer,
+)
 from src.study import compose_config, report_dir
 
 WIDTH_KEYS = ("width", "channels")  # the model config key that holds a model's width
@@ -56,20 +65,6 @@ def model_sizes(model: Mapping[str, Any]) -> dict[str, Any]:
     """{"width": ..., "depth": ...} of a model config, None where it has no such key."""
     key = width_key(model)
     return {"width": model[key] if key else None, "depth": model.get("depth")}
-
-
-def parametrisation(model: Mapping[str, Any], optimizer: Mapping[str, Any]) -> str:
-    """ "mup" for a muP model (it has a `base_width`) with a muP optimizer (`mup.Mu*`), "standard"
-    for neither; a mixture is a ConfigError (muP needs both)."""
-    mup_model = "base_width" in model
-    mup_optimizer = str(optimizer.get("_target_", "")).startswith("mup.")
-    if mup_model != mup_optimizer:
-        raise ConfigError(
-            f"model {model.get('_target_')} with optimizer {optimizer.get('_target_')}: muP needs "
-            "a muP model (model=mlp_mup|cnn_mup) with a muP optimizer (optimizer=musgd|muadam|"
-            "muadamw), or neither"
-        )
-    return "mup" if mup_model else "standard"
 
 
 @dataclass(frozen=True)

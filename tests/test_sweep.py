@@ -167,6 +167,7 @@ def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(wo
         ("sweep.low=1 sweep.high=0.1", "low must be < high"),
         ("sweep.points=1", "at least 2 points"),
         ("warmup_epochs=2", "warmup_epochs"),
+        ("model=mlp_mup optimizer=adam", "muP needs a muP model"),
     ],
 )
 def test_bad_sweep_input_is_one_line_and_touches_no_study(workdir, override, message):

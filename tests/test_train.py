@@ -321,6 +321,13 @@ def test_check_config_names_the_bad_key(key: str, overrides: list[str]) -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_a_mup_model_with_a_standard_optimizer_is_refused(optimizer: str) -> None:
+    with pytest.raises(ConfigError, match=r"muP needs a muP model .* with a muP optimizer"):
+        check_config(compose_config(["model=mlp_mup", f"optimizer={optimizer}"]))
+    check_config(compose_config(["model=mlp_mup", f"optimizer=mu{optimizer}"]))  # its muP twin
+
+
 def test_bad_config_fails_before_anything_is_written(run, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^lr=0 is invalid"):
         run("lr=0")
