@@ -111,7 +111,7 @@ def test_a_claimed_trial_has_a_heartbeat_and_a_ctrl_c_during_the_claim_fails_it(
     study_id = storage.get_study_id_from_name("claim")
     params = {"lr": 0.1, "seed": 0}
     grid = {point_key(params): params}
-    study_protocol.enqueue_missing(study, storage, study_id, grid, set())
+    study_protocol.queue_ahead(study, storage, study_id, grid, set())
     in_flight: dict[int, int] = {}
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -178,9 +178,9 @@ def test_missing_points_are_enqueued_in_one_transaction(tmp_path):
     assert [t.user_attrs[POINT_ATTR] for t in trials[1:]] == list(grid)
     assert [t.system_attrs["fixed_params"] for t in trials[1:]] == list(grid.values())
     # Covered points are not queued again; a new one is.
-    assert study_protocol.enqueue_missing(study, storage, study_id, grid, set()) == 0
+    assert study_protocol.queue_ahead(study, storage, study_id, grid, set())[0] == 0
     grid[point_key({"lr": 0.5, "seed": 0})] = {"lr": 0.5, "seed": 0}
-    assert study_protocol.enqueue_missing(study, storage, study_id, grid, set()) == 1
+    assert study_protocol.queue_ahead(study, storage, study_id, grid, set())[0] == 1
 
 
 def test_queue_ahead_keeps_a_few_points_waiting_and_names_them_for_the_claim(tmp_path):

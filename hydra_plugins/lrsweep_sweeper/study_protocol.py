@@ -4,11 +4,12 @@ Each step is safe to repeat, in any number of processes or machines sharing the 
 1. `open_storage` / `open_study`: create or load the study, check that it holds this experiment,
    record the grid;
 2. under `StudyLock`: `StaleTrials.fail` (trials whose sweeper stopped beating, or that never had
-   a heartbeat) and `queue_ahead` / `enqueue_missing` (each grid point not covered by a COMPLETE,
-   RUNNING or WAITING trial, in one transaction; a point whose trial FAILED is queued again);
-3. `claim` (of the WAITING trials `queue_ahead` saw and queued): the heartbeat first, then WAITING -> RUNNING (succeeds for one process only); a claim
-   that finds an older trial of the same point alive or done gives way; `interrupt_deferred`
-   holds a Ctrl-C back until the claimed trials are registered as in flight;
+   a heartbeat) and `queue_ahead` (each grid point not covered by a COMPLETE, RUNNING or
+   WAITING trial, in one transaction; a point whose trial FAILED is queued again);
+3. `claim` (of the WAITING trials `queue_ahead` saw and queued): the heartbeat first, then
+   WAITING -> RUNNING (succeeds for one process only); a claim that finds an older trial of the
+   same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C back until the
+   claimed trials are registered as in flight;
 4. `tell`: a job's outcome, never raising for the job's fault.
 
 Optuna's GridSampler is not used: on Optuna 5 it does not compose with enqueued trials and
@@ -274,20 +275,6 @@ def count_done(trials: Sequence[Any], grid: dict[str, dict[str, Any]]) -> int:
     return len(done & grid.keys())
 
 
-def enqueue_missing(
-    study: Any,
-    storage: Any,
-    study_id: int,
-    grid: dict[str, dict[str, Any]],
-    skip: set[str],
-    ahead: int | None = None,
-) -> int:
-    """Queue (WAITING) the points of `grid` not covered by a COMPLETE, RUNNING or WAITING trial
-    and not in `skip`, in grid order and in one transaction; the number queued (`queue_ahead`
-    does the work)."""
-    return queue_ahead(study, storage, study_id, grid, skip, ahead)[0]
-
-
 def queue_ahead(
     study: Any,
     storage: Any,
@@ -296,9 +283,10 @@ def queue_ahead(
     skip: set[str],
     ahead: int | None = None,
 ) -> tuple[int, list[tuple[int, str]]]:
-    """`enqueue_missing`, returning (the number queued, the grid's WAITING trials as
-    (number, point) in number order: those already there and those just queued), from one read
-    of the study: the claim that follows needs no read of its own.
+    """Queue (WAITING) the points of `grid` not covered by a COMPLETE, RUNNING or WAITING trial
+    and not in `skip`, in grid order and in one transaction. Returns (the number queued, the
+    grid's WAITING trials as (number, point) in number order: those already there and those just
+    queued), from one read of the study: the claim that follows needs no read of its own.
 
     `ahead`: keep at most this many of the grid's points WAITING (None: queue them all). A sweep
     queues just ahead of its claims: every look at the study re-reads its unfinished trials
