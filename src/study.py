@@ -13,6 +13,7 @@ the grid point (`POINT_ATTR` in the sweeper plugin), and `error` for a job that 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
@@ -83,9 +84,14 @@ def storage(url: str) -> optuna.storages.BaseStorage:
     from hydra_plugins.lrsweep_sweeper.study_protocol import open_storage
 
     path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return open_storage(url)
+    if path is None:
+        return open_storage(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opened = open_storage(url)
+    # Closed at exit (trial processes freeze the garbage collector then): the last connection to
+    # a SQLite file in WAL mode folds the log into the file and removes it.
+    atexit.register(opened.engine.dispose)
+    return opened
 
 
 def shown_url(url: str) -> str:
@@ -221,7 +227,7 @@ def _write_user_attrs_at_once(store: Any, trial_id: int, attrs: dict[str, Any]) 
     """One commit for all of a trial's user attributes on an RDBStorage (Optuna's public API
     commits once per attribute: 12 commits, and each checks the trial again). On SQLite (3.24+)
     and PostgreSQL: the trial is checked once and the attributes are upserted in one statement,
-    as Optuna's `set_trial_user_attr` upserts one (0.6 ms against 6 ms for a trial's 12 here);
+    as Optuna's `set_trial_user_attr` upserts one (1.5 ms against 6.4 ms for a trial's 12 here);
     on other databases, Optuna's own per-attribute helper inside the one transaction. Both use
     Optuna's RDB models (optuna 4-5); False, having written nothing, when they are not there, so
     the caller falls back to the public API. Raises UpdateFinishedTrialError like the public call
@@ -235,6 +241,8 @@ def _write_user_attrs_at_once(store: Any, trial_id: int, attrs: dict[str, Any]) 
     engine = getattr(store, "engine", None)
     if write is None or engine is None or not hasattr(store, "scoped_session"):
         return False
+    if not attrs:
+        return True
     insert = _upsert_insert(engine.name)
     with _create_scoped_session(store.scoped_session, True) as session:
         if insert is None:

@@ -346,3 +346,25 @@ def test_a_shown_url_hides_its_password():
     assert hide_password("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert hide_password("sqlite:///outputs/lrsweep.db") == "sqlite:///outputs/lrsweep.db"
     assert "pw" not in hide_password("not a url but u:pw@h")
+
+
+def test_a_wal_study_in_a_read_only_folder_is_named_as_such_not_as_damaged(workdir):
+    """A healthy study in WAL mode needs its `-shm` index beside it: in a folder that does not
+    allow one, the error says so (and never calls the file damaged); nothing is written."""
+    from hydra_plugins.lrsweep_sweeper.storage_url import check_storage_url
+
+    folder = workdir / "archive"
+    folder.mkdir()
+    url = f"sqlite:///{folder}/lrsweep.db"
+    storage = study_protocol.open_storage(url)
+    optuna.create_study(storage=storage, study_name="kept")
+    storage.engine.dispose()  # the last connection: the log folded in, -wal and -shm removed
+    assert sorted(p.name for p in folder.iterdir()) == ["lrsweep.db"]
+    before = tree(workdir)
+    undo = _make_read_only(folder)
+    try:
+        with pytest.raises(ValueError, match="cannot be opened: SQLite cannot create its index"):
+            check_storage_url(url)
+    finally:
+        undo()
+    assert tree(workdir) == before

@@ -71,13 +71,19 @@ def check_storage_url(url: str) -> None:
 
 
 def check_sqlite_file(path: Path, shown: str) -> None:
-    """An existing SQLite file must be a whole database: checked read-only (a damaged file must
-    not get a lock file or a schema written beside or into it)."""
+    """An existing SQLite file must be a whole database: checked by a read-only SQLite connection
+    (a damaged file must not get a lock file or a schema written beside or into it).
+
+    Only SQLite opens the file: this process may already hold it open (an in-process sweep after
+    another), and closing any other descriptor of it would drop the POSIX locks SQLite holds on
+    it for those connections (measured: in write-ahead-log mode a later connection then saw
+    "disk I/O error", or deleted the log under the others and lost their commits). A SQLite file
+    in WAL mode (lrsweep's, `study_protocol._SQLiteConnection`) can only be opened where SQLite
+    may create its `-shm` index beside it: in a folder that does not allow that, the error says
+    so."""
+    import os
     import sqlite3
 
-    with path.open("rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            raise SweepConfigError(f"storage {shown!r}: {path} is not a SQLite database")
     try:
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
         try:
@@ -85,7 +91,14 @@ def check_sqlite_file(path: Path, shown: str) -> None:
         finally:
             connection.close()
     except sqlite3.DatabaseError as err:
+        if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            raise SweepConfigError(f"storage {shown!r}: {path} is not a SQLite database") from None
         result = str(err)
+        if "unable to open" in result and not os.access(path.parent, os.W_OK):
+            raise SweepConfigError(
+                f"storage {shown!r}: {path} cannot be opened: SQLite cannot create its index "
+                f"files beside it in {path.parent} (read-only?); copy it to a writable folder"
+            ) from None
     if result != "ok":
         raise SweepConfigError(
             f"storage {shown!r}: {path} is damaged ({result}); restore it or use another file"

@@ -6,10 +6,11 @@ Each step is safe to repeat, in any number of processes or machines sharing the 
 2. under `StudyLock`: `StaleTrials.fail` (trials whose sweeper stopped beating, or that never had
    a heartbeat) and `queue_ahead` (each grid point not covered by a COMPLETE, RUNNING or
    WAITING trial, in one transaction; a point whose trial FAILED is queued again);
-3. `claim` (of the WAITING trials `queue_ahead` saw and queued): the heartbeat first, then
-   WAITING -> RUNNING (succeeds for one process only); a claim that finds an older trial of the
-   same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C back until the
-   claimed trials are registered as in flight;
+3. still under the lock, `claim` (of the WAITING trials `queue_ahead` saw and queued): the
+   heartbeat first, then WAITING -> RUNNING (succeeds for one process only; on SQLite only under
+   the lock, as Optuna reads the state before its write begins); a claim that finds an older
+   trial of the same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C back
+   until the claimed trials are registered as in flight;
 4. `tell`: a job's outcome, never raising for the job's fault.
 
 Optuna's GridSampler is not used: on Optuna 5 it does not compose with enqueued trials and
@@ -17,7 +18,6 @@ ask/tell. Every trial here has fixed params, so the study's sampler never choose
 Optuna is imported inside functions: Hydra imports every plugin module on every start.
 """
 
-import atexit
 import contextlib
 import hashlib
 import json
@@ -56,9 +56,9 @@ def check_study_name(name: str) -> None:
 
 
 class StudyLock:
-    """Serialises study creation, stale-failing and enqueueing between sweeps of one study: a
-    file lock beside a SQLite file, a session advisory lock on PostgreSQL (released by the
-    server if the holder dies). Elsewhere, and as a safety net everywhere, the claim-then-dedupe
+    """Serialises study creation, stale-failing, enqueueing and claiming between sweeps of one
+    study: a file lock beside a SQLite file, a session advisory lock on PostgreSQL (released by
+    the server if the holder dies). Elsewhere, and as a safety net everywhere, the claim-then-dedupe
     rule of `claim` keeps each point to one run."""
 
     def __init__(self, storage_url: str, study_name: str) -> None:
@@ -141,11 +141,6 @@ def open_storage(
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
             )
-            if sqlite_path(storage_url) is not None:
-                # Closed at exit, not left to the garbage collector (lrsweep's trial processes
-                # freeze it at exit): the last connection to close folds the write-ahead log
-                # into the database file and removes it, so the file alone is the whole study.
-                atexit.register(storage.engine.dispose)
             return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Sweeps started together on a fresh server database race to create its tables

@@ -184,6 +184,10 @@ class LrSweeper(Sweeper):
                     file=sys.stderr,
                 )
                 raise SystemExit(130) from None
+            finally:
+                # The sweep's own connections, closed now rather than whenever the garbage
+                # collector (frozen at exit in trial processes) gets to them.
+                storage.engine.dispose()
 
     def _raw(self, key: str) -> Any:
         """A config value as written (interpolations unresolved), following `${other.key}`."""
@@ -378,15 +382,18 @@ class LrSweeper(Sweeper):
                         run.study, run.storage, run.study_id, run.grid, run.failed_here,
                         ahead=max(budget, self.n_jobs),
                     )  # fmt: skip
-                # A Ctrl-C waits until the claimed trials are known to be ours (in flight).
-                with protocol.interrupt_deferred():
-                    claimed = protocol.claim(
-                        run.study, run.storage, run.study_id, run.grid, budget, run.heartbeat,
-                        waiting,
-                    )  # fmt: skip
-                    with run.mutex:
-                        for number, trial_id, _ in claimed:
-                            run.in_flight[number] = trial_id
+                    # The claim under the lock too: on SQLite, Optuna's WAITING -> RUNNING reads
+                    # the state before its write transaction begins, so two sweeps could both
+                    # win one trial between the lock's rounds. A Ctrl-C waits until the claimed
+                    # trials are known to be ours (in flight).
+                    with protocol.interrupt_deferred():
+                        claimed = protocol.claim(
+                            run.study, run.storage, run.study_id, run.grid, budget,
+                            run.heartbeat, waiting,
+                        )  # fmt: skip
+                        with run.mutex:
+                            for number, trial_id, _ in claimed:
+                                run.in_flight[number] = trial_id
                 if not claimed:
                     with run.mutex:
                         skip, ours = set(run.failed_here), dict(run.in_flight)
@@ -460,7 +467,11 @@ class LrSweeper(Sweeper):
     ) -> None:
         # One read of the study for both: the trial just told, and how much of the grid is done.
         trials = run.study.get_trials(deepcopy=False)
-        trial = next(t for t in reversed(trials) if t.number == number)
+        trial = next((t for t in reversed(trials) if t.number == number), None)
+        if trial is None:  # not in this read (another tool wrote out of order): ask for it
+            trial = run.storage.get_trial(
+                run.storage.get_trial_id_from_study_id_trial_number(run.study_id, number)
+            )
         done = protocol.count_done(trials, run.grid)
         remaining = len(run.grid) - done
         if self.n_trials is not None:
