@@ -474,3 +474,39 @@ def test_count_done_counts_grid_points_with_a_complete_trial():
         for k in (keys[0], keys[0], keys[1], point_key({"lr": 9.0, "seed": 0}))
     ] + [optuna.trial.create_trial(state=State.FAIL, user_attrs={POINT_ATTR: keys[2]})]
     assert study_protocol.count_done(trials, grid) == 2  # a twin, another grid, a FAIL: no
+
+
+MOUNTS = """\
+/dev/vda / ext4 rw,relatime 0 0
+server:/export/home /home nfs4 rw,relatime 0 0
+/dev/vdb /home/me/scratch ext4 rw 0 0
+//nas/share /mnt/my\\040share cifs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/home/me/runs/outputs", "nfs4"),
+        ("/home/me/scratch/outputs", "ext4"),  # the longest mount point above the path wins
+        ("/home", "nfs4"),
+        ("/homeless/outputs", "ext4"),  # a prefix of the name is not a mount point above it
+        ("/mnt/my share/outputs", "cifs"),  # /proc/self/mounts writes a space as \040
+        ("/work/outputs", "ext4"),
+    ],
+)
+def test_filesystem_type_is_that_of_the_longest_mount_point_above(path, kind):
+    assert study_protocol.filesystem_type(path, MOUNTS) == kind
+
+
+def test_sqlite_on_a_network_file_system_keeps_sqlite_defaults(tmp_path):
+    """WAL needs shared memory on one machine: NFS, SMB, Lustre, ... keep the rollback journal;
+    a local folder (this test's) gets the WAL connection."""
+    assert {"nfs4", "cifs", "lustre", "gpfs"} <= study_protocol.NETWORK_FILESYSTEMS
+    assert (
+        study_protocol.filesystem_type("/home/me/x", MOUNTS) in study_protocol.NETWORK_FILESYSTEMS
+    )
+    assert study_protocol.wal_suits(tmp_path / "lrsweep.db")
+    local = study_protocol.engine_kwargs(f"sqlite:///{tmp_path}/lrsweep.db")
+    assert local["connect_args"]["factory"] is study_protocol._SQLiteConnection
+    assert study_protocol.engine_kwargs("postgresql+psycopg2://u@h/db") == {}

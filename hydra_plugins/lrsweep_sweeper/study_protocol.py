@@ -22,10 +22,12 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobStatus
@@ -103,7 +105,8 @@ class _SQLiteConnection(sqlite3.Connection):
     across a crash of any process; only a power loss or an OS crash may undo the last commits,
     whose trials then simply run again. WAL also lets readers (the dashboard, other sweeps) read
     while a sweep writes. It needs every process on one machine (SQLite's WAL does not work on a
-    network file system): a study shared by machines belongs on PostgreSQL.
+    network file system, where `engine_kwargs` does not use it): a study shared by machines
+    belongs on PostgreSQL.
 
     `journal_mode=WAL` is stored in the file, so the first connection switches it. A file that
     cannot be switched (read-only, not a database) is left as it is, for the first real
@@ -116,11 +119,49 @@ class _SQLiteConnection(sqlite3.Connection):
             self.execute("PRAGMA synchronous=NORMAL")
 
 
+# File systems whose SQLite files stay in SQLite's default rollback-journal mode: WAL's shared
+# memory index does not work across machines (SQLite's documentation), and these are shared ones.
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "lustre", "gpfs", "beegfs", "ceph",
+     "glusterfs", "fuse.glusterfs", "fuse.sshfs", "fuse.s3fs", "9p", "virtiofs", "vboxsf"}
+)  # fmt: skip
+
+
+def filesystem_type(path: str, mounts: str) -> str | None:
+    """The type of the file system holding the absolute `path`, from the text of
+    `/proc/self/mounts` (the longest mount point above it); None when none matches."""
+    best, kind = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def wal_suits(path: Path) -> bool:
+    """Whether a SQLite file at `path` may use WAL: not on a network file system (Linux's
+    `/proc/self/mounts`; elsewhere assumed local)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text()
+    except OSError:
+        return True
+    where = os.path.realpath(path.parent if not path.exists() else path)
+    return filesystem_type(where, mounts) not in NETWORK_FILESYSTEMS
+
+
 def engine_kwargs(storage_url: str) -> dict[str, Any]:
     """The SQLAlchemy engine arguments lrsweep opens `storage_url` with: for a SQLite file, a
-    60 s wait on a locked database (parallel jobs) and `_SQLiteConnection`."""
-    if sqlite_path(storage_url) is None:
+    60 s wait on a locked database (parallel jobs), and `_SQLiteConnection` unless the file is on
+    a network file system (there SQLite's defaults, as before WAL)."""
+    path = sqlite_path(storage_url)
+    if path is None:
         return {}
+    if not wal_suits(path):
+        return {"connect_args": {"timeout": 60}}
     return {"connect_args": {"timeout": 60, "factory": _SQLiteConnection}}
 
 
