@@ -84,9 +84,8 @@ def storage(url: str) -> optuna.storages.BaseStorage:
     from hydra_plugins.lrsweep_sweeper.study_protocol import open_storage
 
     path = sqlite_path(url)
-    if path is None:
-        return open_storage(url)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     opened = open_storage(url)
     # Closed at exit (trial processes freeze the garbage collector then): the last connection to
     # a SQLite file in WAL mode folds the log into the file and removes it.
@@ -232,19 +231,20 @@ def _write_user_attrs_at_once(store: Any, trial_id: int, attrs: dict[str, Any]) 
     Optuna's RDB models (optuna 4-5); False, having written nothing, when they are not there, so
     the caller falls back to the public API. Raises UpdateFinishedTrialError like the public call
     (nothing is written then)."""
-    try:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-    except ImportError:
-        return False
+    from hydra_plugins.lrsweep_sweeper.study_protocol import rdb_transaction
+
     write = getattr(store, "_set_trial_attr_without_commit", None)
     engine = getattr(store, "engine", None)
-    if write is None or engine is None or not hasattr(store, "scoped_session"):
+    if write is None or engine is None:
         return False
     if not attrs:
         return True
     insert = _upsert_insert(engine.name)
-    with _create_scoped_session(store.scoped_session, True) as session:
+    with rdb_transaction(store, ignore_integrity_error=True) as session:
+        if session is None:
+            return False
+        from optuna.storages._rdb import models
+
         if insert is None:
             for key, value in attrs.items():
                 write(session, models.TrialUserAttributeModel, trial_id, key, value)

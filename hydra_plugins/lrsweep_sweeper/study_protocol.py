@@ -176,13 +176,12 @@ def open_storage(
 
     for attempt in range(SCHEMA_RETRIES):
         try:
-            storage = optuna.storages.RDBStorage(
+            return optuna.storages.RDBStorage(
                 storage_url,
                 engine_kwargs=engine_kwargs(storage_url),
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
             )
-            return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Sweeps started together on a fresh server database race to create its tables
             # ("duplicate key ... pg_type_typname_nsp_index"): the loser waits and reloads.
@@ -190,6 +189,23 @@ def open_storage(
                 raise
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def rdb_transaction(storage: Any, ignore_integrity_error: bool = False) -> Iterator[Any]:
+    """A session of Optuna's RDBStorage whose work is committed once, when the block ends
+    (Optuna's own `_create_scoped_session`, optuna 4-5); None for a storage without one (another
+    storage class, an Optuna without that helper), where the caller takes the public API. Not to
+    be nested with Optuna's public calls on the same storage: they share the session."""
+    try:
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        scoped_session = storage.scoped_session
+    except (ImportError, AttributeError):
+        yield None
+        return
+    with _create_scoped_session(scoped_session, ignore_integrity_error) as session:
+        yield session
 
 
 def open_study(
@@ -372,24 +388,21 @@ def enqueue_points(
     without these models, get the trial-by-trial path."""
     import optuna
 
-    try:
+    with rdb_transaction(storage) as session:
+        if session is None:
+            queued = []
+            for key, params in points.items():
+                template = optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.WAITING,
+                    system_attrs={"fixed_params": params},
+                    user_attrs={POINT_ATTR: key},
+                )
+                trial_id = storage.create_new_trial(study_id, template_trial=template)
+                queued.append((storage.get_trial_number_from_id(trial_id), key))
+            return queued
         import sqlalchemy
         from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
 
-        scoped_session = storage.scoped_session
-    except (ImportError, AttributeError):
-        queued = []
-        for key, params in points.items():
-            template = optuna.trial.create_trial(
-                state=optuna.trial.TrialState.WAITING,
-                system_attrs={"fixed_params": params},
-                user_attrs={POINT_ATTR: key},
-            )
-            trial_id = storage.create_new_trial(study_id, template_trial=template)
-            queued.append((storage.get_trial_number_from_id(trial_id), key))
-        return queued
-    with _create_scoped_session(scoped_session) as session:
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
         count = sqlalchemy.func.count(models.TrialModel.trial_id)
         base = session.query(count).filter(models.TrialModel.study_id == study_id).scalar()
@@ -577,19 +590,15 @@ def record_params(
     check against the study's earlier distributions), committed once."""
     values = {name: dist.to_internal_repr(params[name]) for name, dist in dists.items()}
     write = getattr(storage, "_set_trial_param_without_commit", None)
-    try:
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        scoped_session = storage.scoped_session
-    except (ImportError, AttributeError):
-        write = None
-    if write is None:  # another storage, or an Optuna without these helpers: the public API
-        for name, dist in dists.items():
-            storage.set_trial_param(trial_id, name, values[name], dist)
-        return
-    with _create_scoped_session(scoped_session, True) as session:
-        for name, dist in dists.items():
-            write(session, trial_id, name, values[name], dist)
+    if write is not None:
+        with rdb_transaction(storage, ignore_integrity_error=True) as session:
+            if session is not None:
+                for name, dist in dists.items():
+                    write(session, trial_id, name, values[name], dist)
+                return
+    # Another storage, or an Optuna without these helpers: the public API.
+    for name, dist in dists.items():
+        storage.set_trial_param(trial_id, name, values[name], dist)
 
 
 def tell(study: Any, storage: Any, number: int, trial_id: int, ret: Any) -> str | None:
