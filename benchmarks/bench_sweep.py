@@ -12,6 +12,10 @@ process, as a user runs it, interleaved (the order rotates every repetition) and
       folders), with `stop_at_chance=false` so it trains exactly what (a) trains;
 - (c) pure: `benchmarks/seed_loop.py --pure`, forward/backward/step only.
 
+Every child runs as Python runs by default, with compiled modules cached in `__pycache__`
+(`PYTHONDONTWRITEBYTECODE` is dropped from their environment: with it each process, and a joblib
+worker for every job, compiles lrsweep's sources again).
+
 Then (b) once more at `--large-points` LRs of 1-epoch trials (no warmup). For each (b) run the
 per-trial overhead is (wall time - the trials' own time) / trials, where a trial's own time is its
 `seconds` user attribute (the job's `train()` from start to end: data, model, optimizer,
@@ -52,6 +56,9 @@ def run_timed(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
     """(wall seconds, peak RSS in MiB, stdout) of one child process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("HYDRA_FULL_ERROR", None)
+    # Python's default: compiled modules cached in __pycache__ (some machines turn it off, and
+    # then every process, and a joblib worker for every job, compiles lrsweep's sources again).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -50,6 +50,23 @@ HOPELESS_FACTOR = 1.2
 atexit.register(gc.freeze)
 
 
+_frozen = False
+
+
+def freeze_long_lived() -> None:
+    """After a process's first trial: what it holds now (torch, torch._dynamo, the data, the
+    study's storage, ...) lives as long as the process, so the garbage collector's full passes
+    leave it out (`gc.freeze`) instead of walking its ~360k objects (~0.2 s) every few dozen
+    trials. Measured in a joblib worker: 13 full passes, 1.8 s over 60 one-epoch trials, 30 ms a
+    trial. Once per process, kept in a flag: `gc.get_freeze_count()` walks every frozen object
+    (~30 ms here). In the sweeper's process, its own `gc.unfreeze` at the end of the sweep
+    releases this too."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
+
+
 @dataclass
 class TrialResult:
     val_acc: float  # 0.0 for a diverged trial (its weights are NaN: any accuracy would be noise)
@@ -401,7 +418,9 @@ def run_multirun(overrides: Sequence[str]) -> int:
 def main(cfg: DictConfig) -> float:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         # A ConfigError propagates: the sweeper records it in the trial.
-        return float(getattr(train(cfg), cfg.metric))
+        value = float(getattr(train(cfg), cfg.metric))
+        freeze_long_lived()
+        return value
     with exit_on_user_error():  # alone: one line, exit 2
         result = train(cfg, verbose=True)
     status = "DIVERGED (returned 0.0)" if result.diverged else f"{result.val_acc:.4f}"

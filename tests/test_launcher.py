@@ -75,7 +75,8 @@ def _records(workdir: Path, name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same sweep (2 LRs x 2 seeds, a callback recording each job) under each launcher."""
+    """The same sweep (2 LRs x 2 seeds, a callback recording each job, Hydra's default job
+    logging: a file whose name interpolates the Hydra config into itself) under each launcher."""
     out = {}
     for launcher in LAUNCHERS:
         workdir = tmp_path_factory.mktemp(launcher)
@@ -88,6 +89,7 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "sweep.seeds=[0,1]",
             "study.name=same",
             f"hydra/launcher={launcher}",
+            "hydra/job_logging=default",
             "+hydra.callbacks.record._target_=record_callback.Record",
             cwd=workdir,
             env={
@@ -123,6 +125,17 @@ def test_same_hydra_records_byte_for_byte(sweeps):
     assert len(ours) == 4 * 3 and ours.keys() == hydras.keys()
     for key in ours:
         assert ours[key] == hydras[key], key
+
+
+def test_same_job_log_files(sweeps):
+    """Hydra's job logging writes `${hydra.runtime.output_dir}/${hydra.job.name}.log`: the job's
+    Hydra config resolves into itself under both launchers."""
+    logs = {
+        launcher: sorted(str(p.relative_to(workdir)) for p in (workdir / "outputs").rglob("*.log"))
+        for launcher, workdir in sweeps.items()
+    }
+    assert logs["lrsweep"] == logs["basic"]
+    assert logs["lrsweep"] == [f"outputs/sweeps/same/trial_{n}/train.log" for n in range(4)]
 
 
 def test_callbacks_see_the_same_jobs(sweeps):

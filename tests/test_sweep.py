@@ -22,7 +22,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.lrsweep_sweeper import study_protocol
 from hydra_plugins.lrsweep_sweeper.grid import point_key
 from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
-from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR
+from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR, TrialRow
 
 State = optuna.trial.TrialState
 
@@ -348,7 +348,7 @@ def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, r
     )
     job = JobReturn(status=JobStatus.COMPLETED)
     job.return_value = returned
-    assert study_protocol.tell(study, storage, trial.number, trial_id, job) is not None
+    assert study_protocol.tell(study, storage, trial.number, trial_id, job).error == error
     (frozen,) = study.trials
     assert frozen.state == State.FAIL
     assert frozen.user_attrs["error"] == error
@@ -466,14 +466,74 @@ def test_stale_trials_are_looked_for_at_most_once_per_interval(tmp_path):
     assert study.get_trials()[0].state == State.FAIL
 
 
-def test_count_done_counts_grid_points_with_a_complete_trial():
+def test_done_points_are_grid_points_with_a_complete_trial():
     grid = {point_key({"lr": lr, "seed": 0}): {"lr": lr, "seed": 0} for lr in (0.1, 0.2, 0.3)}
     keys = list(grid)
-    trials = [
-        optuna.trial.create_trial(state=State.COMPLETE, value=1.0, user_attrs={POINT_ATTR: k})
-        for k in (keys[0], keys[0], keys[1], point_key({"lr": 9.0, "seed": 0}))
-    ] + [optuna.trial.create_trial(state=State.FAIL, user_attrs={POINT_ATTR: keys[2]})]
-    assert study_protocol.count_done(trials, grid) == 2  # a twin, another grid, a FAIL: no
+    rows = [
+        TrialRow(0, "COMPLETE", keys[0]),
+        TrialRow(1, "COMPLETE", keys[0]),  # a twin
+        TrialRow(2, "COMPLETE", keys[1]),
+        TrialRow(3, "COMPLETE", point_key({"lr": 9.0, "seed": 0})),  # another grid
+        TrialRow(4, "FAIL", keys[2]),
+        TrialRow(5, "COMPLETE", None),  # not queued by a sweep
+    ]
+    assert study_protocol.done_points(rows, grid) == {keys[0], keys[1]}
+
+
+@pytest.mark.parametrize("rdb", [True, False], ids=["rdb", "in-memory"])
+def test_trial_index_reads_what_changed_and_sees_every_trial(tmp_path, rdb):
+    """Each read returns every trial's (number, state, point), as a whole read would, though it
+    fetches only new trials and those unfinished at the last read."""
+    storage = (
+        optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+        if rdb
+        else optuna.storages.InMemoryStorage()
+    )
+    study = optuna.create_study(storage=storage, study_name="i")
+    index = study_protocol.TrialIndex(study, storage, storage.get_study_id_from_name("i"))
+
+    def whole() -> list[TrialRow]:
+        return [
+            TrialRow(t.number, t.state.name, t.user_attrs.get(POINT_ATTR))
+            for t in study.get_trials()
+        ]
+
+    assert index.rows() == []
+    study.enqueue_trial({"lr": 0.1}, user_attrs={POINT_ATTR: "a"})
+    study.enqueue_trial({"lr": 0.2}, user_attrs={POINT_ATTR: "b"})
+    assert index.rows() == whole() == [TrialRow(0, "WAITING", "a"), TrialRow(1, "WAITING", "b")]
+    first = study.ask()  # trial 0: WAITING -> RUNNING
+    assert index.rows() == whole()
+    study.tell(first, 0.5)
+    other = study.ask()  # trial 1
+    study.tell(other, state=optuna.trial.TrialState.FAIL)
+    study.ask()  # trial 2: not a grid trial, RUNNING
+    rows = index.rows()
+    assert rows == whole()
+    assert rows == [
+        TrialRow(0, "COMPLETE", "a"),
+        TrialRow(1, "FAIL", "b"),
+        TrialRow(2, "RUNNING", None),
+    ]
+
+
+@pytest.mark.parametrize("rdb", [True, False], ids=["rdb", "in-memory"])
+def test_trial_user_attrs_reads_the_named_attrs_of_one_trial(tmp_path, rdb):
+    """The progress line's read: the named attributes the trial has, with their JSON values
+    (one query on an RDBStorage, `get_trial` elsewhere)."""
+    storage = (
+        optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+        if rdb
+        else optuna.storages.InMemoryStorage()
+    )
+    study = optuna.create_study(storage=storage, study_name="a")
+    first, second = study.ask(), study.ask()
+    first.set_user_attr("seconds", 1.25)
+    first.set_user_attr("diverged", True)
+    first.set_user_attr("other", [1, 2])
+    second.set_user_attr("seconds", 9.0)
+    got = study_protocol.trial_user_attrs(storage, first._trial_id, ("seconds", "diverged", "pid"))
+    assert got == {"seconds": 1.25, "diverged": True}
 
 
 MOUNTS = """\

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy
 import torch
 from conftest import TINY, run_module
+from hydra.core.utils import JobReturn, JobStatus
 
 from hydra_plugins.lrsweep_sweeper import study_protocol
 from hydra_plugins.lrsweep_sweeper.grid import point_key
@@ -195,21 +196,32 @@ def test_queue_ahead_keeps_a_few_points_waiting_and_names_them_for_the_claim(tmp
     assert study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2) == (
         2,
         [(1, keys[0]), (2, keys[1])],
+        set(),
     )
     # Still two WAITING: nothing queued, the same two named.
     assert study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2) == (
         0,
         [(1, keys[0]), (2, keys[1])],
+        set(),
     )
     with Heartbeat(storage, 60) as heartbeat:
-        _, waiting = study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2)
+        waiting = study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2).waiting
         claimed = study_protocol.claim(study, storage, study_id, grid, 1, heartbeat, waiting)
         assert [number for number, _, _ in claimed] == [1]
         # One claimed: one more queued; a skipped point (failed in this run) is passed over.
         assert study_protocol.queue_ahead(study, storage, study_id, grid, {keys[2]}, ahead=2) == (
             1,
             [(2, keys[1]), (3, keys[3])],
+            set(),
         )
+        # The claimed trial told COMPLETE: the next round names its point among the done ones.
+        job = JobReturn(status=JobStatus.COMPLETED)
+        job.return_value = 0.5
+        _, trial_id, _ = claimed[0]
+        assert study_protocol.tell(study, storage, 1, trial_id, job) == (0.5, None)
+        assert study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2).done == {
+            keys[0]
+        }
 
 
 # ---- 5. storage problems ----

@@ -10,6 +10,8 @@ import importlib
 import math
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,6 +115,31 @@ def recording_sgd(run, byo) -> type:
 
 
 # --- 1. the shared initial weights ----------------------------------------------------------------
+
+
+def test_a_trial_process_freezes_what_it_holds_once(tmp_path: Path) -> None:
+    """After its first trial a process's objects leave the garbage collector's full passes
+    (`gc.freeze`); later trials' objects stay collectable: the freeze happens once."""
+    code = (
+        "import gc\n"
+        "from src.train import freeze_long_lived\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "freeze_long_lived()\n"
+        "frozen = gc.get_freeze_count()\n"
+        "later = [[] for _ in range(10_000)]\n"
+        "freeze_long_lived()\n"
+        "print(frozen > 100_000, gc.get_freeze_count() == frozen)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
 
 
 def test_trials_at_different_lrs_restore_identical_initial_weights(run, tmp_path: Path) -> None:

@@ -31,8 +31,13 @@ def trial_failed(number: int, error: str) -> None:
     print(f"[lrsweep] trial {number} FAILED: {error}", file=sys.stderr, flush=True)
 
 
+# The trial user attributes the progress line shows, when the job wrote them.
+PROGRESS_ATTRS = ("seconds", "diverged")
+
+
 def progress(
-    trial: Any,
+    value: float | None,
+    attrs: dict[str, Any],
     params: dict[str, Any],
     done: int,
     total: int,
@@ -40,20 +45,18 @@ def progress(
     launched: int,
     elapsed: float,
     metric: str,
-    failed: bool,
 ) -> None:
-    """`[done/total] lr=... seed=... val_acc=... 1.2s ETA 10s` for a finished trial."""
+    """`[done/total] lr=... seed=... val_acc=... 1.2s ETA 10s` for a finished trial: its told
+    `value` (None: it failed) and its `PROGRESS_ATTRS` in `attrs`."""
     eta = elapsed / launched * remaining
     shown = " ".join(
         f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
     )
-    if failed:
+    if value is None:
         outcome = "FAILED"
     else:
-        outcome = f"{metric}={trial.value:.4f}" + (
-            " DIVERGED" if trial.user_attrs.get("diverged") else ""
-        )
-    seconds = trial.user_attrs.get("seconds")
+        outcome = f"{metric}={value:.4f}" + (" DIVERGED" if attrs.get("diverged") else "")
+    seconds = attrs.get("seconds")
     took = f" {seconds:.1f}s" if isinstance(seconds, int | float) else ""
     print(f"[{done}/{total}] {shown} {outcome}{took} ETA {eta:.0f}s", flush=True)
 

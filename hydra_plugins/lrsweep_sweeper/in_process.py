@@ -9,13 +9,15 @@ job logging, `.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml` byte for by
 `HydraConfig` inside the job, `hydra.job.env_set`, the callbacks, the `JobReturn` -- and does the
 work once:
 
-- the Hydra config is set once; `hydra.runtime.output_dir` is then written into it and into the
-  job config (Hydra sets the whole config again for that one key);
-- without callbacks the job's config itself, its `hydra` node removed, is the task's config (Hydra
-  hands the task a deep copy and keeps the original for the callbacks); the launcher composes a
-  fresh config for every job, so nothing else holds it;
+- the Hydra config is set once, and without a copy: `HydraConfig` holds the job's own `hydra`
+  node, parented to the job's config as Hydra parents its copy (Hydra copies the node and sets
+  the whole config again for `hydra.runtime.output_dir`, the one key it then writes); the
+  launcher composes a fresh config for every job, so nothing else holds that node;
+- the task's config is a copy of the task's keys only, with the root's flags (Hydra deep-copies
+  the whole config, the large `hydra` node included, then deletes `hydra`); callbacks are handed
+  the job's whole config, as in Hydra;
 - `JobReturn.hydra_cfg` is the Hydra config the job saw (Hydra deep-copies it; the next job's
-  `set_config` replaces it rather than changing it);
+  `HydraConfig` replaces it rather than changing it);
 - the YAML files are written by libyaml's emitter with OmegaConf's own representers when PyYAML
   has libyaml (the same text: tests/test_launcher.py compares the files), else by
   `OmegaConf.to_yaml`.
@@ -26,7 +28,6 @@ with `version_base` below 1.2 and no `hydra.job.chdir` gets Hydra's old default 
 folder) without Hydra's deprecation warning.
 """
 
-import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,28 @@ def _save(cfg: Any, filename: str, folder: Path) -> None:
     (folder / filename).write_text(to_yaml(cfg), encoding="utf-8")
 
 
+def _hydra_config(config: DictConfig) -> DictConfig:
+    """What `HydraConfig.set_config(config)` makes -- `{"hydra": <config.hydra>}`, the `hydra`
+    node read-only and parented to `config`, so that its interpolations (into itself, e.g.
+    `${hydra.runtime.output_dir}`, and into the task's keys) resolve -- with the job's own node
+    rather than a deep copy of it: nothing else holds this job's config."""
+    OmegaConf.set_readonly(config.hydra, True)
+    hydra_cfg = OmegaConf.create(flags={"no_deepcopy_set_nodes": True})
+    hydra_cfg.hydra = config.hydra
+    hydra_cfg.hydra._set_parent(config)  # as Hydra's set_config does
+    return hydra_cfg
+
+
+def _task_config(config: DictConfig) -> DictConfig:
+    """The task's config: a copy of `config` without its `hydra` node, as Hydra's `run_job`
+    makes it (a deep copy of the whole config, then `hydra` deleted), by copying only the task's
+    keys (a fraction of the config), with the root's flags (struct mode)."""
+    task_cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+    for flag, value in config._metadata.flags.items():
+        task_cfg._set_flag(flag, value)
+    return task_cfg
+
+
 def run_job(
     hydra_context: HydraContext,
     task_function: TaskFunction,
@@ -89,30 +112,25 @@ def run_job(
 ) -> JobReturn:
     """Runs `task_function` on `config` (a job's own config, with its `hydra` node, made for this
     job) as Hydra's `hydra.core.utils.run_job` does; returns its `JobReturn` (a raised exception is
-    its `return_value`, status FAILED). Without callbacks, `config` itself, its `hydra` node
-    removed, becomes the task's config (Hydra hands over a deep copy of it)."""
+    its `return_value`, status FAILED). `config`'s `hydra` node becomes the job's `HydraConfig`
+    itself (made read-only), and the task gets a copy of the rest."""
     callbacks = hydra_context.callbacks
     old_cwd = os.getcwd()
     orig_hydra_cfg = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(config)  # makes `${hydra:...}` resolvable in the keys below
-    hydra_cfg = HydraConfig.instance().cfg
-    assert isinstance(hydra_cfg, DictConfig)
-    hydra = hydra_cfg.hydra  # its parent is `config`: interpolations into the task keys resolve
+    hydra_cfg = _hydra_config(config)
+    HydraConfig.instance().cfg = hydra_cfg  # makes `${hydra:...}` resolvable in the keys below
+    hydra = config.hydra
     output_dir = str(OmegaConf.select(config, job_dir_key))
     if job_subdir_key is not None:  # evaluated here: it names the job (e.g. `trial_${trial}`)
         output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
     output_dir = os.path.abspath(output_dir)
-    for node in (config.hydra.runtime, hydra.runtime):
-        with read_write(node), open_dict(node):
-            node.output_dir = output_dir
+    with read_write(hydra.runtime), open_dict(hydra.runtime):
+        hydra.runtime.output_dir = output_dir
     chdir = False
     try:
         ret = JobReturn()
-        task_overrides = config.hydra.overrides.task
-        # Callbacks are handed the whole config: then the task gets a copy, as in Hydra.
-        task_cfg = copy.deepcopy(config) if callbacks.callbacks else config
-        with read_write(task_cfg), open_dict(task_cfg):
-            del task_cfg["hydra"]
+        task_overrides = hydra.overrides.task
+        task_cfg = _task_config(config)
         ret.cfg = task_cfg
         ret.hydra_cfg = hydra_cfg
         overrides = OmegaConf.to_container(task_overrides)

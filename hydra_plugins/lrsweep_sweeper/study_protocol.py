@@ -28,7 +28,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.core.utils import JobStatus
 
@@ -321,10 +321,78 @@ class StaleTrials:
             return [row[0] for row in rows]
 
 
-def count_done(trials: Sequence[Any], grid: dict[str, dict[str, Any]]) -> int:
-    """The points of `grid` with a COMPLETE trial among `trials`."""
-    done = {t.user_attrs.get(POINT_ATTR) for t in trials if t.state.name == "COMPLETE"}
-    return len(done & grid.keys())
+class TrialRow(NamedTuple):
+    """What a sweep's round needs of a trial: its number, state name and grid point (None for a
+    trial no sweep queued)."""
+
+    number: int
+    state: str
+    point: str | None
+
+
+_FINISHED = ("COMPLETE", "FAIL", "PRUNED")
+
+
+class TrialIndex:
+    """The study's trials as `TrialRow`s, read incrementally: each `rows()` reads only the trials
+    new since the last read and those not finished then (a finished trial never changes), and
+    only their number, state and grid point, in one query on an RDBStorage. Optuna's own cached
+    read (`get_trials`) loads every attribute, parameter and value of each such trial: ~2 ms a
+    round for the trial just finished. Other storages read through `get_trials`."""
+
+    def __init__(self, study: Any, storage: Any, study_id: int) -> None:
+        self.study, self.storage, self.study_id = study, storage, study_id
+        self._finished: dict[int, TrialRow] = {}  # trial id -> row
+        self._unfinished: dict[int, TrialRow] = {}
+        self._max_id = -1
+
+    def rows(self) -> list[TrialRow]:
+        """Every trial of the study now, in number order."""
+        engine = getattr(self.storage, "engine", None)
+        if engine is None:
+            return [
+                TrialRow(t.number, t.state.name, t.user_attrs.get(POINT_ATTR))
+                for t in self.study.get_trials(deepcopy=False)
+            ]
+        import sqlalchemy
+
+        watched = list(self._unfinished)
+        query = sqlalchemy.text(
+            "SELECT t.trial_id, t.number, t.state, a.value_json FROM trials t "
+            "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = :attr "
+            "WHERE t.study_id = :study AND (t.trial_id > :after"
+            + (" OR t.trial_id IN :watched)" if watched else ")")
+        )
+        args: dict[str, Any] = {"attr": POINT_ATTR, "study": self.study_id, "after": self._max_id}
+        if watched:
+            query = query.bindparams(sqlalchemy.bindparam("watched", expanding=True))
+            args["watched"] = watched
+        with engine.connect() as connection:
+            fetched = connection.execute(query, args).all()
+        for trial_id, number, state, point_json in fetched:
+            state = getattr(state, "name", state)  # a TrialState on some dialects
+            point = None if point_json is None else json.loads(point_json)
+            row = TrialRow(int(number), str(state), point)
+            self._max_id = max(self._max_id, int(trial_id))
+            if row.state in _FINISHED:
+                self._finished[trial_id] = row
+                self._unfinished.pop(trial_id, None)
+            else:
+                self._unfinished[trial_id] = row
+        return sorted([*self._finished.values(), *self._unfinished.values()])
+
+
+def done_points(rows: Sequence[TrialRow], grid: dict[str, dict[str, Any]]) -> set[str]:
+    """The points of `grid` with a COMPLETE trial among `rows`."""
+    return {r.point for r in rows if r.state == "COMPLETE"} & grid.keys()
+
+
+class Round(NamedTuple):
+    """What one read of the study tells a sweep's round (`queue_ahead`)."""
+
+    queued: int  # points queued by this round
+    waiting: list[tuple[int, str]]  # the grid's WAITING trials, (number, point) in number order
+    done: set[str]  # the grid's points with a COMPLETE trial
 
 
 def queue_ahead(
@@ -334,32 +402,27 @@ def queue_ahead(
     grid: dict[str, dict[str, Any]],
     skip: set[str],
     ahead: int | None = None,
-) -> tuple[int, list[tuple[int, str]]]:
+    index: TrialIndex | None = None,
+) -> Round:
     """Queue (WAITING) the points of `grid` not covered by a COMPLETE, RUNNING or WAITING trial
-    and not in `skip`, in grid order and in one transaction. Returns (the number queued, the
-    grid's WAITING trials as (number, point) in number order: those already there and those just
-    queued), from one read of the study: the claim that follows needs no read of its own.
+    and not in `skip`, in grid order and in one transaction. Returns the `Round`: the number
+    queued, the grid's WAITING trials (those already there and those just queued) and its done
+    points, from one read of the study (`index`, the sweep's `TrialIndex`; None: a whole read):
+    the claim that follows and the progress line need no read of their own.
 
     `ahead`: keep at most this many of the grid's points WAITING (None: queue them all). A sweep
-    queues just ahead of its claims: every look at the study re-reads its unfinished trials
-    (Optuna caches only finished ones), so a grid queued whole up front costs O(points) a round
-    and O(points^2) a sweep."""
-    import optuna
-
-    State = optuna.trial.TrialState
-    alive = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING, State.WAITING))
-    covered = {t.user_attrs.get(POINT_ATTR) for t in alive}
+    queues just ahead of its claims: every look at the study re-reads its unfinished trials, so
+    a grid queued whole up front costs O(points) a round and O(points^2) a sweep."""
+    rows = (index or TrialIndex(study, storage, study_id)).rows()
+    alive = [r for r in rows if r.state in ("COMPLETE", "RUNNING", "WAITING")]
+    covered = {r.point for r in alive}
     missing = {k: p for k, p in grid.items() if k not in covered and k not in skip}
-    waiting = [
-        (t.number, t.user_attrs[POINT_ATTR])
-        for t in alive
-        if t.state == State.WAITING and t.user_attrs.get(POINT_ATTR) in grid
-    ]
+    waiting = [(r.number, r.point) for r in alive if r.state == "WAITING" and r.point in grid]
     if ahead is not None:
         missing = dict(list(missing.items())[: max(0, ahead - len(waiting))])
     if missing:
         waiting += enqueue_points(storage, study_id, missing)
-    return len(missing), sorted(waiting)
+    return Round(len(missing), sorted(waiting), done_points(alive, grid))
 
 
 def unclaimed(study: Any, grid: dict[str, dict[str, Any]], skip: set[str]) -> int:
@@ -601,39 +664,68 @@ def record_params(
         storage.set_trial_param(trial_id, name, values[name], dist)
 
 
-def tell(study: Any, storage: Any, number: int, trial_id: int, ret: Any) -> str | None:
-    """Record a job's outcome; the error text if it failed. Never raises for a job's fault."""
-    import optuna
+class Outcome(NamedTuple):
+    """A job's result as told: its metric, or the error that failed it."""
 
-    error = None
+    value: float | None
+    error: str | None
+
+
+def outcome(ret: Any) -> Outcome:
+    """A `JobReturn` judged: a finite number is the value; anything else, or a raised
+    exception, is an error text."""
     if ret.status == JobStatus.COMPLETED:
         try:
             value = float(ret.return_value)
         except (TypeError, ValueError):
-            value, error = math.nan, f"job returned {ret.return_value!r}, not a number"
-        if error is None and not math.isfinite(value):
-            error = f"job returned a non-finite value ({value})"
-    else:
-        try:
-            _ = ret.return_value  # re-raises the job's exception
-            error = "job failed"
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            return Outcome(None, f"job returned {ret.return_value!r}, not a number")
+        if not math.isfinite(value):
+            return Outcome(None, f"job returned a non-finite value ({value})")
+        return Outcome(value, None)
+    try:
+        _ = ret.return_value  # re-raises the job's exception
+        return Outcome(None, "job failed")
+    except Exception as exc:
+        return Outcome(None, f"{type(exc).__name__}: {exc}")
+
+
+def tell(study: Any, storage: Any, number: int, trial_id: int, ret: Any) -> Outcome:
+    """Record a job's outcome (`outcome`) and return it. Never raises for a job's fault."""
+    import optuna
+
+    told = outcome(ret)
     try:
         # The storage directly: `study.tell` re-reads the trial and calls the sampler, which
         # never chooses here (fixed params).
-        if error is None:
-            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [value])
-            return None
-        storage.set_trial_user_attr(trial_id, "error", error[:2000])
-        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        if told.error is None:
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [told.value])
+        else:
+            storage.set_trial_user_attr(trial_id, "error", told.error[:2000])
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError) as exc:
         import logging
 
         logging.getLogger(__name__).warning(
             "trial %d could not be told (%s): it was finished elsewhere", number, exc
         )
-    return error
+    return told
+
+
+def trial_user_attrs(storage: Any, trial_id: int, keys: Sequence[str]) -> dict[str, Any]:
+    """The trial's user attributes among `keys` (those it has): one indexed query on an
+    RDBStorage, else the storage's `get_trial`."""
+    engine = getattr(storage, "engine", None)
+    if engine is None:
+        attrs = storage.get_trial(trial_id).user_attrs
+        return {key: attrs[key] for key in keys if key in attrs}
+    import sqlalchemy
+
+    query = sqlalchemy.text(
+        "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :trial AND key IN :keys"
+    ).bindparams(sqlalchemy.bindparam("keys", expanding=True))
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"trial": trial_id, "keys": list(keys)})
+        return {key: json.loads(value) for key, value in rows}
 
 
 def fail_trials(storage: Any, trial_ids: Sequence[int]) -> None:

@@ -269,12 +269,9 @@ class LrSweeper(Sweeper):
     ) -> None:
         study_id = storage.get_study_id_from_name(self.study_name)
         shown_url = hide_password(self.storage_url)
-        console.header(
-            self.study_name,
-            shown_url,
-            len(grid),
-            protocol.count_done(study.get_trials(deepcopy=False), grid),
-        )
+        index = protocol.TrialIndex(study, storage, study_id)
+        done = protocol.done_points(index.rows(), grid)
+        console.header(self.study_name, shown_url, len(grid), len(done))
         run = _RunState(
             study=study,
             storage=storage,
@@ -283,6 +280,8 @@ class LrSweeper(Sweeper):
             grid=grid,
             fixed=fixed,
             dists=protocol.distributions(axes),
+            index=index,
+            done=done,
             # Looked at once per poll: a point waits at most one poll more than its grace period.
             stale=protocol.StaleTrials(
                 storage,
@@ -378,10 +377,12 @@ class LrSweeper(Sweeper):
             with run.round_mutex:
                 with run.lock():
                     run.stale.fail(run.study)
-                    _, waiting = protocol.queue_ahead(
+                    queued = protocol.queue_ahead(
                         run.study, run.storage, run.study_id, run.grid, run.failed_here,
-                        ahead=max(budget, self.n_jobs),
+                        ahead=max(budget, self.n_jobs), index=run.index,
                     )  # fmt: skip
+                    with run.mutex:
+                        run.done |= queued.done
                     # The claim under the lock too: on SQLite, Optuna's WAITING -> RUNNING reads
                     # the state before its write transaction begins, so two sweeps could both
                     # win one trial between the lock's rounds. A Ctrl-C waits until the claimed
@@ -389,7 +390,7 @@ class LrSweeper(Sweeper):
                     with protocol.interrupt_deferred():
                         claimed = protocol.claim(
                             run.study, run.storage, run.study_id, run.grid, budget,
-                            run.heartbeat, waiting,
+                            run.heartbeat, queued.waiting,
                         )  # fmt: skip
                         with run.mutex:
                             for number, trial_id, _ in claimed:
@@ -419,18 +420,21 @@ class LrSweeper(Sweeper):
                 continue
             results = self._launch(run, claimed, slot)
             for (number, trial_id, params), ret in zip(claimed, results, strict=True):
-                error = protocol.tell(run.study, run.storage, number, trial_id, ret)
+                told = protocol.tell(run.study, run.storage, number, trial_id, ret)
                 run.heartbeat.discard(trial_id)
                 with run.mutex:
                     run.in_flight.pop(number, None)
                     run.launched += 1
                     launched = run.launched
-                    if error is not None:
+                    if told.error is None:
+                        run.done.add(point_key(params))
+                    else:
                         run.failures += 1
                         run.failed_here.add(point_key(params))
-                if error is not None:
-                    console.trial_failed(number, error)
-                self._progress(run, number, params, launched, error)
+                    done = len(run.done)
+                if told.error is not None:
+                    console.trial_failed(number, told.error)
+                self._progress(run, trial_id, params, told, done, launched)
             with run.mutex:
                 failures, launched = run.failures, run.launched
             if failures and failures / launched > self.max_failure_rate:
@@ -460,24 +464,20 @@ class LrSweeper(Sweeper):
     def _progress(
         self,
         run: "_RunState",
-        number: int,
+        trial_id: int,
         params: dict[str, Any],
+        told: protocol.Outcome,
+        done: int,
         launched: int,
-        error: str | None,
     ) -> None:
-        # One read of the study for both: the trial just told, and how much of the grid is done.
-        trials = run.study.get_trials(deepcopy=False)
-        trial = next((t for t in reversed(trials) if t.number == number), None)
-        if trial is None:  # not in this read (another tool wrote out of order): ask for it
-            trial = run.storage.get_trial(
-                run.storage.get_trial_id_from_study_id_trial_number(run.study_id, number)
-            )
-        done = protocol.count_done(trials, run.grid)
+        # `done` is this run's count: the points done at its last look at the study, and its own
+        # since (another sweep's newer ones show from its next round on). No read of the study.
         remaining = len(run.grid) - done
         if self.n_trials is not None:
             remaining = min(remaining, self.n_trials - launched)
         console.progress(
-            trial,
+            told.value,
+            protocol.trial_user_attrs(run.storage, trial_id, console.PROGRESS_ATTRS),
             params,
             done,
             len(run.grid),
@@ -485,7 +485,6 @@ class LrSweeper(Sweeper):
             launched,
             time.perf_counter() - run.started,
             self.metric_name or "value",
-            failed=error is not None,
         )
 
 
@@ -501,6 +500,8 @@ class _RunState:
     fixed: list[str]
     dists: dict[str, Any]
     stale: protocol.StaleTrials
+    index: protocol.TrialIndex  # the rounds' incremental read of the study
+    done: set[str]  # grid points known to be COMPLETE
     heartbeat: Any = None
     launched: int = 0
     failures: int = 0
