@@ -31,9 +31,15 @@ stage-1 Hydra overrides (`python -m src.train -m <overrides>`):
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+if __name__ == "__main__":
+    # No garbage collection while torch, Hydra and Optuna load (each full pass walks all of
+    # torch); frozen and turned back on below, as `python -m src.train` does.
+    gc.disable()
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -134,4 +140,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    gc.freeze()
+    gc.enable()
     sys.exit(main())

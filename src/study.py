@@ -20,14 +20,17 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
-from src.stats import aggregate, best_line, format_table
+
+# pandas (0.2 s to import) and src.stats are imported where tables are made: every trial process
+# imports this module for its `TrialReporter`.
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,8 @@ def check_direction(study: optuna.Study) -> None:
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, columns `TRIAL_COLUMNS`; `value` is NaN unless the trial is COMPLETE."""
+    import pandas as pd
+
     rows = []
     for t in study.get_trials(deepcopy=False):
         params = t.params or t.system_attrs.get("fixed_params", {})
@@ -172,6 +177,8 @@ def load_frames(name: str, storage_url: str) -> dict[str, pd.DataFrame]:
 def sweep_summary(study: optuna.Study, metric_name: str | None = None) -> str:
     """The per-LR table of a study and its best LR, as the sweeper prints it at the end of a sweep
     (the same `aggregate` as every other table and choice)."""
+    from src.stats import aggregate, best_line, format_table
+
     agg = aggregate(trials_frame(study))
     return f"{format_table(agg)}\n\n{best_line(agg, metric_name or 'value')}"
 

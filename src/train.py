@@ -6,9 +6,17 @@ that command's sweep inside the calling process (the two-stage script's steps, r
 
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":
+    # Run as a program: its imports (torch, Hydra, Optuna, ...) live as long as it does. No
+    # garbage collection while they load (each full pass walks all of torch); frozen and turned
+    # back on at the bottom, before any work. With the sweeper's own rule (no collection while it
+    # validates), a 10-trial sweep makes no full pass before its trials instead of 7 (0.5 s).
+    gc.disable()
+
 import atexit
 import functools
-import gc
 import importlib
 import json
 import math
@@ -60,11 +68,12 @@ def freeze_long_lived() -> None:
     trials. Measured in a joblib worker: 13 full passes, 1.8 s over 60 one-epoch trials, 30 ms a
     trial. Once per process, kept in a flag: `gc.get_freeze_count()` walks every frozen object
     (~30 ms here). In the sweeper's process, its own `gc.unfreeze` at the end of the sweep
-    releases this too."""
+    releases this too; a joblib worker keeps it frozen for its whole life."""
     global _frozen
     if not _frozen:
         _frozen = True
-        gc.freeze()
+        gc.collect()  # the first trial's garbage is not frozen with it (a joblib worker collects
+        gc.freeze()  # in full after its first job anyway: that pass is cheap now)
 
 
 @dataclass
@@ -435,4 +444,6 @@ if __name__ == "__main__":
     # submitit) pickle the task function by reference and must find it by import in the worker.
     from src.train import main as importable_main
 
+    gc.freeze()  # what the imports built, left out of every later pass
+    gc.enable()
     importable_main()

@@ -21,17 +21,25 @@ SWEEPS = {
 BAD = [*TINY, "study.name=bad", "epochs=0"]
 
 IN_ONE_PROCESS = """
-import json, os, signal, sys
+import gc, json, os, signal, sys
 import torch
 from hydra.core.hydra_config import HydraConfig
 from src.train import run_multirun
 
 sweeps, bad = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-before = (list(sys.argv), os.getcwd(), signal.getsignal(signal.SIGINT), torch.get_num_threads())
+def state():  # the garbage collector too: on, nothing frozen (the sweeper turns it off, freezes)
+    return (list(sys.argv), os.getcwd(), signal.getsignal(signal.SIGINT), torch.get_num_threads(),
+            gc.isenabled(), gc.get_freeze_count())
+before = state()
 status = {"first": run_multirun(sweeps["first"]), "bad": run_multirun(bad)}
 status["second"] = run_multirun(sweeps["second"])
-after = (list(sys.argv), os.getcwd(), signal.getsignal(signal.SIGINT), torch.get_num_threads())
+after = state()
+gc.disable()  # a caller that turned collection off finds it off after a sweep (a resume here)
+status["resumed"] = run_multirun(sweeps["first"])
+collection_left_off = not gc.isenabled()
+gc.enable()
 print(json.dumps({"status": status, "restored": before == after,
+                  "collection_left_off": collection_left_off,
                   "hydra_config_set": HydraConfig.initialized()}))
 """
 
@@ -73,10 +81,10 @@ def test_sweeps_in_one_process_equal_sweeps_in_their_own(tmp_path):
     for overrides in SWEEPS.values():
         run_module("src.train", "-m", *overrides, cwd=apart)
 
-    assert state["status"] == {"first": 0, "bad": bad.returncode, "second": 0}
+    assert state["status"] == {"first": 0, "bad": bad.returncode, "second": 0, "resumed": 0}
     assert bad.returncode == 2
     assert "error: epochs=0 is invalid: an integer >= 1" in proc.stderr
-    assert state["restored"] and not state["hydra_config_set"]
+    assert state["restored"] and state["collection_left_off"] and not state["hydra_config_set"]
 
     db_together, db_apart = (d / "outputs" / "lrsweep.db" for d in (together, apart))
     for name in SWEEPS:

@@ -7,6 +7,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -151,3 +153,107 @@ def test_callbacks_see_the_same_jobs(sweeps):
     ends = [r for r in seen["lrsweep"] if r["event"] == "end"]
     assert len(ends) == 4 and all(r["status"] == "COMPLETED" and not r["has_hydra"] for r in ends)
     assert all(re.fullmatch(r"<dir>/outputs/sweeps/same/trial_\d", r["out"]) for r in ends)
+
+
+RUN_JOB_SCRIPT = """
+import copy, json, sys, time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize
+from hydra._internal.callbacks import Callbacks
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import run_job as hydras_run_job
+from hydra.types import HydraContext
+from omegaconf import OmegaConf, read_write
+from omegaconf.errors import ValidationError
+
+from hydra_plugins.lrsweep_sweeper.in_process import run_job as our_run_job
+
+
+@dataclass
+class Typed:
+    lr: float = 0.1
+    stamp: str = "${now:%H:%M:%S.%f}"
+    out: str = "${hydra:runtime.output_dir}"
+
+
+ConfigStore.instance().store(name="typed", node=Typed)
+tmp = Path(sys.argv[1])
+seen = {}
+
+
+def task(cfg):
+    try:
+        cfg.lr = "not a float"
+        typed = False
+    except ValidationError:
+        typed = True
+    hydra = HydraConfig.get()
+    return {
+        "type": OmegaConf.get_type(cfg).__name__,
+        "struct": OmegaConf.is_struct(cfg),
+        "typed": typed,
+        "has_hydra": "hydra" in cfg,
+        "stamp": cfg.stamp,
+        "out": cfg.out,
+        "log_file": hydra.job_logging.handlers.file.filename,
+        "hydra_out": hydra.runtime.output_dir,
+        "resolved": sorted(OmegaConf.to_container(hydra, resolve=True)),
+    }
+
+
+with initialize(version_base="1.3"):
+    overrides = ["hydra/job_logging=default", f"hydra.sweep.dir={tmp}"]
+    master = compose("typed", overrides, return_hydra_config=True)
+HydraConfig.instance().set_config(master)
+_ = master.stamp  # resolved once, as a sweep resolves `${now:}` before its jobs: cached
+time.sleep(0.01)
+for name, run_job in (("job-h", hydras_run_job), ("job-o", our_run_job)):
+    config = copy.deepcopy(master)
+    with read_write(config.hydra):
+        config.hydra.sweep.subdir = name
+    context = HydraContext(config_loader=None, callbacks=Callbacks())
+    if name == "job-h":
+        ret = run_job(task, config, "hydra.sweep.dir", "hydra.sweep.subdir", context)
+    else:
+        ret = run_job(context, task, config, "hydra.sweep.dir", "hydra.sweep.subdir")
+    out = ret.return_value
+    out["files"] = {
+        p.name: p.read_text().replace(name, "<job>")
+        for p in sorted((tmp / name / ".hydra").glob("*.yaml"))
+    }
+    out["log_exists"] = Path(out["log_file"]).is_file()
+    for key in ("out", "log_file", "hydra_out"):
+        out[key] = out[key].replace(name, "<job>")
+    out["ret_cfg_type"] = OmegaConf.get_type(ret.cfg).__name__
+    seen[name] = out
+print(json.dumps(seen))
+"""
+
+
+def test_run_job_hands_the_task_what_hydras_run_job_hands_it(tmp_path):
+    """`in_process.run_job` against Hydra's `run_job`, without callbacks, on a structured primary
+    config: the task's config keeps its type, struct flag and typed keys, `${now:}` resolves to
+    the time cached before the job (as in a deep copy), `${hydra:...}` and the Hydra config's
+    interpolations into itself resolve (Hydra's job log file is written), the `.hydra/` files
+    are the same text."""
+    (tmp_path / "script.py").write_text(RUN_JOB_SCRIPT)
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "script.py", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["job-o"] == seen["job-h"]
+    ours = seen["job-o"]
+    assert ours["type"] == ours["ret_cfg_type"] == "Typed"
+    assert ours["struct"] and ours["typed"] and not ours["has_hydra"] and ours["log_exists"]
+    assert ours["out"] == ours["hydra_out"] == str(tmp_path / "out" / "<job>")
+    assert set(ours["files"]) == {"config.yaml", "hydra.yaml", "overrides.yaml"}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import collections
 import json
 import math
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -480,17 +482,48 @@ def test_done_points_are_grid_points_with_a_complete_trial():
     assert study_protocol.done_points(rows, grid) == {keys[0], keys[1]}
 
 
-@pytest.mark.parametrize("rdb", [True, False], ids=["rdb", "in-memory"])
-def test_trial_index_reads_what_changed_and_sees_every_trial(tmp_path, rdb):
+def test_telling_a_trial_finished_elsewhere_records_nothing_and_says_so(tmp_path):
+    """A trial failed behind the sweeper's back (stale, by another sweep) keeps its state; the
+    outcome says it was not recorded, so this run does not count its point as done."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="t")
+    trial = study.ask()
+    study.tell(trial, state=State.FAIL)
+    job = JobReturn(status=JobStatus.COMPLETED)
+    job.return_value = 0.75
+    told = study_protocol.tell(study, storage, trial.number, trial._trial_id, job)
+    assert told == (0.75, None, False)
+    assert study.trials[0].state == State.FAIL
+
+
+@pytest.fixture(params=["sqlite", "in-memory", "postgres"])
+def any_storage(request, tmp_path):
+    """(storage, a fresh study name): SQLite, Optuna's in-memory storage (the fallback paths)
+    and, when LRSWEEP_TEST_POSTGRES_URL names a server (always under CI), PostgreSQL."""
+    name = f"s-{uuid.uuid4().hex[:8]}"
+    if request.param == "sqlite":
+        yield optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db"), name
+        return
+    if request.param == "in-memory":
+        yield optuna.storages.InMemoryStorage(), name
+        return
+    url = os.environ.get("LRSWEEP_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must provide a PostgreSQL server in LRSWEEP_TEST_POSTGRES_URL")
+        pytest.skip("no PostgreSQL server: set LRSWEEP_TEST_POSTGRES_URL")
+    storage = optuna.storages.RDBStorage(url)
+    yield storage, name
+    optuna.delete_study(study_name=name, storage=storage)
+    storage.engine.dispose()
+
+
+def test_trial_index_reads_what_changed_and_sees_every_trial(any_storage):
     """Each read returns every trial's (number, state, point), as a whole read would, though it
-    fetches only new trials and those unfinished at the last read."""
-    storage = (
-        optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
-        if rdb
-        else optuna.storages.InMemoryStorage()
-    )
-    study = optuna.create_study(storage=storage, study_name="i")
-    index = study_protocol.TrialIndex(study, storage, storage.get_study_id_from_name("i"))
+    fetches only the trials from the oldest one unfinished at the last read on."""
+    storage, name = any_storage
+    study = optuna.create_study(storage=storage, study_name=name)
+    index = study_protocol.TrialIndex(study, storage, storage.get_study_id_from_name(name))
 
     def whole() -> list[TrialRow]:
         return [
@@ -515,18 +548,15 @@ def test_trial_index_reads_what_changed_and_sees_every_trial(tmp_path, rdb):
         TrialRow(1, "FAIL", "b"),
         TrialRow(2, "RUNNING", None),
     ]
+    study.enqueue_trial({"lr": 0.3}, user_attrs={POINT_ATTR: "c"})  # behind a RUNNING one
+    assert index.rows() == whole() == [*rows, TrialRow(3, "WAITING", "c")]
 
 
-@pytest.mark.parametrize("rdb", [True, False], ids=["rdb", "in-memory"])
-def test_trial_user_attrs_reads_the_named_attrs_of_one_trial(tmp_path, rdb):
+def test_trial_user_attrs_reads_the_named_attrs_of_one_trial(any_storage):
     """The progress line's read: the named attributes the trial has, with their JSON values
     (one query on an RDBStorage, `get_trial` elsewhere)."""
-    storage = (
-        optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
-        if rdb
-        else optuna.storages.InMemoryStorage()
-    )
-    study = optuna.create_study(storage=storage, study_name="a")
+    storage, name = any_storage
+    study = optuna.create_study(storage=storage, study_name=name)
     first, second = study.ask(), study.ask()
     first.set_user_attr("seconds", 1.25)
     first.set_user_attr("diverged", True)

@@ -218,7 +218,7 @@ def test_queue_ahead_keeps_a_few_points_waiting_and_names_them_for_the_claim(tmp
         job = JobReturn(status=JobStatus.COMPLETED)
         job.return_value = 0.5
         _, trial_id, _ = claimed[0]
-        assert study_protocol.tell(study, storage, 1, trial_id, job) == (0.5, None)
+        assert study_protocol.tell(study, storage, 1, trial_id, job) == (0.5, None, True)
         assert study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2).done == {
             keys[0]
         }

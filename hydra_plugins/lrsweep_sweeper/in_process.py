@@ -13,9 +13,9 @@ work once:
   node, parented to the job's config as Hydra parents its copy (Hydra copies the node and sets
   the whole config again for `hydra.runtime.output_dir`, the one key it then writes); the
   launcher composes a fresh config for every job, so nothing else holds that node;
-- the task's config is a copy of the task's keys only, with the root's flags (Hydra deep-copies
-  the whole config, the large `hydra` node included, then deletes `hydra`); callbacks are handed
-  the job's whole config, as in Hydra;
+- the task's config is a deep copy of the job's config that leaves the large `hydra` node out
+  (Hydra copies it too, then deletes it); callbacks are handed the job's whole config, as in
+  Hydra;
 - `JobReturn.hydra_cfg` is the Hydra config the job saw (Hydra deep-copies it; the next job's
   `HydraConfig` replaces it rather than changing it);
 - the YAML files are written by libyaml's emitter with OmegaConf's own representers when PyYAML
@@ -28,6 +28,7 @@ with `version_base` below 1.2 and no `hydra.job.chdir` gets Hydra's old default 
 folder) without Hydra's deprecation warning.
 """
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,13 @@ def _hydra_config(config: DictConfig) -> DictConfig:
 
 
 def _task_config(config: DictConfig) -> DictConfig:
-    """The task's config: a copy of `config` without its `hydra` node, as Hydra's `run_job`
-    makes it (a deep copy of the whole config, then `hydra` deleted), by copying only the task's
-    keys (a fraction of the config), with the root's flags (struct mode)."""
-    task_cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-    for flag, value in config._metadata.flags.items():
-        task_cfg._set_flag(flag, value)
+    """The task's config as Hydra's `run_job` makes it -- a deep copy of `config` (its type, flags,
+    typed nodes and resolver cache, so `${now:...}` keeps the run's time), `hydra` then deleted --
+    without copying the large `hydra` node: a placeholder stands in for it in the copy."""
+    placeholder = OmegaConf.create()
+    task_cfg = copy.deepcopy(config, memo={id(config.hydra): placeholder})
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
     return task_cfg
 
 

@@ -334,17 +334,21 @@ _FINISHED = ("COMPLETE", "FAIL", "PRUNED")
 
 
 class TrialIndex:
-    """The study's trials as `TrialRow`s, read incrementally: each `rows()` reads only the trials
-    new since the last read and those not finished then (a finished trial never changes), and
-    only their number, state and grid point, in one query on an RDBStorage. Optuna's own cached
-    read (`get_trials`) loads every attribute, parameter and value of each such trial: ~2 ms a
-    round for the trial just finished. Other storages read through `get_trials`."""
+    """The study's trials as `TrialRow`s, read incrementally: each `rows()` reads, in one query on
+    an RDBStorage, only the number, state and grid point of the trials from the oldest one that was
+    unfinished at the last read on (a finished trial never changes; all of them on the first
+    read). Optuna's own cached read (`get_trials`) loads every attribute, parameter and value of
+    each such trial: ~2 ms a round for the trial just finished. Other storages read through
+    `get_trials`.
+
+    A trial committed after a newer one was read and finished could be missed, as by Optuna's
+    cache: trials are inserted under the study lock (`enqueue_points`), and one commits in
+    milliseconds while a trial runs for seconds."""
 
     def __init__(self, study: Any, storage: Any, study_id: int) -> None:
         self.study, self.storage, self.study_id = study, storage, study_id
-        self._finished: dict[int, TrialRow] = {}  # trial id -> row
-        self._unfinished: dict[int, TrialRow] = {}
-        self._max_id = -1
+        self._rows: dict[int, TrialRow] = {}  # trial id -> row
+        self._from_id = 0  # the next read starts at this trial id
 
     def rows(self) -> list[TrialRow]:
         """Every trial of the study now, in number order."""
@@ -356,30 +360,21 @@ class TrialIndex:
             ]
         import sqlalchemy
 
-        watched = list(self._unfinished)
         query = sqlalchemy.text(
             "SELECT t.trial_id, t.number, t.state, a.value_json FROM trials t "
             "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = :attr "
-            "WHERE t.study_id = :study AND (t.trial_id > :after"
-            + (" OR t.trial_id IN :watched)" if watched else ")")
+            "WHERE t.study_id = :study AND t.trial_id >= :from_id"
         )
-        args: dict[str, Any] = {"attr": POINT_ATTR, "study": self.study_id, "after": self._max_id}
-        if watched:
-            query = query.bindparams(sqlalchemy.bindparam("watched", expanding=True))
-            args["watched"] = watched
+        args = {"attr": POINT_ATTR, "study": self.study_id, "from_id": self._from_id}
         with engine.connect() as connection:
             fetched = connection.execute(query, args).all()
         for trial_id, number, state, point_json in fetched:
             state = getattr(state, "name", state)  # a TrialState on some dialects
             point = None if point_json is None else json.loads(point_json)
-            row = TrialRow(int(number), str(state), point)
-            self._max_id = max(self._max_id, int(trial_id))
-            if row.state in _FINISHED:
-                self._finished[trial_id] = row
-                self._unfinished.pop(trial_id, None)
-            else:
-                self._unfinished[trial_id] = row
-        return sorted([*self._finished.values(), *self._unfinished.values()])
+            self._rows[int(trial_id)] = TrialRow(int(number), str(state), point)
+        unfinished = [i for i, row in self._rows.items() if row.state not in _FINISHED]
+        self._from_id = min(unfinished) if unfinished else max(self._rows, default=-1) + 1
+        return sorted(self._rows.values())
 
 
 def done_points(rows: Sequence[TrialRow], grid: dict[str, dict[str, Any]]) -> set[str]:
@@ -665,10 +660,12 @@ def record_params(
 
 
 class Outcome(NamedTuple):
-    """A job's result as told: its metric, or the error that failed it."""
+    """A job's result as told: its metric, or the error that failed it; `recorded`: whether the
+    study took it (False: the trial had been finished elsewhere, e.g. failed as stale)."""
 
     value: float | None
     error: str | None
+    recorded: bool = True
 
 
 def outcome(ret: Any) -> Outcome:
@@ -708,6 +705,7 @@ def tell(study: Any, storage: Any, number: int, trial_id: int, ret: Any) -> Outc
         logging.getLogger(__name__).warning(
             "trial %d could not be told (%s): it was finished elsewhere", number, exc
         )
+        return told._replace(recorded=False)
     return told
 
 
@@ -720,8 +718,9 @@ def trial_user_attrs(storage: Any, trial_id: int, keys: Sequence[str]) -> dict[s
         return {key: attrs[key] for key in keys if key in attrs}
     import sqlalchemy
 
-    query = sqlalchemy.text(
-        "SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :trial AND key IN :keys"
+    query = sqlalchemy.text(  # `a.key`: a bare `key` is a reserved word in MySQL
+        "SELECT a.key, a.value_json FROM trial_user_attributes a "
+        "WHERE a.trial_id = :trial AND a.key IN :keys"
     ).bindparams(sqlalchemy.bindparam("keys", expanding=True))
     with engine.connect() as connection:
         rows = connection.execute(query, {"trial": trial_id, "keys": list(keys)})

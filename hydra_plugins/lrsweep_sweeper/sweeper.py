@@ -99,6 +99,7 @@ class LrSweeper(Sweeper):
         self.poll_interval = poll_interval
         self.compose_once = compose_once
         self.job_idx = 0
+        self._collecting = True  # whether the garbage collector was on when the sweep began
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -133,6 +134,18 @@ class LrSweeper(Sweeper):
 
     # ---- entry ----
     def sweep(self, arguments: list[str]) -> None:
+        # Validation builds what the trials then use (torch._dynamo, the data, the study): no
+        # garbage collection while it does (its full passes walked every object torch holds, ~0.1 s
+        # each); `_run` freezes it all and turns collection back on for the trials.
+        self._collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._sweep(arguments)
+        finally:
+            if self._collecting:
+                gc.enable()
+
+    def _sweep(self, arguments: list[str]) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -301,13 +314,14 @@ class LrSweeper(Sweeper):
         batch = self.n_jobs if lanes == 1 else 1
         # What the sweep holds for its whole length (imports, configs, the study) is left out of
         # the garbage collector's full passes: with torch loaded each pass walked ~360k objects,
-        # ~0.2 s, about every 40 in-process trials. Unfrozen at the end: the process goes on
-        # (left alone if something else froze objects before us).
-        freeze = gc.get_freeze_count() == 0
+        # ~0.2 s, about every 40 in-process trials. Everything is unfrozen at the end, what froze
+        # before the sweep included (a program that froze its imports): the process goes on, and
+        # what the sweep leaves behind must be collectable.
         with contextlib.ExitStack() as stack:
-            if freeze:
-                gc.freeze()
-                stack.callback(gc.unfreeze)
+            gc.freeze()
+            stack.callback(gc.unfreeze)
+            if self._collecting:
+                gc.enable()
             heartbeat = stack.enter_context(Heartbeat(storage, self.heartbeat_interval))
             run.heartbeat = heartbeat
             try:
@@ -427,7 +441,8 @@ class LrSweeper(Sweeper):
                     run.launched += 1
                     launched = run.launched
                     if told.error is None:
-                        run.done.add(point_key(params))
+                        if told.recorded:
+                            run.done.add(point_key(params))
                     else:
                         run.failures += 1
                         run.failed_here.add(point_key(params))
