@@ -57,6 +57,24 @@ def run_module(
     return proc
 
 
+def run_python(*args: str, cwd: Path, timeout: float = 120) -> str:
+    """`python <args>` (`-c <code>`, a script and its arguments) run to the end in `cwd`, the
+    project importable; its stdout. A non-zero exit fails the test with both streams."""
+    proc = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"python exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc.stdout
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path

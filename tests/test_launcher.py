@@ -7,13 +7,11 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, TINY, run_module
+from conftest import ROOT, TINY, run_module, run_python
 from omegaconf import OmegaConf
 
 from hydra_plugins.lrsweep_sweeper.in_process import to_yaml
@@ -241,16 +239,7 @@ def test_run_job_hands_the_task_what_hydras_run_job_hands_it(tmp_path):
     are the same text."""
     (tmp_path / "script.py").write_text(RUN_JOB_SCRIPT)
     (tmp_path / "out").mkdir()
-    proc = subprocess.run(
-        [sys.executable, "script.py", str(tmp_path / "out")],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    seen = json.loads(proc.stdout)
+    seen = json.loads(run_python("script.py", str(tmp_path / "out"), cwd=tmp_path))
     assert seen["job-o"] == seen["job-h"]
     ours = seen["job-o"]
     assert ours["type"] == ours["ret_cfg_type"] == "Typed"

@@ -10,8 +10,6 @@ import importlib
 import math
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +17,7 @@ from subprocess import CompletedProcess
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_module
+from conftest import ROOT, TINY, run_module, run_python
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -130,16 +128,7 @@ def test_a_trial_process_freezes_what_it_holds_once(tmp_path: Path) -> None:
         "freeze_long_lived()\n"
         "print(frozen > 100_000, gc.get_freeze_count() == frozen)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["True", "True"]
+    assert run_python("-c", code, cwd=tmp_path).split() == ["True", "True"]
 
 
 def test_trials_at_different_lrs_restore_identical_initial_weights(run, tmp_path: Path) -> None:
