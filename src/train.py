@@ -147,6 +147,12 @@ def check_job(cfg: DictConfig) -> None:
     point's config before the study is touched, so that under `-m` a corrupt or mismatched
     checkpoint or an unbuildable model is exit 2, as in a single run. Raises ConfigError."""
     check_config(cfg)
+    # torch's first optimizer imports torch._dynamo, and that import leaves the frames it ran
+    # under in a reference cycle, the model built before it with them. The sweeper collects
+    # nothing while it validates and then freezes what is left: imported first, the model is
+    # freed when this returns (tests/test_inprocess.py).
+    import torch._dynamo  # noqa: F401
+
     initial_state(cfg, load_data(cfg), torch.device("cpu"), cfg.lr, create=False)
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import optuna
-from conftest import ROOT, TINY, run_module
+from conftest import ROOT, TINY, run_module, run_python
 
 # Two different sweeps (grids, seeds, widths), and bad input (exit 2) in between.
 SWEEPS = {
@@ -100,3 +100,36 @@ def test_sweeps_in_one_process_equal_sweeps_in_their_own(tmp_path):
     assert {path.split("/")[0] for path in records} == set(SWEEPS)  # nothing for the bad sweep
     assert "first/trial_2/.hydra/overrides.yaml" in records
     assert "second/trial_3/.hydra/config.yaml" in records
+
+
+CHECK_MODEL_FREED = """
+import json, sys, weakref
+import src.train as train_module
+
+checks, seen = [], []
+initial_state, train = train_module.initial_state, train_module.train
+
+def recording_initial_state(*args, create=True, **kwargs):
+    made = initial_state(*args, create=create, **kwargs)
+    if not create:  # the sweeper's `check` hook (check_job)
+        checks.append(weakref.ref(made[0]))
+    return made
+
+def recording_train(cfg, *args, **kwargs):
+    seen.append([ref() is not None for ref in checks])
+    return train(cfg, *args, **kwargs)
+
+train_module.initial_state, train_module.train = recording_initial_state, recording_train
+status = train_module.run_multirun(json.loads(sys.argv[1]))
+print(json.dumps({"status": status, "seen": seen}))
+"""
+
+
+def test_the_check_hooks_model_is_gone_before_the_trials(tmp_path):
+    """The sweeper collects nothing while it validates, then freezes what is left: the model
+    the `check` hook built must be freed by then, not held through the sweep (torch's first
+    optimizer imports torch._dynamo, which leaves the frames under it in a reference cycle)."""
+    out = run_python("-c", CHECK_MODEL_FREED, json.dumps(SWEEPS["first"]), cwd=tmp_path)
+    state = json.loads(out.strip().splitlines()[-1])
+    assert state["status"] == 0
+    assert state["seen"] == [[False]] * 3  # one check, three trials: never alive

@@ -518,12 +518,15 @@ def any_storage(request, tmp_path):
     storage.engine.dispose()
 
 
-def test_trial_index_reads_what_changed_and_sees_every_trial(any_storage):
+@pytest.mark.parametrize("max_watched", [100, 1], ids=["named", "from-the-oldest"])
+def test_trial_index_reads_what_changed_and_sees_every_trial(any_storage, max_watched):
     """Each read returns every trial's (number, state, point), as a whole read would, though it
-    fetches only the trials from the oldest one unfinished at the last read on."""
+    fetches only new trials and those unfinished at the last read (named in the query, or past
+    `MAX_WATCHED` of them, all from the oldest on)."""
     storage, name = any_storage
     study = optuna.create_study(storage=storage, study_name=name)
     index = study_protocol.TrialIndex(study, storage, storage.get_study_id_from_name(name))
+    index.MAX_WATCHED = max_watched
 
     def whole() -> list[TrialRow]:
         return [

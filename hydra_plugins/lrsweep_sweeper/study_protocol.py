@@ -335,20 +335,22 @@ _FINISHED = ("COMPLETE", "FAIL", "PRUNED")
 
 class TrialIndex:
     """The study's trials as `TrialRow`s, read incrementally: each `rows()` reads, in one query on
-    an RDBStorage, only the number, state and grid point of the trials from the oldest one that was
-    unfinished at the last read on (a finished trial never changes; all of them on the first
-    read). Optuna's own cached read (`get_trials`) loads every attribute, parameter and value of
-    each such trial: ~2 ms a round for the trial just finished. Other storages read through
+    an RDBStorage, only the number, state and grid point of the trials new since the last read
+    and of those unfinished then (a finished trial never changes; all of them on the first read).
+    Optuna's own cached read (`get_trials`) loads every attribute, parameter and value of each
+    such trial: ~2 ms a round for the trial just finished. Other storages read through
     `get_trials`.
 
-    A trial committed after a newer one was read and finished could be missed, as by Optuna's
-    cache: trials are inserted under the study lock (`enqueue_points`), and one commits in
-    milliseconds while a trial runs for seconds."""
+    New trials are those above the highest id read: a study's trials are inserted with its row
+    locked (`enqueue_points`, Optuna's own `create_new_trial`), so their ids grow in commit order.
+    The unfinished ones are named in the query; past `MAX_WATCHED` of them (a grid queued whole
+    by another tool), the read starts at the oldest instead."""
+
+    MAX_WATCHED = 100
 
     def __init__(self, study: Any, storage: Any, study_id: int) -> None:
         self.study, self.storage, self.study_id = study, storage, study_id
         self._rows: dict[int, TrialRow] = {}  # trial id -> row
-        self._from_id = 0  # the next read starts at this trial id
 
     def rows(self) -> list[TrialRow]:
         """Every trial of the study now, in number order."""
@@ -360,20 +362,31 @@ class TrialIndex:
             ]
         import sqlalchemy
 
+        unfinished = sorted(i for i, row in self._rows.items() if row.state not in _FINISHED)
+        args: dict[str, Any] = {
+            "attr": POINT_ATTR,
+            "study": self.study_id,
+            "after": max(self._rows, default=-1),
+        }
+        which = "t.trial_id > :after"
+        if len(unfinished) > self.MAX_WATCHED:
+            which, args["after"] = "t.trial_id >= :after", unfinished[0]
+        elif unfinished:
+            which = f"({which} OR t.trial_id IN :watched)"
+            args["watched"] = unfinished
         query = sqlalchemy.text(
             "SELECT t.trial_id, t.number, t.state, a.value_json FROM trials t "
             "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = :attr "
-            "WHERE t.study_id = :study AND t.trial_id >= :from_id"
+            f"WHERE t.study_id = :study AND {which}"
         )
-        args = {"attr": POINT_ATTR, "study": self.study_id, "from_id": self._from_id}
+        if "watched" in args:
+            query = query.bindparams(sqlalchemy.bindparam("watched", expanding=True))
         with engine.connect() as connection:
             fetched = connection.execute(query, args).all()
         for trial_id, number, state, point_json in fetched:
             state = getattr(state, "name", state)  # a TrialState on some dialects
             point = None if point_json is None else json.loads(point_json)
             self._rows[int(trial_id)] = TrialRow(int(number), str(state), point)
-        unfinished = [i for i, row in self._rows.items() if row.state not in _FINISHED]
-        self._from_id = min(unfinished) if unfinished else max(self._rows, default=-1) + 1
         return sorted(self._rows.values())
 
 
