@@ -433,16 +433,10 @@ def queue_ahead(
     return Round(len(missing), sorted(waiting), done_points(alive, grid))
 
 
-def unclaimed(study: Any, grid: dict[str, dict[str, Any]], skip: set[str]) -> int:
-    """Points of `grid` (less `skip`) with no COMPLETE or RUNNING trial: work still to claim here,
-    queued or about to be."""
-    import optuna
-
-    State = optuna.trial.TrialState
-    taken = {
-        t.user_attrs.get(POINT_ATTR)
-        for t in study.get_trials(deepcopy=False, states=(State.COMPLETE, State.RUNNING))
-    }
+def unclaimed(rows: Sequence[TrialRow], grid: dict[str, dict[str, Any]], skip: set[str]) -> int:
+    """Points of `grid` (less `skip`) with no COMPLETE or RUNNING trial among `rows`: work still
+    to claim here, queued or about to be."""
+    taken = {r.point for r in rows if r.state in ("COMPLETE", "RUNNING")}
     return sum(1 for key in grid if key not in taken and key not in skip)
 
 
@@ -510,10 +504,8 @@ def claim(
 
     State = optuna.trial.TrialState
     if waiting is None:
-        waiting = [
-            (t.number, t.user_attrs.get(POINT_ATTR))
-            for t in study.get_trials(deepcopy=False, states=(State.WAITING,))
-        ]
+        rows = TrialIndex(study, storage, study_id).rows()
+        waiting = [(r.number, r.point) for r in rows if r.state == "WAITING"]
     claimed = []
     for number, key in waiting:
         if len(claimed) >= budget:
@@ -634,11 +626,11 @@ def interrupt_noted() -> Iterator[Any]:
         signal.signal(signal.SIGINT, previous)
 
 
-def running_elsewhere(study: Any, grid: dict[str, dict[str, Any]], ours: dict[int, int]) -> int:
-    import optuna
-
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return sum(1 for t in running if t.number not in ours and t.user_attrs.get(POINT_ATTR) in grid)
+def running_elsewhere(
+    rows: Sequence[TrialRow], grid: dict[str, dict[str, Any]], ours: dict[int, int]
+) -> int:
+    """The grid's RUNNING trials among `rows` that this run does not hold (`ours`: by number)."""
+    return sum(1 for r in rows if r.state == "RUNNING" and r.number not in ours and r.point in grid)
 
 
 def distributions(axes: Sequence[Axis]) -> dict[str, Any]:

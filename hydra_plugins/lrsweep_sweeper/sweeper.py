@@ -415,9 +415,10 @@ class LrSweeper(Sweeper):
                 if not claimed:
                     with run.mutex:
                         skip, ours = set(run.failed_here), dict(run.in_flight)
-                    unclaimed = protocol.unclaimed(run.study, run.grid, skip)
+                    rows = run.index.rows()
+                    unclaimed = protocol.unclaimed(rows, run.grid, skip)
                     elsewhere = 0 if unclaimed else protocol.running_elsewhere(
-                        run.study, run.grid, ours
+                        rows, run.grid, ours
                     )  # fmt: skip
             if not claimed:
                 if unclaimed:
