@@ -93,7 +93,7 @@ def run(args: list[str], log: Path) -> None:
 def study_frame(name: str):
     import optuna
 
-    from src.stats import aggregate
+    from lrsweep.stats import aggregate
     from src.study import storage, trials_frame
 
     study = optuna.load_study(study_name=name, storage=storage(STORAGE))

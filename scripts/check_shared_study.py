@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR  # noqa: E402
+from lrsweep.study_protocol import POINT_ATTR  # noqa: E402
 
 TINY = ["epochs=2", "model.width=32", "sweep.points=8", "sweep.seeds=[0,1]"]
 

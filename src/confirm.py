@@ -19,18 +19,21 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from lrsweep.stats import aggregate, finest_stage, interpolated_optimum, rank
 from src.errors import ConfigError
 from src.overrides import ChoiceOverride, replace_overrides
-from src.stats import aggregate, finest_stage, interpolated_optimum, rank
 from src.study import compose_config, create_child_study, load_frames, study_names
 
 
 def confirm_candidates(
-    agg: pd.DataFrame, top_k: int = 3, extra: Sequence[float | None] = ()
+    agg: pd.DataFrame,
+    top_k: int = 3,
+    extra: Sequence[float | None] = (),
+    direction: str = "maximize",
 ) -> list[float]:
     """The `top_k` best LRs of `agg` (best first), then each of `extra` (the interpolated optimum,
     stage 1's best) unless it is None or (to 1e-9 relative) already there."""
-    lrs = [float(x) for x in rank(agg)["lr"].iloc[:top_k]]
+    lrs = [float(x) for x in rank(agg, direction)["lr"].iloc[:top_k]]
     for lr in extra:
         if lr is not None and not any(math.isclose(lr, x, rel_tol=1e-9) for x in lrs):
             lrs.append(float(lr))
@@ -51,7 +54,10 @@ class ConfirmPlan:
 
 
 def plan_confirm(
-    frames: Mapping[str, pd.DataFrame], top_k: int = 3, n_seeds: int = 3
+    frames: Mapping[str, pd.DataFrame],
+    top_k: int = 3,
+    n_seeds: int = 3,
+    direction: str = "maximize",
 ) -> ConfirmPlan:
     """The confirm step from the stage-1/2 trial frames (rules: module docstring)."""
     if top_k < 1 or n_seeds < 1:
@@ -63,10 +69,10 @@ def plan_confirm(
     stage = finest_stage(aggs)
     if stage not in aggs or not len(rank(aggs[stage])):
         raise ConfigError("confirm: no finished non-diverged trial in stage 1 or 2")
-    extra = [interpolated_optimum(aggs[stage])]
+    extra = [interpolated_optimum(aggs[stage], direction=direction)]
     if stage == "stage2":
-        extra.append(float(rank(aggs["stage1"])["lr"].iloc[0]))
-    lrs = confirm_candidates(aggs[stage], top_k, extra)
+        extra.append(float(rank(aggs["stage1"], direction)["lr"].iloc[0]))
+    lrs = confirm_candidates(aggs[stage], top_k, extra, direction)
     used = pd.concat([f["seed"] for f in sweeps.values()]).dropna().astype(int).tolist()
     return ConfirmPlan(stage=stage, lrs=lrs, seeds=fresh_seeds(used, n_seeds))
 

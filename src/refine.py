@@ -9,7 +9,7 @@ this process (`src.train.run_multirun`: the printed command, without a second in
 
 Bound rules (`propose_bounds`), on the grid points that carry information (an LR with at least one
 COMPLETE trial; a diverged trial counts, with accuracy 0; an LR whose trials all failed is ignored):
-- the top set (`src.stats.top_set`) is every finished LR whose mean is within one std (the best
+- the top set (`lrsweep.stats.top_set`) is every finished LR whose mean is within one std (the best
   LR's std) of the best mean; with a single seed the std is 0, so only exact ties join the best;
 - interior: the new range runs from the grid point just below the lowest LR of the top set to the
   grid point just above the highest one (for a single best: its two neighbours);
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from lrsweep.stats import aggregate, format_table, rank, top_set
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import override_key, replace_overrides
-from src.stats import aggregate, format_table, rank, top_set
 from src.study import (
     STAGE2_SUFFIX,
     check_direction,
@@ -60,10 +60,12 @@ class Proposal:
     edge: str | None  # "low", "high", "both" or None (interior)
 
 
-def propose_bounds(agg: pd.DataFrame, low: float, high: float) -> Proposal:
+def propose_bounds(
+    agg: pd.DataFrame, low: float, high: float, direction: str = "maximize"
+) -> Proposal:
     """The stage-2 range from a stage-1 `aggregate` (rules: module docstring). `low`, `high`: the
     stage-1 range, for the message."""
-    ranked = rank(agg)
+    ranked = rank(agg, direction)
     if len(ranked) < 2:
         total_div, total_fail = int(agg["diverged"].sum()), int(agg["failed"].sum())
         raise ConfigError(
@@ -73,7 +75,7 @@ def propose_bounds(agg: pd.DataFrame, low: float, high: float) -> Proposal:
         )
     best = ranked.iloc[0]
     best_lr, best_mean, best_std = float(best["lr"]), float(best["mean"]), float(best["std"])
-    top = sorted(float(x) for x in top_set(ranked)["lr"])
+    top = sorted(float(x) for x in top_set(ranked, direction)["lr"])
 
     grid = sorted(float(x) for x in agg.loc[agg["n"] > 0, "lr"])
     i_lo, i_hi = grid.index(top[0]), grid.index(top[-1])

@@ -38,10 +38,18 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from lrsweep.stats import (
+    aggregate,
+    finest_stage,
+    format_table,
+    interpolated_optimum,
+    rank,
+    sign,
+    top_set,
+)
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import train_overrides
-from src.stats import aggregate, finest_stage, format_table, interpolated_optimum, rank, top_set
 from src.study import (
     SUFFIXES,
     TRIAL_COLUMNS,
@@ -91,11 +99,12 @@ def judge_gain(gain: float, noise: float | None) -> Outcome:
     return "within noise"
 
 
-def stage2_gain(aggs: Mapping[str, pd.DataFrame]) -> Stage2Gain | None:
-    """Is stage 2's best LR really better than stage 1's? None without both stages."""
+def stage2_gain(aggs: Mapping[str, pd.DataFrame], direction: str = "maximize") -> Stage2Gain | None:
+    """Is stage 2's best LR really better than stage 1's? None without both stages. The gain is
+    positive when stage 2's LR did better (a higher mean maximising, a lower one minimising)."""
     if not all(s in aggs and len(rank(aggs[s])) for s in ("stage1", "stage2")):
         return None
-    b1, b2 = rank(aggs["stage1"]).iloc[0], rank(aggs["stage2"]).iloc[0]
+    b1, b2 = rank(aggs["stage1"], direction).iloc[0], rank(aggs["stage2"], direction).iloc[0]
     c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
     c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
     if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
@@ -110,7 +119,7 @@ def stage2_gain(aggs: Mapping[str, pd.DataFrame]) -> Stage2Gain | None:
         where = "in the sweeps"
         noise_is = "combined std of the two best LRs"
     m1, m2 = float(r1["mean"]), float(r2["mean"])
-    gain = m2 - m1
+    gain = sign(direction) * (m2 - m1)
     outcome = judge_gain(gain, noise)
     scores = (
         f"{where}, stage 2's best lr={b2['lr']:.4g} scored {m2:.4f} vs stage 1's best "
@@ -151,17 +160,17 @@ class Choice:
     stage2_gain: Stage2Gain | None = None
 
 
-def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
-    """The chosen LR (rules: module docstring). `aggs`: stage -> `src.stats.aggregate`."""
+def choose(aggs: Mapping[str, pd.DataFrame], direction: str = "maximize") -> Choice:
+    """The chosen LR (rules: module docstring). `aggs`: stage -> `lrsweep.stats.aggregate`."""
     sweep = finest_stage(aggs)
     stage = "confirm" if "confirm" in aggs and len(rank(aggs["confirm"])) else sweep
-    ranked = rank(aggs[stage]) if stage in aggs else pd.DataFrame()
+    ranked = rank(aggs[stage], direction) if stage in aggs else pd.DataFrame()
     if not len(ranked):
         raise ConfigError(
             "report: no finished non-diverged trial in any stage; nothing to choose from"
         )
     best = ranked.iloc[0]
-    good = top_set(ranked)["lr"]
+    good = top_set(ranked, direction)["lr"]
     return Choice(
         stage=stage,
         lr=float(best["lr"]),
@@ -169,8 +178,8 @@ def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
         std=float(best["std"]),
         n=int(best["n"]),
         good_range=(float(good.min()), float(good.max())),
-        interpolated_optimum=interpolated_optimum(aggs[sweep]),
-        stage2_gain=stage2_gain(aggs),
+        interpolated_optimum=interpolated_optimum(aggs[sweep], direction=direction),
+        stage2_gain=stage2_gain(aggs, direction),
     )
 
 
@@ -180,7 +189,7 @@ class Report:
 
     study: str  # stage 1's study name
     stages: dict[str, str]  # stage -> study name, for the stages that exist
-    aggs: dict[str, pd.DataFrame]  # stage -> `src.stats.aggregate`
+    aggs: dict[str, pd.DataFrame]  # stage -> `lrsweep.stats.aggregate`
     choice: Choice
     overrides: list[str]  # to train one model with the chosen LR
     out_dir: Path

@@ -18,16 +18,16 @@ import functools
 import hashlib
 import json
 import logging
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from lrsweep.frames import TRIAL_COLUMNS  # noqa: F401  (the columns of `trials_frame`)
 from src.errors import ConfigError
 
-# pandas (0.2 s to import) and src.stats are imported where tables are made: every trial process
+# pandas (0.2 s to import) and lrsweep.stats are imported where tables are made: every trial process
 # imports this module for its `TrialReporter`.
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the Hydra config tree
-
-# Columns of `trials_frame`, in order.
-TRIAL_COLUMNS = ["number", "state", "lr", "seed", "value", "diverged", "epochs_run", "seconds"]
 
 STAGES = ("stage1", "stage2", "confirm")
 STAGE2_SUFFIX = "-stage2"
@@ -83,8 +80,8 @@ if not OmegaConf.has_resolver("lrsweep.study_name"):
 def storage(url: str) -> optuna.storages.BaseStorage:
     """One storage per URL and process (engine creation and schema checks cost ~0.1 s), opened
     as the sweeper opens it (a SQLite file in WAL mode: `study_protocol.open_storage`)."""
-    from hydra_plugins.lrsweep_sweeper.storage_url import sqlite_path
-    from hydra_plugins.lrsweep_sweeper.study_protocol import open_storage
+    from lrsweep.storage_url import sqlite_path
+    from lrsweep.study_protocol import open_storage
 
     path = sqlite_path(url)
     if path is not None:
@@ -98,7 +95,7 @@ def storage(url: str) -> optuna.storages.BaseStorage:
 
 def shown_url(url: str) -> str:
     """A storage URL as printed: its password hidden."""
-    from hydra_plugins.lrsweep_sweeper.storage_url import hide_password
+    from lrsweep.storage_url import hide_password
 
     return hide_password(url)
 
@@ -140,25 +137,11 @@ def check_direction(study: optuna.Study) -> None:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, columns `TRIAL_COLUMNS`; `value` is NaN unless the trial is COMPLETE."""
-    import pandas as pd
+    """One row per trial (`lrsweep.frames.trials_frame`), the LR and the seed being lrsweep's
+    `lr` and `seed`."""
+    from lrsweep.frames import trials_frame as frame
 
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        params = t.params or t.system_attrs.get("fixed_params", {})
-        rows.append(
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "lr": params.get("lr", math.nan),
-                "seed": params.get("seed", 0),
-                "value": t.value if t.state == optuna.trial.TrialState.COMPLETE else math.nan,
-                "diverged": bool(t.user_attrs.get("diverged", False)),
-                "epochs_run": t.user_attrs.get("epochs_run", 0),
-                "seconds": t.user_attrs.get("seconds", math.nan),
-            }
-        )
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    return frame(study, "lr", "seed")
 
 
 def load_frames(name: str, storage_url: str) -> dict[str, pd.DataFrame]:
@@ -177,7 +160,7 @@ def load_frames(name: str, storage_url: str) -> dict[str, pd.DataFrame]:
 def sweep_summary(study: optuna.Study, metric_name: str | None = None) -> str:
     """The per-LR table of a study and its best LR, as the sweeper prints it at the end of a sweep
     (the same `aggregate` as every other table and choice)."""
-    from src.stats import aggregate, best_line, format_table
+    from lrsweep.stats import aggregate, best_line, format_table
 
     agg = aggregate(trials_frame(study))
     return f"{format_table(agg)}\n\n{best_line(agg, metric_name or 'value')}"
@@ -238,7 +221,7 @@ def _write_user_attrs_at_once(store: Any, trial_id: int, attrs: dict[str, Any]) 
     Optuna's RDB models (optuna 4-5); False, having written nothing, when they are not there, so
     the caller falls back to the public API. Raises UpdateFinishedTrialError like the public call
     (nothing is written then)."""
-    from hydra_plugins.lrsweep_sweeper.study_protocol import rdb_transaction
+    from lrsweep.study_protocol import rdb_transaction
 
     write = getattr(store, "_set_trial_attr_without_commit", None)
     engine = getattr(store, "engine", None)
@@ -304,7 +287,7 @@ def compose_config(
     `return_hydra_config`: with the `hydra` node (its run and sweep folders)."""
     from hydra import compose, initialize_config_dir
 
-    from hydra_plugins.lrsweep_sweeper.study_protocol import check_study_name
+    from lrsweep.study_protocol import check_study_name
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(

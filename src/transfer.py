@@ -78,8 +78,8 @@ class Base:
 def base_from_study(name: str, storage_url: str, reports: Path) -> Base:
     """The study's LR: its report's best.yaml (in the folder `reports`) when it exists, else
     `src.report.choose`."""
+    from lrsweep.stats import aggregate
     from src.report import choose
-    from src.stats import aggregate
     from src.study import load_frames, open_study
 
     try:

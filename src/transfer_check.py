@@ -34,10 +34,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from lrsweep.stats import aggregate
 from src.errors import ConfigError
 from src.overrides import replace_overrides
 from src.scaling import RULES, PowerFit, fit_power_law
-from src.stats import aggregate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ import optuna
 import pytest
 from conftest import TINY, run_module, start_module
 
-from hydra_plugins.lrsweep_sweeper.study_protocol import StudyLock
+from lrsweep.study_protocol import StudyLock
 
 State = optuna.trial.TrialState
 PASSWORD_ENV = "LRSWEEP_TEST_DB_PASSWORD"

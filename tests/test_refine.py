@@ -6,9 +6,9 @@ import optuna
 import pytest
 from study_helpers import GRID, add_trial, make_study
 
+from lrsweep.stats import aggregate
 from src import refine
 from src.errors import ConfigError
-from src.stats import aggregate
 from src.study import compose_config, trials_frame
 
 STEP = GRID[1] / GRID[0]

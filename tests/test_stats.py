@@ -1,4 +1,4 @@
-"""src.stats: the per-LR aggregate and what every table and choice reads from it."""
+"""lrsweep.stats: the per-LR aggregate and what every table and choice reads from it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import optuna
 import pytest
 from study_helpers import GRID, add_trial, agg_of, parabola
 
-from src import stats
+from lrsweep import stats
 from src.study import trials_frame
 
 

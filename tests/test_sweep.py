@@ -19,12 +19,11 @@ import numpy as np
 import optuna
 import pytest
 from conftest import TINY, run_module, start_module
-from hydra.core.utils import JobReturn, JobStatus
 
-from hydra_plugins.lrsweep_sweeper import study_protocol
-from hydra_plugins.lrsweep_sweeper.grid import point_key
-from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
-from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR, TrialRow
+from lrsweep import study_protocol
+from lrsweep.grid import point_key
+from lrsweep.heartbeat import Heartbeat
+from lrsweep.study_protocol import POINT_ATTR, JobResult, TrialRow
 
 State = optuna.trial.TrialState
 
@@ -335,25 +334,57 @@ def test_joblib_launcher_two_workers(workdir):
 @pytest.mark.parametrize(
     ("returned", "error"),
     [
-        (math.nan, "job returned a non-finite value (nan)"),
-        (math.inf, "job returned a non-finite value (inf)"),
         (None, "job returned None, not a number"),
         ("oops", "job returned 'oops', not a number"),
+        (True, "job returned True, not a number"),
+        ({"loss": 0.1}, "job returned a mapping without the metric 'val_loss'"),
     ],
 )
-def test_a_non_finite_or_missing_value_fails_the_trial_not_the_sweep(tmp_path, returned, error):
+def test_a_missing_value_fails_the_trial_not_the_sweep(tmp_path, returned, error):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
     study = optuna.create_study(storage=storage, study_name="t")
     trial = study.ask()
     trial_id = storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name("t"), trial.number
     )
-    job = JobReturn(status=JobStatus.COMPLETED)
-    job.return_value = returned
-    assert study_protocol.tell(study, storage, trial.number, trial_id, job).error == error
+    told = study_protocol.tell(
+        study, storage, trial.number, trial_id, JobResult(returned), "val_loss"
+    )
+    assert told.error.startswith(error)
     (frozen,) = study.trials
     assert frozen.state == State.FAIL
-    assert frozen.user_attrs["error"] == error
+    assert frozen.user_attrs["error"].startswith(error)
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+@pytest.mark.parametrize("returned", [math.nan, math.inf, -math.inf, {"val_loss": math.nan}])
+def test_a_non_finite_value_is_a_diverged_trial_with_the_worst_value(tmp_path, returned, direction):
+    """A training that blew up (NaN loss) is a result: COMPLETE, `diverged`, and the worst value
+    of the direction, so that its LR ranks last and the sweep goes on."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="t", direction=direction)
+    trial = study.ask()
+    told = study_protocol.tell(
+        study, storage, trial.number, trial._trial_id, JobResult(returned), "val_loss", direction
+    )
+    worst = -math.inf if direction == "maximize" else math.inf
+    assert (told.error, told.diverged, told.value) == (None, True, worst)
+    (frozen,) = study.trials
+    assert (frozen.state, frozen.value, frozen.user_attrs["diverged"]) == (
+        State.COMPLETE,
+        worst,
+        True,
+    )
+
+
+def test_a_mapping_return_gives_its_metric(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="t")
+    trial = study.ask()
+    told = study_protocol.tell(
+        study, storage, 0, trial._trial_id, JobResult({"acc": 0.9, "loss": 0.3}), "acc"
+    )
+    assert (told.value, study.trials[0].value) == (0.9, 0.9)
 
 
 def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
@@ -489,10 +520,8 @@ def test_telling_a_trial_finished_elsewhere_records_nothing_and_says_so(tmp_path
     study = optuna.create_study(storage=storage, study_name="t")
     trial = study.ask()
     study.tell(trial, state=State.FAIL)
-    job = JobReturn(status=JobStatus.COMPLETED)
-    job.return_value = 0.75
-    told = study_protocol.tell(study, storage, trial.number, trial._trial_id, job)
-    assert told == (0.75, None, False)
+    told = study_protocol.tell(study, storage, trial.number, trial._trial_id, JobResult(0.75))
+    assert (told.value, told.error, told.recorded) == (0.75, None, False)
     assert study.trials[0].state == State.FAIL
 
 

@@ -19,12 +19,11 @@ import pytest
 import sqlalchemy
 import torch
 from conftest import TINY, run_module
-from hydra.core.utils import JobReturn, JobStatus
 
-from hydra_plugins.lrsweep_sweeper import study_protocol
-from hydra_plugins.lrsweep_sweeper.grid import point_key
-from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
-from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR
+from lrsweep import study_protocol
+from lrsweep.grid import point_key
+from lrsweep.heartbeat import Heartbeat
+from lrsweep.study_protocol import POINT_ATTR
 
 State = optuna.trial.TrialState
 
@@ -215,10 +214,9 @@ def test_queue_ahead_keeps_a_few_points_waiting_and_names_them_for_the_claim(tmp
             set(),
         )
         # The claimed trial told COMPLETE: the next round names its point among the done ones.
-        job = JobReturn(status=JobStatus.COMPLETED)
-        job.return_value = 0.5
         _, trial_id, _ = claimed[0]
-        assert study_protocol.tell(study, storage, 1, trial_id, job) == (0.5, None, True)
+        told = study_protocol.tell(study, storage, 1, trial_id, study_protocol.JobResult(0.5))
+        assert (told.value, told.error, told.recorded) == (0.5, None, True)
         assert study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2).done == {
             keys[0]
         }
@@ -353,7 +351,7 @@ def test_a_password_typed_into_the_url_is_refused_and_never_shown(workdir):
 
 
 def test_a_shown_url_hides_its_password():
-    from hydra_plugins.lrsweep_sweeper.storage_url import hide_password
+    from lrsweep.storage_url import hide_password
 
     assert hide_password("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert hide_password("sqlite:///outputs/lrsweep.db") == "sqlite:///outputs/lrsweep.db"
@@ -363,7 +361,7 @@ def test_a_shown_url_hides_its_password():
 def test_a_wal_study_in_a_read_only_folder_is_named_as_such_not_as_damaged(workdir):
     """A healthy study in WAL mode needs its `-shm` index beside it: in a folder that does not
     allow one, the error says so (and never calls the file damaged); nothing is written."""
-    from hydra_plugins.lrsweep_sweeper.storage_url import check_storage_url
+    from lrsweep.storage_url import check_storage_url
 
     folder = workdir / "archive"
     folder.mkdir()

@@ -1,37 +1,18 @@
-"""The grid: axes from the sweeper's `params` and the command line, their product, point keys.
-
-Pure calculations on Hydra's override grammar; no Optuna, no I/O. A grid point is a dict
-`{axis name: value}`; its key (`point_key`, canonical JSON) is what the study records per trial.
+"""The grid's axes from the sweeper's `params` and the command line, in Hydra's override grammar,
+and a grid point back as overrides. Pure calculations; the grid itself is `lrsweep.grid`.
 """
 
 # No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules,
 # where dataclasses cannot resolve string annotations.
-import itertools
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from omegaconf import DictConfig, ListConfig
 
-# Every point is a trial row written before the sweep starts and a job launched; a bigger grid is a
-# typo (`sweep.points=100000`) or a search better done coarse first and refined (stage 2).
-MAX_GRID_POINTS = 10_000
-
-
-class SweepConfigError(ValueError):
-    """Bad sweep settings: reported as one line before the study is touched."""
-
-
-@dataclass(frozen=True)
-class Axis:
-    name: str
-    values: list[Any]
-    log: bool = False  # a log interval: recorded as a log-scale float distribution
-    interval: bool = False
+from lrsweep.grid import Axis, SweepConfigError
 
 
 def _python(value: Any) -> Any:
@@ -98,27 +79,6 @@ def build_axes(
         if len(set(map(repr, axis.values))) != len(axis.values):
             raise SweepConfigError(f"{axis.name}: repeated values {axis.values}")
     return list(axes.values()), fixed
-
-
-def build_grid(axes: Sequence[Axis]) -> dict[str, dict[str, Any]]:
-    """Every point of the product of `axes`, by key, in axis order; at most MAX_GRID_POINTS."""
-    size = math.prod(len(axis.values) for axis in axes)
-    if size > MAX_GRID_POINTS:
-        shape = " x ".join(f"{len(axis.values)} {axis.name}" for axis in axes)
-        raise SweepConfigError(
-            f"the grid has {size} points ({shape}); at most {MAX_GRID_POINTS}: each point is a "
-            "trial queued in the study and a job to run. Sweep a coarser grid and refine it "
-            "(stage 2)"
-        )
-    grid = {}
-    for values in itertools.product(*(axis.values for axis in axes)):
-        params = {axis.name: value for axis, value in zip(axes, values, strict=True)}
-        grid[point_key(params)] = params
-    return grid
-
-
-def point_key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True)
 
 
 def format_value(value: Any) -> str:

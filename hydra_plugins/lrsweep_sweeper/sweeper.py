@@ -1,32 +1,27 @@
-"""The `lrsweep` Hydra sweeper: a grid on an Optuna study, every grid point run exactly once.
+"""The `lrsweep` Hydra sweeper: a grid on an Optuna study, every grid point run exactly once;
+with `search=full`, the whole search (stage 1, stage 2, the confirm step, the report).
 
-The plugin class only sequences the steps; each concern lives in a module of its own:
-`grid` (axes and points), `study_protocol` (lock, open, enqueue, claim, tell, stale),
-`heartbeat` (the thread that keeps claimed trials alive), `console` (what a sweep prints).
+The plugin class only adapts Hydra to the library (`lrsweep/`):
+1. validate: build the grid from `params` and the command line (`grid.py`), compose the first
+   job's config and run the `check` hook; bad input stops here, before the study is touched;
+2. `lrsweep.runner.run_sweep` runs the grid exactly once, launching jobs through Hydra's launcher
+   (`_launch`: a grid point becomes overrides; a `JobReturn` becomes a `JobResult`);
+3. with `search=full`, `lrsweep.search` runs the later stages through the same two steps and
+   writes the report into the sweep folder.
 
-1. validate: build the grid, compose the first job's config and run the `check` hook; bad input
-   stops here, before the study is touched;
-2. open the study; each round: fail stale trials, enqueue missing points, claim a batch, launch
-   it, tell the results;
-3. when nothing is left to claim but points are RUNNING elsewhere, wait for them: a killed
-   sweeper's trials go stale after `grace_period` and come back through step 2.
-
+The sweeper writes no key the app does not have: the trial number (`trial_key`) and the worker
+slot (`slot_key`) are passed only to an app whose config holds them.
 Optuna is imported inside `sweep()`: Hydra imports every plugin module on every start.
 """
 
 # No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules,
 # where dataclasses cannot resolve string annotations.
-import contextlib
 import gc
 import os
 import re
-import sys
-import threading
-import time
 import uuid
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
@@ -34,24 +29,14 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.lrsweep_sweeper import console
-from hydra_plugins.lrsweep_sweeper import study_protocol as protocol
 from hydra_plugins.lrsweep_sweeper.compose import TemplateConfigLoader
-from hydra_plugins.lrsweep_sweeper.grid import (
-    Axis,
-    SweepConfigError,
-    build_axes,
-    build_grid,
-    param_overrides,
-    point_key,
-)
-from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
-from hydra_plugins.lrsweep_sweeper.storage_url import (
-    check_storage_url,
-    hide_password,
-    refuse_literal_password,
-    storage_problem,
-)
+from hydra_plugins.lrsweep_sweeper.grid import build_axes, param_overrides
+from lrsweep import console
+from lrsweep import study_protocol as protocol
+from lrsweep.grid import Axis, SweepConfigError, build_grid
+from lrsweep.storage_url import check_storage_url, refuse_literal_password
+
+_ABSENT = object()  # OmegaConf.select's default for a key the job config does not have
 
 
 class LrSweeper(Sweeper):
@@ -71,12 +56,19 @@ class LrSweeper(Sweeper):
         identity_keys: Sequence[str] = (),
         identity: str | None = None,
         summary: str | None = None,
-        trial_key: str = "trial",
+        trial_key: str | None = "trial",
         slot_key: str | None = None,
         heartbeat_interval: int = 10,
         grace_period: int | None = None,
         poll_interval: float = 2.0,
         compose_once: bool = True,
+        search: str = "grid",
+        lr_key: str | None = None,
+        seed_key: str | None = "seed",
+        stage2_points: int | None = None,
+        confirm_top: int = 3,
+        confirm_seeds: int = 3,
+        report_dir: str | None = None,
     ) -> None:
         self.params = params
         self.points = points
@@ -98,8 +90,14 @@ class LrSweeper(Sweeper):
         self.grace_period = grace_period or 3 * heartbeat_interval
         self.poll_interval = poll_interval
         self.compose_once = compose_once
+        self.search = search
+        self.lr_key = lr_key
+        self.seed_key = seed_key
+        self.stage2_points = stage2_points
+        self.confirm_top = confirm_top
+        self.confirm_seeds = confirm_seeds
+        self.report_dir = report_dir
         self.job_idx = 0
-        self._collecting = True  # whether the garbage collector was on when the sweep began
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -136,71 +134,90 @@ class LrSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         # Validation builds what the trials then use (torch._dynamo, the data, the study): no
         # garbage collection while it does (its full passes walked every object torch holds, ~0.1 s
-        # each); `_run` freezes it all and turns collection back on for the trials.
-        self._collecting = gc.isenabled()
+        # each); the runner freezes it all and turns collection back on for the trials.
+        collecting = gc.isenabled()
         gc.disable()
         try:
             self._sweep(arguments)
         finally:
-            if self._collecting:
+            if collecting:
                 gc.enable()
 
     def _sweep(self, arguments: list[str]) -> None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        # Heartbeats and stale-trial failing are "experimental" in Optuna: we rely on them knowingly.
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        import sqlalchemy
+        from lrsweep.runner import run_sweep
 
         try:
             axes, fixed, grid = self._plan(arguments)
-            self._job_loader.value_keys = frozenset(
-                [
-                    *(a.name for a in axes),
-                    self.trial_key,
-                    *([self.slot_key] if self.slot_key else []),
-                ]
-            )
-            lock = protocol.StudyLock(self.storage_url, self.study_name)
-            with lock():
-                storage = protocol.open_storage(
-                    self.storage_url, self.heartbeat_interval, self.grace_period
-                )
-                study = protocol.open_study(
-                    storage,
-                    self.study_name,
-                    self.direction,
-                    self._identity,
-                    axes,
-                    self.metric_name,
-                )
+            plan = self._search_plan(axes) if self.search == "full" else None
         except ValueError as err:  # SweepConfigError, or the `check` hook's ConfigError
             console.fail(err)
-        except (
-            sqlalchemy.exc.SQLAlchemyError,
-            optuna.exceptions.StorageInternalError,
-            OSError,
-        ) as err:  # unreachable server, not a database, a read-only folder, ...
-            console.fail(SweepConfigError(storage_problem(self.storage_url, err)))
-        with protocol.interrupt_noted() as interrupted:
-            try:
-                self._run(study, storage, lock, axes, fixed, grid)
-            except BaseException as err:
-                # A Ctrl-C can surface as another error when it lands inside a library that
-                # wraps what it catches (OmegaConf does, composing a job's config).
-                if not (isinstance(err, KeyboardInterrupt) or interrupted.is_set()):
-                    raise
-                print(
-                    "\n[lrsweep] interrupted: trials in flight are marked FAIL; "
-                    "run the same command again to resume",
-                    file=sys.stderr,
-                )
-                raise SystemExit(130) from None
-            finally:
-                # The sweep's own connections, closed now rather than whenever the garbage
-                # collector (frozen at exit in trial processes) gets to them.
-                storage.engine.dispose()
+        self._fixed = fixed
+        self._job_loader.value_keys = frozenset(
+            [*(a.name for a in axes), *(k for k in (self.trial_key, self.slot_key) if k)]
+        )
+        spec = self._spec(self.study_name, axes, grid)
+        result = run_sweep(spec, self._launch)
+        if plan is None:
+            self._summary(result, axes, grid)
+            return
+        from lrsweep.search import run_later_stages
+
+        report = run_later_stages(plan, spec, self._run_stage)
+        print(report.text)
+        console.dashboard(result.shown_url)
+
+    def _spec(self, study_name: str, axes: list[Axis], grid: dict, **attrs: Any) -> Any:
+        from lrsweep.runner import SweepSpec
+
+        # Out-of-process launchers (joblib, submitit) get one lane per worker; Hydra's basic
+        # launcher and ours run jobs in this process, one lane of batches.
+        in_process = getattr(self.launcher, "in_process", False) or (
+            type(self.launcher).__name__ == "BasicLauncher"
+        )
+        return SweepSpec(
+            study_name=str(study_name),
+            storage_url=str(self.storage_url),
+            axes=axes,
+            grid=grid,
+            direction=self.direction,
+            metric_name=self.metric_name,
+            identity=self._identity,
+            study_attrs=attrs,
+            n_jobs=self.n_jobs,
+            lanes=1 if in_process else self.n_jobs,
+            n_trials=self.n_trials,
+            max_failure_rate=self.max_failure_rate,
+            heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period,
+            poll_interval=self.poll_interval,
+        )
+
+    def _run_stage(self, spec: Any) -> Any:
+        """A later stage of `search=full`: its grid through the same launcher."""
+        from lrsweep.runner import run_sweep
+
+        return run_sweep(spec, self._launch)
+
+    def _summary(self, result: Any, axes: list[Axis], grid: dict) -> None:
+        if self.summary:  # the application's own table (lrsweep's: src.study.sweep_summary)
+            from hydra.utils import get_method
+
+            print("\n" + get_method(self.summary)(result.study, self.metric_name))
+            console.dashboard(result.shown_url)
+            return
+        import optuna
+
+        from lrsweep import study_protocol as protocol
+
+        console.summary(
+            result.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+            axes,
+            grid,
+            protocol.POINT_ATTR,
+            self.metric_name or "value",
+            self.direction,
+            result.shown_url,
+        )
 
     def _raw(self, key: str) -> Any:
         """A config value as written (interpolations unresolved), following `${other.key}`."""
@@ -232,6 +249,11 @@ class LrSweeper(Sweeper):
                     f"sampler={target!r}: lrsweep runs a grid exactly once; use null or "
                     "optuna.samplers.GridSampler"
                 )
+        if self.search not in ("grid", "full"):
+            raise SweepConfigError(
+                f"hydra.sweeper.search={self.search!r} is invalid: grid (stage 1 alone) or full "
+                "(stage 1, stage 2, the confirm step and the report)"
+            )
         if self.direction not in ("maximize", "minimize"):
             raise SweepConfigError(f"direction={self.direction!r} is invalid: maximize or minimize")
         if not self.storage_url or not self.study_name:
@@ -252,6 +274,14 @@ class LrSweeper(Sweeper):
         job_cfg = self.config_loader.load_sweep_config(
             self.config, [*fixed, *param_overrides(first)]
         )
+        # Keys the sweeper sets on every job only when the app has them.
+        self._has_trial_key = bool(self.trial_key) and (
+            OmegaConf.select(job_cfg, self.trial_key, default=_ABSENT) is not _ABSENT
+        )
+        self._has_slot_key = bool(self.slot_key) and (
+            OmegaConf.select(job_cfg, self.slot_key, default=_ABSENT) is not _ABSENT
+        )
+        self._job_cfg = job_cfg
         if self.check:
             from hydra.utils import get_method
 
@@ -270,265 +300,48 @@ class LrSweeper(Sweeper):
             }
         return axes, fixed, grid
 
-    # ---- steps 2-3 ----
-    def _run(
-        self,
-        study: Any,
-        storage: Any,
-        lock: protocol.StudyLock,
-        axes: list[Axis],
-        fixed: list[str],
-        grid: dict[str, dict[str, Any]],
-    ) -> None:
-        study_id = storage.get_study_id_from_name(self.study_name)
-        shown_url = hide_password(self.storage_url)
-        index = protocol.TrialIndex(study, storage, study_id)
-        done = protocol.done_points(index.rows(), grid)
-        console.header(self.study_name, shown_url, len(grid), len(done))
-        run = _RunState(
-            study=study,
-            storage=storage,
-            study_id=study_id,
-            lock=lock,
-            grid=grid,
-            fixed=fixed,
-            dists=protocol.distributions(axes),
-            index=index,
-            done=done,
-            # Looked at once per poll: a point waits at most one poll more than its grace period.
-            stale=protocol.StaleTrials(
-                storage,
-                study_id,
-                self.grace_period,
-                every=min(self.poll_interval, self.grace_period),
-            ),
-        )
-        # Out-of-process launchers (joblib, submitit) get one lane per worker: each lane claims,
-        # launches and tells one trial at a time, so no worker waits for the slowest trial of a
-        # batch. Hydra's basic launcher runs jobs in this process, one after the other: one lane
-        # that launches batches of n_jobs.
-        in_process = getattr(self.launcher, "in_process", False) or (
-            type(self.launcher).__name__ == "BasicLauncher"
-        )
-        lanes = 1 if in_process or self.n_jobs == 1 else self.n_jobs
-        batch = self.n_jobs if lanes == 1 else 1
-        # What the sweep holds for its whole length (imports, configs, the study) is left out of
-        # the garbage collector's full passes: with torch loaded each pass walked ~360k objects,
-        # ~0.2 s, about every 40 in-process trials. Everything is unfrozen at the end, what froze
-        # before the sweep included (a program that froze its imports): the process goes on, and
-        # what the sweep leaves behind must be collectable.
-        with contextlib.ExitStack() as stack:
-            # Validation's cyclic garbage is frozen with the rest, until the end of the sweep:
-            # collecting it first would walk all of it (~0.15 s after torch._dynamo's import).
-            # A `check` hook should leave no large cycle behind (lrsweep's does not).
-            gc.freeze()
-            stack.callback(gc.unfreeze)
-            if self._collecting:
-                gc.enable()
-            heartbeat = stack.enter_context(Heartbeat(storage, self.heartbeat_interval))
-            run.heartbeat = heartbeat
-            try:
-                if lanes == 1:
-                    self._lane(run, 0, batch)
-                else:
-                    threads = [
-                        threading.Thread(
-                            target=self._lane_thread, args=(run, slot, batch), daemon=True
-                        )
-                        for slot in range(lanes)
-                    ]
-                    for thread in threads:
-                        thread.start()
-                    for thread in threads:
-                        while thread.is_alive():  # join with a timeout: Ctrl-C stays deliverable
-                            thread.join(0.2)
-                    if run.error is not None:
-                        raise run.error
-            except BaseException:
-                # Ctrl-C or an abort: our claimed trials must not sit RUNNING until the grace period.
-                run.stop.set()
-                with run.mutex:
-                    protocol.fail_trials(storage, list(run.in_flight.values()))
-                raise
-        if run.launched == 0:
-            print(f"[lrsweep] nothing to run: all {len(grid)} grid points are done", flush=True)
-        if self.summary:  # the application's own table (lrsweep's: src.study.sweep_summary)
-            from hydra.utils import get_method
+    def _search_plan(self, axes: list[Axis]) -> Any:
+        """`search=full`: which axis is the LR, which the seed, where the report goes."""
+        from lrsweep.search import SearchPlan
 
-            print("\n" + get_method(self.summary)(study, self.metric_name))
-            console.dashboard(shown_url)
-            return
-        import optuna
-
-        console.summary(
-            study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+        job_cfg = self._job_cfg
+        seed_key = self.seed_key
+        if seed_key and OmegaConf.select(job_cfg, seed_key, default=_ABSENT) is _ABSENT:
+            seed_key = None  # the app has no seed: the confirm step cannot use fresh seeds
+        report_dir = self.report_dir or str(job_cfg.hydra.sweep.dir)
+        return SearchPlan.from_axes(
             axes,
-            grid,
-            protocol.POINT_ATTR,
-            self.metric_name or "value",
-            self.direction,
-            shown_url,
+            lr_key=self.lr_key,
+            seed_key=seed_key,
+            points=self.stage2_points or self.points,
+            confirm_top=self.confirm_top,
+            confirm_seeds=self.confirm_seeds,
+            report_dir=Path(report_dir),
         )
 
-    def _lane_thread(self, run: "_RunState", slot: int, batch: int) -> None:
-        try:
-            self._lane(run, slot, batch)
-        except BaseException as err:  # handed to the main thread, which fails what is in flight
-            with run.mutex:
-                run.error = run.error or err
-            run.stop.set()
+    def _launch(self, claimed: list, slot: int) -> list:
+        """Runs claimed points as Hydra jobs; each `JobReturn` as a `JobResult`."""
+        from hydra.core.utils import JobStatus
 
-    def _lane(self, run: "_RunState", slot: int, batch: int) -> None:
-        """Claim up to `batch` trials, launch them (worker slots `slot`, `slot + 1`, ...), tell
-        their results; again, until the grid holds nothing more for this run."""
-        while not run.stop.is_set():
-            with run.mutex:
-                budget = batch
-                if self.n_trials is not None:
-                    budget = min(budget, self.n_trials - run.launched - len(run.in_flight))
-            if budget <= 0:
-                return
-            # One lane's round at a time: a trial a lane claims is in `in_flight` before another
-            # lane looks at the study, so no lane takes a sibling's trial for one running
-            # elsewhere (and waits `poll_interval` for it).
-            with run.round_mutex:
-                with run.lock():
-                    run.stale.fail(run.study)
-                    queued = protocol.queue_ahead(
-                        run.study, run.storage, run.study_id, run.grid, run.failed_here,
-                        ahead=max(budget, self.n_jobs), index=run.index,
-                    )  # fmt: skip
-                    with run.mutex:
-                        run.done |= queued.done
-                    # The claim under the lock too: on SQLite, Optuna's WAITING -> RUNNING reads
-                    # the state before its write transaction begins, so two sweeps could both
-                    # win one trial between the lock's rounds. A Ctrl-C waits until the claimed
-                    # trials are known to be ours (in flight).
-                    with protocol.interrupt_deferred():
-                        claimed = protocol.claim(
-                            run.study, run.storage, run.study_id, run.grid, budget,
-                            run.heartbeat, queued.waiting,
-                        )  # fmt: skip
-                        with run.mutex:
-                            for number, trial_id, _ in claimed:
-                                run.in_flight[number] = trial_id
-                if not claimed:
-                    with run.mutex:
-                        skip, ours = set(run.failed_here), dict(run.in_flight)
-                    rows = run.index.rows()
-                    unclaimed = protocol.unclaimed(rows, run.grid, skip)
-                    elsewhere = 0 if unclaimed else protocol.running_elsewhere(
-                        rows, run.grid, ours
-                    )  # fmt: skip
-            if not claimed:
-                if unclaimed:
-                    continue  # another sweep took the queued point: queue the next
-                if not elsewhere:
-                    return
-                with run.mutex:
-                    note, run.waiting_note = not run.waiting_note, True
-                if note:
-                    print(
-                        f"[lrsweep] waiting for {elsewhere} trial(s) running elsewhere "
-                        f"(one that stops beating is failed after {self.grace_period} s "
-                        "and its point run here)",
-                        flush=True,
-                    )
-                run.stop.wait(self.poll_interval)
-                continue
-            results = self._launch(run, claimed, slot)
-            for (number, trial_id, params), ret in zip(claimed, results, strict=True):
-                told = protocol.tell(run.study, run.storage, number, trial_id, ret)
-                run.heartbeat.discard(trial_id)
-                with run.mutex:
-                    run.in_flight.pop(number, None)
-                    run.launched += 1
-                    launched = run.launched
-                    if told.error is None:
-                        if told.recorded:
-                            run.done.add(point_key(params))
-                    else:
-                        run.failures += 1
-                        run.failed_here.add(point_key(params))
-                    done = len(run.done)
-                if told.error is not None:
-                    console.trial_failed(number, told.error)
-                self._progress(run, trial_id, params, told, done, launched)
-            with run.mutex:
-                failures, launched = run.failures, run.launched
-            if failures and failures / launched > self.max_failure_rate:
-                run.stop.set()
-                print(
-                    f"error: {failures} of {launched} trials failed "
-                    f"(max_failure_rate={self.max_failure_rate}); errors are in the trials' "
-                    "user attr 'error'. A rerun resumes and retries them.",
-                    file=sys.stderr,
-                )
-                raise SystemExit(1)
+        from lrsweep.study_protocol import JobResult
 
-    def _launch(
-        self, run: "_RunState", claimed: list[tuple[int, int, dict[str, Any]]], slot: int
-    ) -> Sequence[Any]:
         batch = []
-        for i, (number, trial_id, params) in enumerate(claimed):
-            protocol.record_params(run.storage, trial_id, params, run.dists)
-            overrides = [*run.fixed, *param_overrides(params), f"{self.trial_key}={number}"]
-            if self.slot_key:  # jobs running at once hold distinct slots (one GPU each)
+        for i, (number, _, params) in enumerate(claimed):
+            overrides = [*self._fixed, *param_overrides(params)]
+            if self._has_trial_key:
+                overrides.append(f"{self.trial_key}={number}")
+            if self._has_slot_key:  # jobs running at once hold distinct slots (one GPU each)
                 overrides.append(f"{self.slot_key}={slot + i}")
             batch.append(overrides)
-        with run.mutex:
-            job_idx, self.job_idx = self.job_idx, self.job_idx + len(batch)
-        return self.launcher.launch(batch, initial_job_idx=job_idx)
-
-    def _progress(
-        self,
-        run: "_RunState",
-        trial_id: int,
-        params: dict[str, Any],
-        told: protocol.Outcome,
-        done: int,
-        launched: int,
-    ) -> None:
-        # `done` is this run's count: the points done at its last look at the study, and its own
-        # since (another sweep's newer ones show from its next round on). No read of the study.
-        remaining = len(run.grid) - done
-        if self.n_trials is not None:
-            remaining = min(remaining, self.n_trials - launched)
-        console.progress(
-            told.value,
-            protocol.trial_user_attrs(run.storage, trial_id, console.PROGRESS_ATTRS),
-            params,
-            done,
-            len(run.grid),
-            remaining,
-            launched,
-            time.perf_counter() - run.started,
-            self.metric_name or "value",
-        )
-
-
-@dataclass
-class _RunState:
-    """What the lanes of one run share; `mutex` guards the counters and `in_flight`."""
-
-    study: Any
-    storage: Any
-    study_id: int
-    lock: protocol.StudyLock
-    grid: dict[str, dict[str, Any]]
-    fixed: list[str]
-    dists: dict[str, Any]
-    stale: protocol.StaleTrials
-    index: protocol.TrialIndex  # the rounds' incremental read of the study
-    done: set[str]  # grid points known to be COMPLETE
-    heartbeat: Any = None
-    launched: int = 0
-    failures: int = 0
-    failed_here: set[str] = field(default_factory=set)  # not re-queued: an error would loop
-    in_flight: dict[int, int] = field(default_factory=dict)  # trial number -> trial id
-    waiting_note: bool = False
-    started: float = field(default_factory=time.perf_counter)
-    error: BaseException | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
-    mutex: threading.Lock = field(default_factory=threading.Lock)
-    round_mutex: threading.Lock = field(default_factory=threading.Lock)  # one lane queues at once
+        job_idx, self.job_idx = self.job_idx, self.job_idx + len(batch)
+        results = []
+        for ret in self.launcher.launch(batch, initial_job_idx=job_idx):
+            if ret.status == JobStatus.COMPLETED:
+                results.append(JobResult(value=ret.return_value))
+                continue
+            try:
+                _ = ret.return_value  # re-raises the job's exception
+                results.append(JobResult(error="job failed"))
+            except Exception as exc:
+                results.append(JobResult(error=f"{type(exc).__name__}: {exc}"))
+        return results

@@ -11,7 +11,7 @@ sources (libpq reads `PGPASSWORD` and `~/.pgpass`). Everything printed goes thro
 import re
 from pathlib import Path
 
-from hydra_plugins.lrsweep_sweeper.grid import SweepConfigError
+from lrsweep.grid import SweepConfigError
 
 EXAMPLES = "e.g. sqlite:///outputs/lrsweep.db or postgresql+psycopg2://user@host/db"
 # The password part of `scheme://user:password@host...`, as typed (interpolations unresolved).

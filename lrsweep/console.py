@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from hydra_plugins.lrsweep_sweeper.grid import Axis
+from lrsweep.grid import Axis
 
 
 def fail(err: BaseException) -> NoReturn:

@@ -26,15 +26,13 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hydra.core.utils import JobStatus
-
-from hydra_plugins.lrsweep_sweeper.grid import Axis, SweepConfigError
-from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
-from hydra_plugins.lrsweep_sweeper.storage_url import sqlite_path
+from lrsweep.grid import Axis, SweepConfigError
+from lrsweep.heartbeat import Heartbeat
+from lrsweep.storage_url import sqlite_path
 
 POINT_ATTR = "grid_point"  # trial user attr: the canonical JSON of the trial's grid point
 SCHEMA_RETRIES = 5
@@ -664,42 +662,73 @@ def record_params(
         storage.set_trial_param(trial_id, name, values[name], dist)
 
 
+class JobResult(NamedTuple):
+    """What a job gave back, as any adapter sees it: its return value, or the text of the error
+    it raised (`error` set)."""
+
+    value: Any = None
+    error: str | None = None
+
+
 class Outcome(NamedTuple):
-    """A job's result as told: its metric, or the error that failed it; `recorded`: whether the
+    """A job's result as told: its metric, or the error that failed it; `diverged`: it returned a
+    non-finite number (recorded as the worst value of the direction); `recorded`: whether the
     study took it (False: the trial had been finished elsewhere, e.g. failed as stale)."""
 
     value: float | None
     error: str | None
     recorded: bool = True
+    diverged: bool = False
 
 
-def outcome(ret: Any) -> Outcome:
-    """A `JobReturn` judged: a finite number is the value; anything else, or a raised
-    exception, is an error text."""
-    if ret.status == JobStatus.COMPLETED:
-        try:
-            value = float(ret.return_value)
-        except (TypeError, ValueError):
-            return Outcome(None, f"job returned {ret.return_value!r}, not a number")
-        if not math.isfinite(value):
-            return Outcome(None, f"job returned a non-finite value ({value})")
-        return Outcome(value, None)
+def outcome(
+    result: JobResult, metric_name: str | None = None, direction: str = "maximize"
+) -> Outcome:
+    """A job's result judged. The value is the returned number, or the `metric_name` entry of a
+    returned mapping; a NaN or infinite value is a diverged run (a training that blew up is a
+    result, not a failure), recorded as the worst value (-inf maximising, +inf minimising);
+    anything else that is not a number, or a raised exception, is an error text."""
+    if result.error is not None:
+        return Outcome(None, result.error)
+    value = result.value
+    if isinstance(value, Mapping):
+        if metric_name is None or metric_name not in value:
+            return Outcome(
+                None,
+                f"job returned a mapping without the metric {metric_name!r} "
+                f"(keys {sorted(map(str, value))[:8]}); set hydra.sweeper.metric_name",
+            )
+        value = value[metric_name]
+    if isinstance(value, bool):
+        return Outcome(None, f"job returned {value!r}, not a number")
     try:
-        _ = ret.return_value  # re-raises the job's exception
-        return Outcome(None, "job failed")
-    except Exception as exc:
-        return Outcome(None, f"{type(exc).__name__}: {exc}")
+        value = float(value)
+    except (TypeError, ValueError):
+        return Outcome(None, f"job returned {value!r}, not a number")
+    if not math.isfinite(value):
+        return Outcome(-math.inf if direction == "maximize" else math.inf, None, diverged=True)
+    return Outcome(value, None)
 
 
-def tell(study: Any, storage: Any, number: int, trial_id: int, ret: Any) -> Outcome:
+def tell(
+    study: Any,
+    storage: Any,
+    number: int,
+    trial_id: int,
+    result: JobResult,
+    metric_name: str | None = None,
+    direction: str = "maximize",
+) -> Outcome:
     """Record a job's outcome (`outcome`) and return it. Never raises for a job's fault."""
     import optuna
 
-    told = outcome(ret)
+    told = outcome(result, metric_name, direction)
     try:
         # The storage directly: `study.tell` re-reads the trial and calls the sampler, which
         # never chooses here (fixed params).
         if told.error is None:
+            if told.diverged:
+                storage.set_trial_user_attr(trial_id, "diverged", True)
             storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [told.value])
         else:
             storage.set_trial_user_attr(trial_id, "error", told.error[:2000])

@@ -1,0 +1,42 @@
+"""A study's trials as a table: one row per trial, what every statistic, choice and report reads.
+
+Any app's study reads the same way: the LR and the seed are the params named `lr_key` and
+`seed_key` (lrsweep's own trial: `lr`, `seed`; a Hydra app: e.g. `model.optimizer.lr`), the value
+is the metric the study optimised, `diverged`, `stopped_at_chance`, `epochs_run` and `seconds`
+are user attributes when the job or the sweeper wrote them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Columns of `trials_frame`, in order.
+TRIAL_COLUMNS = ["number", "state", "lr", "seed", "value", "diverged", "epochs_run", "seconds"]
+
+
+def trials_frame(study: Any, lr_key: str = "lr", seed_key: str | None = "seed") -> pd.DataFrame:
+    """One row per trial, columns `TRIAL_COLUMNS`; `value` is NaN unless the trial is COMPLETE;
+    `seed` is 0 for a study without a seed axis."""
+    import optuna
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        params = t.params or t.system_attrs.get("fixed_params", {})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "lr": params.get(lr_key, math.nan),
+                "seed": params.get(seed_key, 0) if seed_key else 0,
+                "value": t.value if t.state == optuna.trial.TrialState.COMPLETE else math.nan,
+                "diverged": bool(t.user_attrs.get("diverged", False)),
+                "epochs_run": t.user_attrs.get("epochs_run", 0),
+                "seconds": t.user_attrs.get("seconds", math.nan),
+            }
+        )
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)

@@ -1,0 +1,337 @@
+"""One sweep: every point of a grid run exactly once, as trials of one Optuna study.
+
+`run_sweep(spec, launch)` is the loop every adapter shares (the Hydra sweeper, the Python API,
+the later stages of a search); `launch` is the adapter's: it runs a batch of claimed points
+(through Hydra's launcher, or by calling the user's function) and returns one `JobResult` each.
+
+1. open the study under its lock (`study_protocol`); bad settings or an unusable storage are one
+   line and exit status 2 (`console.fail`), before any trial is claimed;
+2. each round: fail stale trials, queue missing points, claim a batch, launch it, tell the
+   results (`study_protocol.tell`);
+3. when nothing is left to claim but points are RUNNING elsewhere, wait for them: a killed
+   sweep's trials go stale after `grace_period` and come back through step 2.
+
+Out-of-process launchers get one lane per worker: each lane claims, launches and tells one trial
+at a time, so no worker waits for the slowest trial of a batch. An in-process launcher runs one
+lane that launches batches of `n_jobs`.
+"""
+
+import contextlib
+import gc
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lrsweep import console
+from lrsweep import study_protocol as protocol
+from lrsweep.grid import Axis, SweepConfigError, point_key
+from lrsweep.heartbeat import Heartbeat
+from lrsweep.storage_url import hide_password, storage_problem
+
+# A claimed point: (trial number, trial id, its params).
+Claimed = tuple[int, int, dict[str, Any]]
+
+
+@dataclass
+class SweepSpec:
+    """What one sweep needs besides its launcher. `grid`: point key -> params (`build_grid`)."""
+
+    study_name: str
+    storage_url: str
+    axes: list[Axis]
+    grid: dict[str, dict[str, Any]]
+    direction: str = "maximize"
+    metric_name: str | None = None
+    identity: dict[str, Any] = field(default_factory=dict)
+    study_attrs: dict[str, Any] = field(default_factory=dict)  # e.g. parent_study, stage
+    n_jobs: int = 1  # trials per launched batch (in-process) or lanes (out of process)
+    lanes: int = 1
+    n_trials: int | None = None  # most trials this run launches
+    max_failure_rate: float = 0.0
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    poll_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    study: Any  # the Optuna study (its storage's connections closed; reopened on use)
+    shown_url: str  # the storage URL as printed (password hidden)
+    launched: int  # trials this run launched
+
+
+Launch = Callable[[list[Claimed], int], Sequence[protocol.JobResult]]
+
+
+def open_sweep_study(spec: SweepSpec) -> tuple[Any, Any, protocol.StudyLock]:
+    """(study, storage, lock): the study created or loaded under its lock, checked to hold this
+    experiment. Bad settings or an unusable storage: one line, exit status 2."""
+    import optuna
+    import sqlalchemy
+
+    try:
+        lock = protocol.StudyLock(spec.storage_url, spec.study_name)
+        with lock():
+            storage = protocol.open_storage(
+                spec.storage_url, spec.heartbeat_interval, spec.grace_period
+            )
+            study = protocol.open_study(
+                storage,
+                spec.study_name,
+                spec.direction,
+                spec.identity,
+                spec.axes,
+                spec.metric_name,
+            )
+            for key, value in spec.study_attrs.items():
+                if study.user_attrs.get(key) != value:
+                    study.set_user_attr(key, value)
+    except SweepConfigError as err:
+        console.fail(err)
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+        OSError,
+    ) as err:  # unreachable server, not a database, a read-only folder, ...
+        console.fail(SweepConfigError(storage_problem(spec.storage_url, err)))
+    return study, storage, lock
+
+
+def run_sweep(spec: SweepSpec, launch: Launch) -> SweepResult:
+    """Runs what is missing of `spec.grid` (module docstring). Ctrl-C: the trials in flight are
+    failed at once, one line, SystemExit(130)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats and stale-trial failing are "experimental" in Optuna: we rely on them knowingly.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study, storage, lock = open_sweep_study(spec)
+    with protocol.interrupt_noted() as interrupted:
+        try:
+            launched = _Run(spec, launch, study, storage, lock).run()
+        except BaseException as err:
+            # A Ctrl-C can surface as another error when it lands inside a library that
+            # wraps what it catches (OmegaConf does, composing a job's config).
+            if not (isinstance(err, KeyboardInterrupt) or interrupted.is_set()):
+                raise
+            print(
+                "\n[lrsweep] interrupted: trials in flight are marked FAIL; "
+                "run the same command again to resume",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
+        finally:
+            # The sweep's own connections, closed now rather than whenever the garbage
+            # collector (frozen at exit in trial processes) gets to them.
+            storage.engine.dispose()
+    if launched == 0:
+        print(f"[lrsweep] nothing to run: all {len(spec.grid)} grid points are done", flush=True)
+    return SweepResult(study, hide_password(spec.storage_url), launched)
+
+
+class _Run:
+    """The lanes of one sweep and what they share; `mutex` guards the counters and `in_flight`."""
+
+    def __init__(
+        self, spec: SweepSpec, launch: Launch, study: Any, storage: Any, lock: Any
+    ) -> None:
+        self.spec, self.launch = spec, launch
+        self.study, self.storage, self.lock = study, storage, lock
+        self.study_id = storage.get_study_id_from_name(spec.study_name)
+        self.grid = spec.grid
+        self.dists = protocol.distributions(spec.axes)
+        self.index = protocol.TrialIndex(study, storage, self.study_id)
+        self.done: set[str] = protocol.done_points(self.index.rows(), self.grid)
+        # Looked at once per poll: a point waits at most one poll more than its grace period.
+        self.stale = protocol.StaleTrials(
+            storage,
+            self.study_id,
+            spec.grace_period,
+            every=min(spec.poll_interval, spec.grace_period),
+        )
+        self.heartbeat: Any = None
+        self.launched = 0
+        self.failures = 0
+        self.failed_here: set[str] = set()  # not re-queued: an error would loop
+        self.in_flight: dict[int, int] = {}  # trial number -> trial id
+        self.waiting_note = False
+        self.started = time.perf_counter()
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.mutex = threading.Lock()
+        self.round_mutex = threading.Lock()  # one lane queues and claims at a time
+        console.header(
+            spec.study_name, hide_password(spec.storage_url), len(self.grid), len(self.done)
+        )
+
+    def run(self) -> int:
+        """The lanes, to the end; the number of trials launched."""
+        spec = self.spec
+        lanes = max(1, spec.lanes)
+        batch = spec.n_jobs if lanes == 1 else 1
+        # What the sweep holds for its whole length (imports, configs, the study) is left out of
+        # the garbage collector's full passes: with torch loaded each pass walked ~360k objects,
+        # ~0.2 s, about every 40 in-process trials. Everything is unfrozen at the end, what froze
+        # before the sweep included: the process goes on, and what the sweep leaves behind must
+        # be collectable.
+        collecting = gc.isenabled()
+        with contextlib.ExitStack() as stack:
+            gc.freeze()
+            stack.callback(gc.unfreeze)
+            if collecting:
+                gc.enable()
+            self.heartbeat = stack.enter_context(Heartbeat(self.storage, spec.heartbeat_interval))
+            try:
+                if lanes == 1:
+                    self._lane(0, batch)
+                else:
+                    threads = [
+                        threading.Thread(target=self._lane_thread, args=(slot, batch), daemon=True)
+                        for slot in range(lanes)
+                    ]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        while thread.is_alive():  # join with a timeout: Ctrl-C stays deliverable
+                            thread.join(0.2)
+                    if self.error is not None:
+                        raise self.error
+            except BaseException:
+                # Ctrl-C or an abort: our claimed trials must not sit RUNNING until the grace period.
+                self.stop.set()
+                with self.mutex:
+                    protocol.fail_trials(self.storage, list(self.in_flight.values()))
+                raise
+        return self.launched
+
+    def _lane_thread(self, slot: int, batch: int) -> None:
+        try:
+            self._lane(slot, batch)
+        except BaseException as err:  # handed to the main thread, which fails what is in flight
+            with self.mutex:
+                self.error = self.error or err
+            self.stop.set()
+
+    def _lane(self, slot: int, batch: int) -> None:
+        """Claim up to `batch` trials, launch them (worker slots `slot`, `slot + 1`, ...), tell
+        their results; again, until the grid holds nothing more for this run."""
+        spec = self.spec
+        while not self.stop.is_set():
+            with self.mutex:
+                budget = batch
+                if spec.n_trials is not None:
+                    budget = min(budget, spec.n_trials - self.launched - len(self.in_flight))
+            if budget <= 0:
+                return
+            claimed, unclaimed, elsewhere = self._round(budget)
+            if not claimed:
+                if unclaimed:
+                    continue  # another sweep took the queued point: queue the next
+                if not elsewhere:
+                    return
+                with self.mutex:
+                    note, self.waiting_note = not self.waiting_note, True
+                if note:
+                    print(
+                        f"[lrsweep] waiting for {elsewhere} trial(s) running elsewhere "
+                        f"(one that stops beating is failed after {spec.grace_period} s "
+                        "and its point run here)",
+                        flush=True,
+                    )
+                self.stop.wait(spec.poll_interval)
+                continue
+            for _, trial_id, params in claimed:
+                protocol.record_params(self.storage, trial_id, params, self.dists)
+            results = self.launch(claimed, slot)
+            for (number, trial_id, params), result in zip(claimed, results, strict=True):
+                self._tell(number, trial_id, params, result)
+            with self.mutex:
+                failures, launched = self.failures, self.launched
+            if failures and failures / launched > spec.max_failure_rate:
+                self.stop.set()
+                print(
+                    f"error: {failures} of {launched} trials failed "
+                    f"(max_failure_rate={spec.max_failure_rate}); errors are in the trials' "
+                    "user attr 'error'. A rerun resumes and retries them.",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1)
+
+    def _round(self, budget: int) -> tuple[list[Claimed], int, int]:
+        """Under the study lock: fail stale trials, queue ahead, claim up to `budget` trials.
+        (claimed, points still unclaimed, trials running elsewhere); the last two only when
+        nothing was claimed."""
+        # One lane's round at a time: a trial a lane claims is in `in_flight` before another
+        # lane looks at the study, so no lane takes a sibling's trial for one running
+        # elsewhere (and waits `poll_interval` for it).
+        with self.round_mutex:
+            with self.lock():
+                self.stale.fail(self.study)
+                queued = protocol.queue_ahead(
+                    self.study, self.storage, self.study_id, self.grid, self.failed_here,
+                    ahead=max(budget, self.spec.n_jobs), index=self.index,
+                )  # fmt: skip
+                with self.mutex:
+                    self.done |= queued.done
+                # The claim under the lock too: on SQLite, Optuna's WAITING -> RUNNING reads
+                # the state before its write transaction begins, so two sweeps could both
+                # win one trial between the lock's rounds. A Ctrl-C waits until the claimed
+                # trials are known to be ours (in flight).
+                with protocol.interrupt_deferred():
+                    claimed = protocol.claim(
+                        self.study, self.storage, self.study_id, self.grid, budget,
+                        self.heartbeat, queued.waiting,
+                    )  # fmt: skip
+                    with self.mutex:
+                        for number, trial_id, _ in claimed:
+                            self.in_flight[number] = trial_id
+            if claimed:
+                return claimed, 0, 0
+            with self.mutex:
+                skip, ours = set(self.failed_here), dict(self.in_flight)
+            rows = self.index.rows()
+            unclaimed = protocol.unclaimed(rows, self.grid, skip)
+            elsewhere = 0 if unclaimed else protocol.running_elsewhere(rows, self.grid, ours)
+            return [], unclaimed, elsewhere
+
+    def _tell(
+        self, number: int, trial_id: int, params: dict[str, Any], result: protocol.JobResult
+    ) -> None:
+        spec = self.spec
+        told = protocol.tell(
+            self.study, self.storage, number, trial_id, result, spec.metric_name, spec.direction
+        )
+        self.heartbeat.discard(trial_id)
+        with self.mutex:
+            self.in_flight.pop(number, None)
+            self.launched += 1
+            launched = self.launched
+            if told.error is None:
+                if told.recorded:
+                    self.done.add(point_key(params))
+            else:
+                self.failures += 1
+                self.failed_here.add(point_key(params))
+            done = len(self.done)
+        if told.error is not None:
+            console.trial_failed(number, told.error)
+        # `done` is this run's count: the points done at its last look at the study, and its own
+        # since (another sweep's newer ones show from its next round on). No read of the study.
+        remaining = len(self.grid) - done
+        if spec.n_trials is not None:
+            remaining = min(remaining, spec.n_trials - launched)
+        console.progress(
+            told.value,
+            protocol.trial_user_attrs(self.storage, trial_id, console.PROGRESS_ATTRS),
+            params,
+            done,
+            len(self.grid),
+            remaining,
+            launched,
+            time.perf_counter() - self.started,
+            spec.metric_name or "value",
+        )
