@@ -4,8 +4,8 @@
 the later stages of a search); `launch` is the adapter's: it runs a batch of claimed points
 (through Hydra's launcher, or by calling the user's function) and returns one `JobResult` each.
 
-1. open the study under its lock (`study_protocol`); bad settings or an unusable storage are one
-   line and exit status 2 (`console.fail`), before any trial is claimed;
+1. open the study under its lock (`study_protocol`); bad settings or an unusable storage are a
+   SweepConfigError (the adapters' one line and exit status 2), before any trial is claimed;
 2. each round: fail stale trials, queue missing points, claim a batch, launch it, tell the
    results (`study_protocol.tell`);
 3. when nothing is left to claim but points are RUNNING elsewhere, wait for them: a killed
@@ -34,6 +34,11 @@ from lrsweep.storage_url import hide_password, storage_problem
 
 # A claimed point: (trial number, trial id, its params).
 Claimed = tuple[int, int, dict[str, Any]]
+
+
+class TooManyFailures(RuntimeError):
+    """More than `max_failure_rate` of the launched trials failed: the sweep stopped (a rerun
+    resumes and retries them)."""
 
 
 @dataclass
@@ -69,7 +74,7 @@ Launch = Callable[[list[Claimed], int], Sequence[protocol.JobResult]]
 
 def open_sweep_study(spec: SweepSpec) -> tuple[Any, Any, protocol.StudyLock]:
     """(study, storage, lock): the study created or loaded under its lock, checked to hold this
-    experiment. Bad settings or an unusable storage: one line, exit status 2."""
+    experiment. Bad settings or an unusable storage: SweepConfigError, with one line to show."""
     import optuna
     import sqlalchemy
 
@@ -90,20 +95,19 @@ def open_sweep_study(spec: SweepSpec) -> tuple[Any, Any, protocol.StudyLock]:
             for key, value in spec.study_attrs.items():
                 if study.user_attrs.get(key) != value:
                     study.set_user_attr(key, value)
-    except SweepConfigError as err:
-        console.fail(err)
     except (
         sqlalchemy.exc.SQLAlchemyError,
         optuna.exceptions.StorageInternalError,
         OSError,
     ) as err:  # unreachable server, not a database, a read-only folder, ...
-        console.fail(SweepConfigError(storage_problem(spec.storage_url, err)))
+        raise SweepConfigError(storage_problem(spec.storage_url, err)) from None
     return study, storage, lock
 
 
 def run_sweep(spec: SweepSpec, launch: Launch) -> SweepResult:
-    """Runs what is missing of `spec.grid` (module docstring). Ctrl-C: the trials in flight are
-    failed at once, one line, SystemExit(130)."""
+    """Runs what is missing of `spec.grid` (module docstring). Raises SweepConfigError for bad
+    settings or an unusable storage (before any trial is claimed), TooManyFailures, and
+    KeyboardInterrupt on Ctrl-C once the trials in flight are failed (one line printed)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -123,7 +127,7 @@ def run_sweep(spec: SweepSpec, launch: Launch) -> SweepResult:
                 "run the same command again to resume",
                 file=sys.stderr,
             )
-            raise SystemExit(130) from None
+            raise KeyboardInterrupt from None
         finally:
             # The sweep's own connections, closed now rather than whenever the garbage
             # collector (frozen at exit in trial processes) gets to them.
@@ -253,13 +257,11 @@ class _Run:
                 failures, launched = self.failures, self.launched
             if failures and failures / launched > spec.max_failure_rate:
                 self.stop.set()
-                print(
-                    f"error: {failures} of {launched} trials failed "
+                raise TooManyFailures(
+                    f"{failures} of {launched} trials failed "
                     f"(max_failure_rate={spec.max_failure_rate}); errors are in the trials' "
-                    "user attr 'error'. A rerun resumes and retries them.",
-                    file=sys.stderr,
+                    "user attr 'error'. A rerun resumes and retries them."
                 )
-                raise SystemExit(1)
 
     def _round(self, budget: int) -> tuple[list[Claimed], int, int]:
         """Under the study lock: fail stale trials, queue ahead, claim up to `budget` trials.

@@ -664,10 +664,11 @@ def record_params(
 
 class JobResult(NamedTuple):
     """What a job gave back, as any adapter sees it: its return value, or the text of the error
-    it raised (`error` set)."""
+    it raised (`error` set); `attrs`: user attributes the adapter measured (e.g. `seconds`)."""
 
     value: Any = None
     error: str | None = None
+    attrs: dict[str, Any] | None = None
 
 
 class Outcome(NamedTuple):
@@ -726,6 +727,8 @@ def tell(
     try:
         # The storage directly: `study.tell` re-reads the trial and calls the sampler, which
         # never chooses here (fixed params).
+        for key, value in (result.attrs or {}).items():
+            storage.set_trial_user_attr(trial_id, key, value)
         if told.error is None:
             if told.diverged:
                 storage.set_trial_user_attr(trial_id, "diverged", True)

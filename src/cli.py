@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 from hydra.errors import HydraException
 
-from src.errors import ConfigError
+from lrsweep.grid import SweepConfigError
 
-USER_ERRORS = (ConfigError, HydraException)
+USER_ERRORS = (SweepConfigError, HydraException)
 EXIT_BAD_INPUT = 2
 
 

@@ -21,8 +21,9 @@ class LrSweepConf:
     # {_target_: optuna.samplers.GridSampler} are accepted; adaptive samplers are not.
     sampler: Any = None
     direction: str = "maximize"
-    storage: str | None = None  # any SQLAlchemy URL; sqlite:///path for a local file
-    study_name: str | None = None
+    # Any SQLAlchemy URL; sqlite:///path for a local file. null: sqlite:///<cwd>/lrsweep.db
+    storage: str | None = None
+    study_name: str | None = None  # null: the app's name (hydra.job.name)
     metric_name: str | None = None  # shown by optuna-dashboard
     n_trials: int | None = None  # most trials this run launches; null = the rest of the grid
     # Trials per launched batch. null: the launcher's own n_jobs (joblib: -1 = every core) or
@@ -43,7 +44,9 @@ class LrSweepConf:
     # Dotted path of a function called with (study, metric_name) at the end of a sweep; the text
     # it returns is printed instead of the built-in per-value table.
     summary: str | None = None
-    trial_key: str = "trial"  # job config key that receives the trial number
+    # Job config key that receives the trial number, when the app's config has it (lrsweep's own
+    # trial reports per-epoch values to its trial); null: never passed.
+    trial_key: str | None = "trial"
     # Job config key that receives the job's worker slot (0 .. n_jobs - 1: its lane, which runs
     # one job at a time, so jobs running at once have distinct slots): e.g. to pick one GPU per
     # concurrent worker. null: not passed.
@@ -56,6 +59,19 @@ class LrSweepConf:
     # Compose each job's config once per shape of job and set its values on a copy (compose.py),
     # instead of Hydra's full composition per job; false: Hydra's composition for every job.
     compose_once: bool = True
+    # grid: the grid above (stage 1) alone. full: then stage 2 on a narrowed LR range, the confirm
+    # step on fresh seeds, and the report (trials.csv, curve.png, best.yaml) in `report_dir`.
+    search: str = "grid"
+    # The LR axis of `params` (any key: `lr`, `model.optimizer.lr`, ...); null: the one
+    # `tag(log, interval(a, b))` axis.
+    lr_key: str | None = None
+    # The app's seed key: the confirm step's fresh seeds go there (no such key in the app: no
+    # confirm step). A seed axis in `params` is stage 1's seeds.
+    seed_key: str | None = "seed"
+    stage2_points: int | None = None  # null: `points`
+    confirm_top: int = 3  # LRs re-run by the confirm step (plus the interpolated optimum and
+    confirm_seeds: int = 3  # stage 1's best), on this many fresh seeds
+    report_dir: str | None = None  # null: the sweep folder (hydra.sweep.dir)
 
 
 ConfigStore.instance().store(

@@ -6,7 +6,7 @@ The plugin class only adapts Hydra to the library (`lrsweep/`):
    job's config and run the `check` hook; bad input stops here, before the study is touched;
 2. `lrsweep.runner.run_sweep` runs the grid exactly once, launching jobs through Hydra's launcher
    (`_launch`: a grid point becomes overrides; a `JobReturn` becomes a `JobResult`);
-3. with `search=full`, `lrsweep.search` runs the later stages through the same two steps and
+3. with `search=full`, `lrsweep.stages` runs the later stages through the same two steps and
    writes the report into the sweep folder.
 
 The sweeper writes no key the app does not have: the trial number (`trial_key`) and the worker
@@ -19,6 +19,7 @@ Optuna is imported inside `sweep()`: Hydra imports every plugin module on every 
 import gc
 import os
 import re
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,25 +145,30 @@ class LrSweeper(Sweeper):
                 gc.enable()
 
     def _sweep(self, arguments: list[str]) -> None:
-        from lrsweep.runner import run_sweep
+        from lrsweep.runner import TooManyFailures, run_sweep
 
         try:
             axes, fixed, grid = self._plan(arguments)
             plan = self._search_plan(axes) if self.search == "full" else None
+            self._fixed = fixed
+            self._job_loader.value_keys = frozenset(
+                [*(a.name for a in axes), *(k for k in (self.trial_key, self.slot_key) if k)]
+            )
+            spec = self._spec(self.study_name, axes, grid)
+            result = run_sweep(spec, self._launch)
+            if plan is None:
+                self._summary(result, axes, grid)
+                return
+            from lrsweep.stages import run_later_stages
+
+            report = run_later_stages(plan, spec, self._run_stage)
         except ValueError as err:  # SweepConfigError, or the `check` hook's ConfigError
             console.fail(err)
-        self._fixed = fixed
-        self._job_loader.value_keys = frozenset(
-            [*(a.name for a in axes), *(k for k in (self.trial_key, self.slot_key) if k)]
-        )
-        spec = self._spec(self.study_name, axes, grid)
-        result = run_sweep(spec, self._launch)
-        if plan is None:
-            self._summary(result, axes, grid)
-            return
-        from lrsweep.search import run_later_stages
-
-        report = run_later_stages(plan, spec, self._run_stage)
+        except TooManyFailures as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
         print(report.text)
         console.dashboard(result.shown_url)
 
@@ -256,10 +262,10 @@ class LrSweeper(Sweeper):
             )
         if self.direction not in ("maximize", "minimize"):
             raise SweepConfigError(f"direction={self.direction!r} is invalid: maximize or minimize")
-        if not self.storage_url or not self.study_name:
-            raise SweepConfigError(
-                "storage and study_name must be set (hydra.sweeper.storage, study_name)"
-            )
+        # An app that names neither gets a study named after it, in ./lrsweep.db (printed in the
+        # sweep's first line): a study needs a file to resume from.
+        self.study_name = self.study_name or OmegaConf.select(self.config, "hydra.job.name")
+        self.storage_url = self.storage_url or f"sqlite:///{Path('lrsweep.db').absolute()}"
         protocol.check_study_name(str(self.study_name))
         check_storage_url(self.storage_url)
         raw_url = self._raw("hydra.sweeper.storage")
@@ -302,7 +308,7 @@ class LrSweeper(Sweeper):
 
     def _search_plan(self, axes: list[Axis]) -> Any:
         """`search=full`: which axis is the LR, which the seed, where the report goes."""
-        from lrsweep.search import SearchPlan
+        from lrsweep.stages import SearchPlan
 
         job_cfg = self._job_cfg
         seed_key = self.seed_key

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrsweep import console
 from lrsweep.grid import Axis, SweepConfigError, build_grid, log_axis
 
 if TYPE_CHECKING:
@@ -153,10 +152,7 @@ def run_later_stages(
     names = study_names(stage1.study_name)
     url, direction = stage1.storage_url, stage1.direction
     frames = {"stage1": _frame(names["stage1"], url, plan)}
-    try:
-        proposal = propose_bounds(aggregate(frames["stage1"]), plan.low, plan.high, direction)
-    except ValueError as err:
-        console.fail(err)
+    proposal = propose_bounds(aggregate(frames["stage1"]), plan.low, plan.high, direction)
     print(f"\n[lrsweep] stage 2: [{proposal.low:.4g}, {proposal.high:.4g}] -- {proposal.reason}")
     axes = [log_axis(plan.lr_key, proposal.low, proposal.high, plan.points)]
     axes += plan.seed_axis(plan.seeds)
@@ -177,10 +173,7 @@ def run_later_stages(
     if plan.seed_key is None:
         print("[lrsweep] confirm step skipped: the app has no seed key (hydra.sweeper.seed_key)")
     else:
-        try:
-            confirm = plan_confirm(frames, plan.confirm_top, plan.confirm_seeds, direction)
-        except ValueError as err:
-            console.fail(err)
+        confirm = plan_confirm(frames, plan.confirm_top, plan.confirm_seeds, direction)
         print(
             f"\n[lrsweep] confirm: {plan.lr_key} {[f'{x:.4g}' for x in confirm.lrs]} from "
             f"{confirm.stage}, seeds {confirm.seeds}"
@@ -223,10 +216,7 @@ def write_search_report(
     )[["stage", "study", *TRIAL_COLUMNS]]
     trials.to_csv(out / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}
-    try:
-        choice = choose(aggs, direction)
-    except ValueError as err:
-        console.fail(err)
+    choice = choose(aggs, direction)
     plot_curve(
         aggs, choice, f"{name}: {plan.metric} vs {plan.lr_key}", out / "curve.png", plan.metric
     )

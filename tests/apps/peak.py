@@ -1,0 +1,31 @@
+"""A user's own Hydra app, not lrsweep's trial: its "training" scores an LR by a known curve.
+
+The score peaks at `optimum` in log10(lr) (a parabola: -x**2 maximising, x**2 minimising), with a
+seed-dependent wobble of `noise`; it returns NaN above `diverge_above` (a run that blew up) and
+raises at `fail_at`; each run first sleeps `sleep` seconds. The LR lives at `optim.lr`, as in many real apps' configs.
+"""
+
+import math
+import random
+import time
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base=None, config_path=".", config_name="peak")
+def main(cfg: DictConfig) -> float | dict:
+    lr = float(cfg.optim.lr)
+    time.sleep(cfg.sleep)
+    if cfg.fail_at is not None and math.isclose(lr, cfg.fail_at, rel_tol=1e-9):
+        raise RuntimeError("boom")
+    if lr > cfg.diverge_above:
+        return math.nan
+    x = math.log10(lr) - math.log10(cfg.optimum)
+    wobble = random.Random(f"{cfg.seed}-{lr:.12g}").gauss(0.0, cfg.noise) if cfg.noise else 0.0
+    score = (x * x if cfg.minimize else -x * x) + wobble
+    return {"score": score, "lr": lr} if cfg.as_dict else score
+
+
+if __name__ == "__main__":
+    main()
