@@ -44,6 +44,9 @@ class LrSweepConf:
     # it returns is printed instead of the built-in per-value table.
     summary: str | None = None
     trial_key: str = "trial"  # job config key that receives the trial number
+    # Job config key of the app's seed (the confirm step's fresh seeds go there). Placeholder so
+    # that apps written to the search contract (examples/charlm) compose; the search defines it.
+    seed_key: str | None = None
     # Job config key that receives the job's worker slot (0 .. n_jobs - 1: its lane, which runs
     # one job at a time, so jobs running at once have distinct slots): e.g. to pick one GPU per
     # concurrent worker. null: not passed.
