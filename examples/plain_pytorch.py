@@ -98,11 +98,11 @@ result = lrsweep.search(
     points=4 if TINY else 10,
     seeds=[0],
     study="plain-pytorch-tiny" if TINY else "plain-pytorch",
-    storage=f"sqlite:///{OUT}/plain.db",
+    storage="sqlite:///outputs/plain.db",
     direction="minimize",
     metric="val_loss",
     search="full",
-    report_dir=OUT / "reports" / ("plain-pytorch-tiny" if TINY else "plain-pytorch"),
+    report_dir="outputs/reports/plain-pytorch-tiny" if TINY else "outputs/reports/plain-pytorch",
 )
 print(f"best lr={result.lr:.3g}: val_loss {result.mean:.4f} ± {result.std:.4f}")
 print(f"good range (within one std of the best): {result.good_range}")

@@ -129,15 +129,10 @@ def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> 
 
 def build_optimizer(model: nn.Module, optim: DictConfig) -> torch.optim.Optimizer:
     """AdamW; weight decay on the matrices only (not on biases, norms or embeddings)."""
-    params = dict(model.named_parameters())
-    decay = [
-        p for name, p in params.items() if p.dim() == 2 and not name.startswith(("tok", "pos"))
-    ]
-    rest = [
-        p
-        for name, p in params.items()
-        if not (p.dim() == 2 and not name.startswith(("tok", "pos")))
-    ]
+    decay, rest = [], []
+    for name, param in model.named_parameters():
+        is_matrix = param.dim() == 2 and not name.startswith(("tok.", "pos."))
+        (decay if is_matrix else rest).append(param)
     groups = [
         {"params": decay, "weight_decay": optim.weight_decay},
         {"params": rest, "weight_decay": 0.0},
