@@ -17,9 +17,8 @@ from types import ModuleType
 
 import torch
 import yaml
+from conftest import ROOT
 from hydra import compose, initialize_config_dir
-
-from tests.conftest import ROOT
 
 CHARLM = ROOT / "examples" / "charlm"
 # About 1 s of training: a one-layer model of width 16 on 16 KB of text.

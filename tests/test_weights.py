@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from torch import nn
 
 import lrsweep
 from lrsweep.weights import UnreadableWeights, WeightsMismatch, save_atomic, weights_path
-from tests.conftest import ROOT
 
 
 def _net(width: int = 8, seed: int = 0) -> nn.Module:
