@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from lrsweep.weights import UnreadableWeights, WeightsMismatch, load_checked, save_atomic
 from src.errors import ConfigError
+
+__all__ = ["checkpoint_key", "initial_model", "load_into", "save_atomic"]
 
 
 def checkpoint_key(
@@ -35,39 +36,18 @@ def checkpoint_key(
     ]
 
 
-def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    """`torch.save` that a reader never sees half-written: write beside `path`, rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_into(model: nn.Module, path: Path) -> None:
-    """Load `path` into `model`; anything that does not fit is a one-line ConfigError, never a
-    silent re-init."""
+    """Load `path` into `model` (lrsweep.weights' checked load); anything that does not fit is a
+    one-line ConfigError, never a silent re-init."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a checkpoint, or unsafe pickle content
+        load_checked(model, path)
+    except UnreadableWeights as err:
+        raise ConfigError(f"checkpoint {path} cannot be read ({err.reason}); delete it") from None
+    except WeightsMismatch as err:
         raise ConfigError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}); delete it"
+            f"checkpoint {path} does not match the model (missing {err.missing[:3]}, unexpected "
+            f"{err.unexpected[:3]}, other shapes {err.reshaped[:3]}); delete it or change init_seed"
         ) from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()} if isinstance(state, dict) else {}
-    if expected != found:
-        missing = sorted(expected.keys() - found.keys())
-        unexpected = sorted(found.keys() - expected.keys())
-        reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
-        raise ConfigError(
-            f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}, other shapes {reshaped[:3]}); delete it or change init_seed"
-        )
-    model.load_state_dict(state)
 
 
 def initial_model(
