@@ -17,6 +17,8 @@ from typing import Any
 _LAZY = {
     "search": "lrsweep.api",
     "SearchResult": "lrsweep.api",
+    "transfer": "lrsweep.api",
+    "Transferred": "lrsweep.api",
     "same_initial_weights": "lrsweep.weights",
 }
 

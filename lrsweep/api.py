@@ -188,3 +188,46 @@ def _takes_seed(fn: Callable[..., Any]) -> bool:
         return True
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+@dataclass(frozen=True)
+class Transferred:
+    """The answer of `transfer`: the target LR and one factor per axis (rule, factor, source)."""
+
+    lr: float
+    factors: list[Any]  # lrsweep.scaling.Factor
+    rules: dict[str, str]
+    caveat: str
+
+
+def transfer(
+    lr: float,
+    *,
+    base: dict[str, float],
+    target: dict[str, float],
+    optimizer: str = "sgd",
+    parametrisation: str = "standard",
+    rules: dict[str, str] | None = None,
+) -> Transferred:
+    """Carries `lr`, found at sizes `base` (any of "batch", "width", "depth"), to sizes `target`
+    with named scaling rules (`lrsweep.scaling`; docs/transfer.md). `optimizer`: "sgd", "adam", or
+    an optimizer's class name (`torch.optim.AdamW`); `parametrisation`: "standard" or "mup";
+    `rules` overrides the defaults per axis. An axis given in only one of `base` and `target` keeps
+    its size. Bad input raises ValueError."""
+    from lrsweep.scaling import AXES, CAVEAT, FAMILIES, default_rules, optimizer_family
+    from lrsweep.scaling import transfer as scale
+
+    unknown = sorted((set(base) | set(target)) - set(AXES))
+    if unknown:
+        raise SweepConfigError(f"unknown axes {unknown}: one of {list(AXES)}")
+    family = optimizer.lower() if optimizer.lower() in FAMILIES else optimizer_family(optimizer)
+    if family is None:
+        raise SweepConfigError(f"optimizer={optimizer!r}: sgd, adam, or an SGD/Adam class name")
+    chosen = {**default_rules(family, parametrisation), **(rules or {})}
+    target_lr, factors = scale(
+        lr,
+        {axis: base.get(axis, target.get(axis)) for axis in AXES},
+        {axis: target.get(axis, base.get(axis)) for axis in AXES},
+        chosen,
+    )
+    return Transferred(lr=target_lr, factors=factors, rules=chosen, caveat=CAVEAT)

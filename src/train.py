@@ -36,13 +36,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lrsweep.scaling import parametrisation
 from src.checkpoint import checkpoint_key, initial_model
 from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
 from src.devices import gpu_for_slot
 from src.errors import ConfigError
 from src.inprocess import run_hydra_main
-from src.scaling import parametrisation
 from src.study import CONF_DIR, TrialReporter
 
 SCHEDULES = ("constant", "cosine")

@@ -12,7 +12,7 @@ The config is `conf/transfer.yaml`: everything of `conf/train.yaml` (the same gr
   stages. With a study, the base sizes default to those the study was swept with (its recorded
   config), else to the config's `batch_size`, `model.width` (`model.channels`), `model.depth`; each
   target size defaults to its base.
-- The rules (`src.scaling`, docs/transfer.md): `rules.batch` / `rules.width` / `rules.depth`, by
+- The rules (`lrsweep.scaling`, docs/transfer.md): `rules.batch` / `rules.width` / `rules.depth`, by
   default following the optimizer family (SGD or Adam) and the parametrisation (muP when the model
   has a `base_width` and the optimizer is a `mup.Mu*`).
 - Output: one line per factor (rule, factor, source), the rule-of-thumb caveat, the overrides and
@@ -37,10 +37,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from src.cli import run_cli
-from src.errors import ConfigError
-from src.overrides import format_value, override_key, replace_overrides
-from src.scaling import (
+from lrsweep.scaling import (
     AXES,
     CAVEAT,
     Factor,
@@ -50,6 +47,9 @@ from src.scaling import (
     parametrisation,
     transfer,
 )
+from src.cli import run_cli
+from src.errors import ConfigError
+from src.overrides import format_value, override_key, replace_overrides
 from src.study import compose_config, report_dir
 
 WIDTH_KEYS = ("width", "channels")  # the model config key that holds a model's width

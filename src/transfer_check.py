@@ -11,7 +11,7 @@ runs only the missing trials. Then per scale:
 
 - the measured optimum: `src.report.choose` over the stages, its interpolated optimum (a parabola in
   log10(lr) over the finest stage's top points) when there is one, else the best LR;
-- for every rule of the axis (`src.scaling.RULES`), the LR it predicts from the smallest scale's
+- for every rule of the axis (`lrsweep.scaling.RULES`), the LR it predicts from the smallest scale's
   optimum, and measured / predicted;
 - the fit lr_opt ~ scale^alpha (least squares on log-log) with the standard error of alpha.
 
@@ -34,10 +34,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from lrsweep.scaling import RULES, PowerFit, fit_power_law
 from lrsweep.stats import aggregate
 from src.errors import ConfigError
 from src.overrides import replace_overrides
-from src.scaling import RULES, PowerFit, fit_power_law
 
 ROOT = Path(__file__).resolve().parent.parent
 

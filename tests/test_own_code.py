@@ -228,3 +228,35 @@ def test_python_search_refuses_bad_settings_before_any_call(tmp_path):
         with pytest.raises(ValueError):
             lrsweep.search(calls.append, storage=f"sqlite:///{tmp_path}/b.db", **bad)
     assert calls == [] and not (tmp_path / "b.db").exists()
+
+
+def test_python_transfer_applies_the_named_rules():
+    t = lrsweep.transfer(
+        0.01,
+        base={"batch": 32, "width": 128},
+        target={"batch": 512, "width": 2048},
+        optimizer="torch.optim.AdamW",
+    )
+    assert [(f.axis, f.rule, f.factor) for f in t.factors] == [
+        ("batch", "sqrt", 4.0),
+        ("width", "inverse", 1 / 16),
+    ]
+    assert t.lr == pytest.approx(0.01 * 4 / 16)
+    muP = lrsweep.transfer(0.01, base={"width": 64}, target={"width": 1024}, parametrisation="mup")
+    assert muP.lr == 0.01
+    with pytest.raises(ValueError, match="unknown axes"):
+        lrsweep.transfer(0.01, base={"heads": 4}, target={"heads": 8})
+
+
+def test_the_lrsweep_command_runs_each_module_as_its_python_m_command(capsys):
+    from src import command, transfer
+
+    args = ["base.lr=0.01", "target.batch_size=128"]
+    assert transfer.main(args) == 0
+    direct = capsys.readouterr().out
+    assert command.main(["transfer", *args]) == 0
+    assert capsys.readouterr().out == direct
+    assert direct.strip().splitlines()[-1].startswith("target_lr=")
+    assert command.main([]) == 0 and "range-test" in capsys.readouterr().out
+    assert command.main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import yaml
 from mup import MuAdam
 from optuna.distributions import FloatDistribution, IntDistribution
 
-from src import scaling
+from lrsweep import scaling
 from src.checkpoint import initial_model
 from src.data import Batches, as_splits, digits
 from src.models import mlp

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from src.errors import ConfigError
+from lrsweep.grid import SweepConfigError
 
 AXES = ("batch", "width", "depth")
 FAMILIES = ("sgd", "adam")
@@ -76,11 +76,11 @@ CAVEAT = (
 
 def parametrisation(model: Mapping[str, Any], optimizer: Mapping[str, Any]) -> str:
     """ "mup" for a muP model (it has a `base_width`) with a muP optimizer (`mup.Mu*`), "standard"
-    for neither; a mixture is a ConfigError (muP needs both)."""
+    for neither; a mixture is a SweepConfigError (muP needs both)."""
     mup_model = "base_width" in model
     mup_optimizer = str(optimizer.get("_target_", "")).startswith("mup.")
     if mup_model != mup_optimizer:
-        raise ConfigError(
+        raise SweepConfigError(
             f"model {model.get('_target_')} with optimizer {optimizer.get('_target_')}: muP needs "
             "a muP model (model=mlp_mup|cnn_mup) with a muP optimizer (optimizer=musgd|muadam|"
             "muadamw), or neither"
