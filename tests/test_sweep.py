@@ -603,3 +603,12 @@ def test_sqlite_on_a_network_file_system_keeps_sqlite_defaults(tmp_path):
     local = study_protocol.engine_kwargs(f"sqlite:///{tmp_path}/lrsweep.db")
     assert local["connect_args"]["factory"] is study_protocol._SQLiteConnection
     assert study_protocol.engine_kwargs("postgresql+psycopg2://u@h/db") == {}
+
+
+def test_the_progress_line_says_a_trial_was_stopped_at_chance(capsys) -> None:
+    from hydra_plugins.lrsweep_sweeper import console
+
+    attrs = {"seconds": 0.5, "diverged": False, "stopped_at_chance": True, "epochs_run": 2}
+    assert set(attrs) == set(console.PROGRESS_ATTRS)  # the sweeper reads what the line shows
+    console.progress(0.1, attrs, {"lr": 1e-6}, 1, 10, 9, 1, 0.5, "val_acc")
+    assert "val_acc=0.1000 STOPPED at chance after epoch 2" in capsys.readouterr().out
