@@ -41,13 +41,15 @@ import yaml
 
 from src.cli import run_cli
 from src.errors import ConfigError
-from src.overrides import train_overrides
+from src.identity import train_overrides_from_study
 from src.stats import aggregate, finest_stage, format_table, interpolated_optimum, rank, top_set
 from src.study import (
     SUFFIXES,
     TRIAL_COLUMNS,
     compose_config,
+    experiment_identity,
     load_frames,
+    open_study,
     report_dir,
     study_names,
 )
@@ -374,8 +376,11 @@ def write_report(
     out_dir: Path,
     overrides: Sequence[str] = (),
     ylabel: str = "validation accuracy",
+    recorded: Mapping[str, Any] | None = None,
 ) -> Report:
-    """Writes trials.csv, curve.png and best.yaml under `out_dir`."""
+    """Writes trials.csv, curve.png and best.yaml under `out_dir`. The command to train with is
+    rebuilt from `recorded`, the experiment identity the stage-1 study recorded, when given
+    (`src.identity.train_overrides_from_study`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = pd.concat(
         [f.assign(stage=s, study=name + SUFFIXES[s]) for s, f in frames.items()], ignore_index=True
@@ -389,7 +394,7 @@ def write_report(
         stages={s: n for s, n in study_names(name).items() if s in frames},
         aggs=aggs,
         choice=choice,
-        overrides=train_overrides(overrides, choice.lr),
+        overrides=train_overrides_from_study(overrides, choice.lr, recorded),
         out_dir=out_dir,
     )
     (out_dir / "best.yaml").write_text(yaml.safe_dump(report.best(), sort_keys=False))
@@ -412,11 +417,12 @@ def _main(argv: Sequence[str] | None) -> int:
 
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
-    frames = load_frames(name, storage_url)
+    frames = load_frames(name, storage_url, experiment_identity(cfg))
+    recorded = open_study(name, storage_url).user_attrs.get("config")
     out_dir = args.out or report_dir(cfg, name)
     metric = str(cfg.get("metric", "val_acc"))
     ylabel = {"val_acc": "validation accuracy"}.get(metric, metric)
-    report = write_report(name, frames, out_dir, overrides, ylabel)
+    report = write_report(name, frames, out_dir, overrides, ylabel, recorded)
     print(format_summary(report))
     print(f"wrote {out_dir}/trials.csv, curve.png, best.yaml")
     return 0

@@ -12,7 +12,7 @@ from study_helpers import GRID, add_trial, agg_of, make_study, parabola
 
 from src import report
 from src.confirm import plan_confirm
-from src.study import TRIAL_COLUMNS, trials_frame
+from src.study import TRIAL_COLUMNS, compose_config, experiment_identity, trials_frame
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -231,3 +231,50 @@ def test_curve_shades_the_good_range_with_several_seeds():
     (ax,) = fig.axes
     assert "good range [0.01, 0.1]" in _labels(ax) and "stage1 (mean ± std, 3 seeds)" in _labels(ax)
     assert len(ax.patches) == 1  # the shaded span
+
+
+# ---------------------------------------------------------------- commands from the study's record
+
+
+def _recorded_study(url: str, name: str, overrides: list[str]) -> dict:
+    """A study as the sweeper leaves it: trials, and the experiment identity of `overrides`."""
+    identity = experiment_identity(compose_config(overrides))
+    make_study(url, name, {x: parabola(x) for x in GRID}).set_user_attr("config", identity)
+    return identity
+
+
+@pytest.mark.parametrize(
+    "swept",
+    [
+        ["epochs=2"],
+        ["model=cnn", "model.channels=8", "optimizer=adamw", "batch_size=16"],
+        ["~model", "+model._target_=tests.byo_example.TinyNet", "+model.hidden=8"],
+    ],
+    ids=["a-scalar", "groups-and-their-keys", "a-custom-model"],
+)
+def test_train_command_by_study_name_keeps_the_studys_settings(tmp_path, monkeypatch, swept):
+    url = f"sqlite:///{tmp_path}/s.db"
+    identity = _recorded_study(url, "a", swept)
+    _, best = run_report(tmp_path, monkeypatch)  # names the study only: study.name=a
+    assert best["overrides"][-1] == f"lr={best['lr']!r}"
+    assert experiment_identity(compose_config(best["overrides"])) == identity
+    assert best["command"] == "python -m src.train " + " ".join(best["overrides"])
+
+
+def test_train_command_keeps_the_overrides_that_name_the_study(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/s.db"
+    _recorded_study(url, "a", ["data=digits", "epochs=2"])
+    monkeypatch.chdir(tmp_path)
+    assert report.main([f"study.storage={url}", "study.name=a", "data=digits", "epochs=2"]) == 0
+    best = yaml.safe_load((tmp_path / "outputs/reports/a/best.yaml").read_text())
+    assert best["overrides"] == ["data=digits", "epochs=2", f"lr={best['lr']!r}"]
+
+
+def test_a_missing_study_is_described_by_the_nearest_one(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path}/s.db"
+    _recorded_study(url, "near", ["epochs=2"])
+    _recorded_study(url, "far", ["epochs=3", "batch_size=8", "model.width=16"])
+    monkeypatch.chdir(tmp_path)
+    assert report.main([f"study.storage={url}", "study.name=x"]) == 2
+    err = capsys.readouterr().err
+    assert "no study 'x'" in err and "the nearest, 'near', differs in epochs (2 vs 5)" in err
