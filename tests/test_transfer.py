@@ -330,3 +330,17 @@ def test_a_default_our_measurements_missed_gets_a_caveat_beside_its_factor(overr
         assert "width^-0.39" in lines[width + 1] and "docs/transfer.md" in lines[width + 1]
     else:
         assert not any("caveat:" in line for line in lines)
+
+
+def test_rules_that_predict_the_same_line_are_drawn_and_labelled_together():
+    import pandas as pd
+
+    from src.transfer_check import ScaleResult, rule_lines
+
+    results = [
+        ScaleResult(s, "x", 0.1, "interpolated", 0.1, 0.5, pd.DataFrame()) for s in (64, 256)
+    ]
+    lines = dict(rule_lines("width", results))
+    assert list(lines) == ["rules mup, none (α=0)", "rule inverse (α=-1)"]  # mup, none: one line
+    assert lines["rule inverse (α=-1)"] == pytest.approx([0.1, 0.025])
+    assert len(rule_lines("batch", results)) == 3  # linear, sqrt, none: three lines
