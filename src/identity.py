@@ -141,10 +141,7 @@ def train_overrides_from_study(
         return train_overrides(overrides, lr)
     composed = experiment_identity(compose_config(kept))
     groups = {
-        key: {
-            path.stem: experiment_identity(compose_config([*kept, f"{key}={path.stem}"]))[key]
-            for path in sorted((CONF_DIR / key).glob("*.yaml"))
-        }
+        key: _group_options(key, [o for o in kept if not _under(o, key)])
         for key, value in recorded.items()
         if isinstance(value, Mapping) and value != composed.get(key) and (CONF_DIR / key).is_dir()
     }
@@ -154,7 +151,27 @@ def train_overrides_from_study(
     kept = [
         o
         for o in kept
-        if override_key(o) not in replaced
-        and not any(override_key(o).startswith(g + ".") for g in regrouped)
+        if override_key(o) not in replaced and not any(_under(o, g) for g in regrouped)
     ]
     return replace_overrides([*kept, *added], {"lr": float(lr)})
+
+
+def _under(override: str, group: str) -> bool:
+    """Whether `override` sets `group` or one of its keys."""
+    key = override_key(override)
+    return key == group or key.startswith(group + ".")
+
+
+def _group_options(group: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """option name -> the identity value of `group=<option>` composed with `overrides` (which set
+    nothing in `group`), for each `conf/<group>/*.yaml` that composes."""
+    from src.study import CONF_DIR, compose_config, experiment_identity
+
+    options = {}
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        try:
+            cfg = compose_config([*overrides, f"{group}={path.stem}"])
+        except Exception:  # an option these overrides cannot compose with is not a candidate
+            continue
+        options[path.stem] = experiment_identity(cfg)[group]
+    return options

@@ -270,6 +270,17 @@ def test_train_command_keeps_the_overrides_that_name_the_study(tmp_path, monkeyp
     assert best["overrides"] == ["data=digits", "epochs=2", f"lr={best['lr']!r}"]
 
 
+def test_train_command_drops_the_given_overrides_the_study_contradicts(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/s.db"
+    identity = _recorded_study(url, "a", ["model=cnn", "epochs=2"])
+    monkeypatch.chdir(tmp_path)
+    given = [f"study.storage={url}", "study.name=a", "model.width=64", "epochs=3"]
+    assert report.main(given) == 0
+    best = yaml.safe_load((tmp_path / "outputs/reports/a/best.yaml").read_text())
+    assert "model.width=64" not in best["overrides"] and "epochs=3" not in best["overrides"]
+    assert experiment_identity(compose_config(best["overrides"])) == identity
+
+
 def test_a_missing_study_is_described_by_the_nearest_one(tmp_path, monkeypatch, capsys):
     url = f"sqlite:///{tmp_path}/s.db"
     _recorded_study(url, "near", ["epochs=2"])
