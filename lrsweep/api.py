@@ -38,29 +38,11 @@ class SearchResult:
     mean: float  # its mean metric over `n` seeds (the score that chose it: optimistic)
     std: float  # its std over those seeds (0 with one seed)
     n: int
-    good_range: tuple[float, float]  # every LR within one std of the best
+    good_range: tuple[float, float] | None  # every LR within one std of the best; None: one seed
     best: dict[str, Any]  # the content of best.yaml
     trials: pd.DataFrame  # one row per trial of every stage
     report_dir: Path  # trials.csv, curve.png, best.yaml
-
-    @property
-    def figure(self) -> Figure:
-        """The curve (metric vs LR per stage) as a matplotlib Figure."""
-        from matplotlib.figure import Figure
-
-        image = _read_png(self.report_dir / "curve.png")
-        height, width = image.shape[:2]
-        fig = Figure(figsize=(width / 100, height / 100), dpi=100)
-        ax = fig.add_axes((0, 0, 1, 1))
-        ax.imshow(image)
-        ax.set_axis_off()
-        return fig
-
-
-def _read_png(path: Path) -> Any:
-    import matplotlib.image
-
-    return matplotlib.image.imread(path)
+    figure: Figure  # the curve: metric vs LR per stage (saved as curve.png)
 
 
 def search(
@@ -141,10 +123,11 @@ def search(
         mean=float(best["mean"]),
         std=float(best["std"]),
         n=int(best["n"]),
-        good_range=(float(best["good_range"][0]), float(best["good_range"][1])),
+        good_range=report.choice.good_range,
         best=best,
         trials=report.trials,
         report_dir=report.out_dir,
+        figure=report.figure,
     )
 
 

@@ -32,7 +32,7 @@ def trial_failed(number: int, error: str) -> None:
 
 
 # The trial user attributes the progress line shows, when the job wrote them.
-PROGRESS_ATTRS = ("seconds", "diverged")
+PROGRESS_ATTRS = ("seconds", "diverged", "stopped_at_chance", "epochs_run")
 
 
 def progress(
@@ -56,6 +56,8 @@ def progress(
         outcome = "FAILED"
     else:
         outcome = f"{metric}={value:.4f}" + (" DIVERGED" if attrs.get("diverged") else "")
+        if attrs.get("stopped_at_chance"):
+            outcome += f" STOPPED at chance after epoch {attrs.get('epochs_run', '?')}"
     seconds = attrs.get("seconds")
     took = f" {seconds:.1f}s" if isinstance(seconds, int | float) else ""
     print(f"[{done}/{total}] {shown} {outcome}{took} ETA {eta:.0f}s", flush=True)
@@ -71,10 +73,11 @@ def summary(
     shown_url: str,
 ) -> None:
     """Per value of the first axis (the LR): mean and std of the metric over the other axes
-    (diverged trials included, with the value they returned), then the best value."""
+    (diverged trials included, with the value they returned; how many diverged and how many were
+    stopped at chance before their last epoch), then the best value."""
     first = axes[0].name
     rows: dict[Any, dict[str, list]] = {
-        v: {"values": [], "diverged": [], "seconds": []} for v in axes[0].values
+        v: {"values": [], "diverged": [], "stopped": [], "seconds": []} for v in axes[0].values
     }
     for t in trials:  # COMPLETE trials
         if t.user_attrs.get(point_attr) not in grid:
@@ -84,10 +87,13 @@ def summary(
         row["values"].append(t.value)
         if t.user_attrs.get("diverged"):
             row["diverged"].append(1)
+        if t.user_attrs.get("stopped_at_chance"):
+            row["stopped"].append(1)
         if isinstance(t.user_attrs.get("seconds"), int | float):
             row["seconds"].append(t.user_attrs["seconds"])
     print(
-        f"\n{first:>10}  {'mean ' + metric:>14}  {'std':>7}  {'n':>3}  {'diverged':>8}  {'seconds':>7}"
+        f"\n{first:>10}  {'mean ' + metric:>14}  {'std':>7}  {'n':>3}  {'diverged':>8}  "
+        f"{'stopped':>7}  {'seconds':>7}"
     )
     best, sign = None, 1 if direction == "maximize" else -1
     for value, row in rows.items():
@@ -97,7 +103,8 @@ def summary(
         secs = statistics.fmean(row["seconds"]) if row["seconds"] else math.nan
         shown = f"{value:.3e}" if isinstance(value, float) else str(value)
         print(
-            f"{shown:>10}  {mean:>14.4f}  {std:>7.4f}  {n:>3}  {len(row['diverged']):>8}  {secs:>7.2f}"
+            f"{shown:>10}  {mean:>14.4f}  {std:>7.4f}  {n:>3}  {len(row['diverged']):>8}  "
+            f"{len(row['stopped']):>7}  {secs:>7.2f}"
         )
         if n and (best is None or sign * mean > sign * best[1]):
             best = (value, mean, std, n)

@@ -15,7 +15,18 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # Columns of `trials_frame`, in order.
-TRIAL_COLUMNS = ["number", "state", "lr", "seed", "value", "diverged", "epochs_run", "seconds"]
+# `stopped_at_chance`: stopped before its last epoch, still at chance (its value as it stood).
+TRIAL_COLUMNS = [
+    "number",
+    "state",
+    "lr",
+    "seed",
+    "value",
+    "diverged",
+    "stopped_at_chance",
+    "epochs_run",
+    "seconds",
+]
 
 
 def trials_frame(study: Any, lr_key: str = "lr", seed_key: str | None = "seed") -> pd.DataFrame:
@@ -35,6 +46,7 @@ def trials_frame(study: Any, lr_key: str = "lr", seed_key: str | None = "seed") 
                 "seed": params.get(seed_key, 0) if seed_key else 0,
                 "value": t.value if t.state == optuna.trial.TrialState.COMPLETE else math.nan,
                 "diverged": bool(t.user_attrs.get("diverged", False)),
+                "stopped_at_chance": bool(t.user_attrs.get("stopped_at_chance", False)),
                 "epochs_run": t.user_attrs.get("epochs_run", 0),
                 "seconds": t.user_attrs.get("seconds", math.nan),
             }

@@ -125,6 +125,8 @@ class SearchReport:
     trials: pd.DataFrame
     text: str
     out_dir: Path
+    choice: Any  # the chosen LR and its statistics (`choose`)
+    figure: Any  # the curve, a matplotlib Figure (saved as curve.png)
 
 
 def _frame(study_name: str, storage_url: str, plan: SearchPlan) -> pd.DataFrame:
@@ -206,7 +208,7 @@ def write_search_report(
 
     from lrsweep.frames import TRIAL_COLUMNS
     from lrsweep.stats import aggregate, format_table
-    from src.report import choose, plot_curve
+    from src.report import choose
 
     out = plan.report_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +233,11 @@ def write_search_report(
         "mean": choice.mean,
         "std": choice.std,
         "n": choice.n,
-        "good_range": list(choice.good_range),
+        "good_range": (
+            list(choice.good_range)
+            if choice.good_range is not None
+            else "unknown (one seed: no spread to measure)"
+        ),
     }
     if choice.interpolated_optimum is not None:
         best["interpolated_optimum"] = choice.interpolated_optimum
@@ -246,10 +252,23 @@ def write_search_report(
     lines += [
         f"chosen {plan.lr_key}={choice.lr:.4g} (from {choice.stage}): {plan.metric} "
         f"{choice.mean:.4g} {std}",
-        "good range: [{:.4g}, {:.4g}]".format(*choice.good_range),
+        "good range: "
+        + (
+            "[{:.4g}, {:.4g}]".format(*choice.good_range)
+            if choice.good_range is not None
+            else "unknown (one seed)"
+        ),
         "stage 2 gain: " + (choice.stage2_gain.verdict if choice.stage2_gain else "no stage 2"),
         f"wrote {out}/trials.csv, curve.png, best.yaml",
     ]
     if math.isnan(choice.mean):
         lines.append("warning: the chosen LR has no finite mean")
-    return SearchReport(best=best, aggs=aggs, trials=trials, text="\n".join(lines), out_dir=out)
+    return SearchReport(
+        best=best,
+        aggs=aggs,
+        trials=trials,
+        text="\n".join(lines),
+        out_dir=out,
+        choice=choice,
+        figure=figure,
+    )

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 # Columns of `aggregate`, in order.
-AGG_COLUMNS = ["lr", "mean", "std", "n", "diverged", "failed", "seconds"]
+AGG_COLUMNS = ["lr", "mean", "std", "n", "diverged", "stopped", "failed", "seconds"]
 TIE = 1e-12  # means closer than this are equal
 
 
@@ -29,6 +29,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                  +inf): an LR that diverges on some seeds must not win on the seeds it survived (std: ddof=1
                  for n >= 2, 0 for n == 1; both NaN for n == 0);
     n         -- COMPLETE trials;  diverged -- of which diverged;
+    stopped   -- of which were stopped at chance before their last epoch (scored as they stood);
     failed    -- FAIL trials;  seconds -- mean wall time of a COMPLETE trial (NaN if unknown).
     Trials without an `lr` are left out; RUNNING/WAITING/PRUNED ones count nowhere but do give
     their LR a row.
@@ -47,11 +48,19 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                 "std": float(values.std(ddof=1)) if n >= 2 else (0.0 if n == 1 else math.nan),
                 "n": n,
                 "diverged": int(complete["diverged"].astype(bool).sum()),
+                "stopped": int(_column(complete, "stopped_at_chance").sum()),
                 "failed": int((group["state"] == "FAIL").sum()),
                 "seconds": float(seconds.mean()) if seconds.notna().any() else math.nan,
             }
         )
     return pd.DataFrame(rows, columns=AGG_COLUMNS).reset_index(drop=True)
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A boolean column of a trials frame; all False when the frame has none (older frames)."""
+    if name not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame[name].fillna(False).astype(bool)
 
 
 def sign(direction: str) -> int:

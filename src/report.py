@@ -6,15 +6,16 @@ The overrides are those of the stage-1 sweep: they name the study `<name>`; the 
 `<name>-stage2` and `<name>-confirm` when they exist, and writes under `<paths.reports_dir>/<name>/`
 (default `outputs/reports/<name>/`, relative to the current directory; or `--out DIR`):
 
-- `trials.csv`: one row per trial of every stage;
-- `curve.png`: mean +/- std accuracy per LR and stage (log x), diverged LRs as red x at 0, the
-  chosen LR as a vertical line;
+- `trials.csv`: one row per trial of every stage (`diverged`, `stopped_at_chance` flag them);
+- `curve.png`: mean +/- std accuracy per LR and stage (log x; "one seed" and no bars with one
+  seed), the good range shaded, diverged LRs as red x at 0, LRs with a trial stopped at chance
+  boxed, the chosen LR as a vertical line;
 - `best.yaml`: the chosen LR (`choose`), its mean/std, the good range, the interpolated optimum
   (only when there is one), the overrides to train with it, and stage 2's gain over stage 1.
 
 The choice: the best mean of the confirm stage when it has a finished trial, else of the finest
-sweep stage (stage 2 if it has a finished trial, else stage 1). `good_range` is taken in that same
-stage; the interpolated optimum is fitted on the finest sweep stage (the dense grid).
+sweep stage (stage 2 if it has a finished trial, else stage 1). `good_range` (the LRs within one std of
+the best mean) is taken in that same stage, and is unknown when the best LR has one seed; the interpolated optimum is fitted on the finest sweep stage (the dense grid).
 
 Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
 seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. The noise is
@@ -49,17 +50,21 @@ from lrsweep.stats import (
 )
 from src.cli import run_cli
 from src.errors import ConfigError
-from src.overrides import train_overrides
+from src.identity import train_overrides_from_study
 from src.study import (
     SUFFIXES,
     TRIAL_COLUMNS,
     compose_config,
+    experiment_identity,
     load_frames,
+    open_study,
     report_dir,
     study_names,
 )
 
 COLOURS = {"stage1": "tab:blue", "stage2": "tab:orange", "confirm": "tab:green"}
+# best.yaml's `good_range` and the printed line when the chosen LR has one seed.
+GOOD_RANGE_UNKNOWN = "unknown (one seed: no spread to measure)"
 
 # ---------------------------------------------------------------- pure parts
 
@@ -155,7 +160,7 @@ class Choice:
     mean: float
     std: float
     n: int
-    good_range: tuple[float, float]
+    good_range: tuple[float, float] | None  # None: unknown (one seed, no spread to measure)
     interpolated_optimum: float | None
     stage2_gain: Stage2Gain | None = None
 
@@ -170,14 +175,14 @@ def choose(aggs: Mapping[str, pd.DataFrame], direction: str = "maximize") -> Cho
             "report: no finished non-diverged trial in any stage; nothing to choose from"
         )
     best = ranked.iloc[0]
-    good = top_set(ranked, direction)["lr"]
+    good = top_set(ranked, direction)["lr"] if best["n"] >= 2 else None  # one seed: no std
     return Choice(
         stage=stage,
         lr=float(best["lr"]),
         mean=float(best["mean"]),
         std=float(best["std"]),
         n=int(best["n"]),
-        good_range=(float(good.min()), float(good.max())),
+        good_range=None if good is None else (float(good.min()), float(good.max())),
         interpolated_optimum=interpolated_optimum(aggs[sweep], direction=direction),
         stage2_gain=stage2_gain(aggs, direction),
     )
@@ -208,7 +213,7 @@ class Report:
             "mean": c.mean,
             "std": c.std,
             "n": c.n,
-            "good_range": list(c.good_range),
+            "good_range": GOOD_RANGE_UNKNOWN if c.good_range is None else list(c.good_range),
         }
         if c.interpolated_optimum is not None:
             best["interpolated_optimum"] = c.interpolated_optimum
@@ -227,7 +232,12 @@ def format_summary(report: Report) -> str:
     rows = [
         ("chosen lr", f"{c.lr!r} (from {c.stage})"),
         ("mean ± std", f"{c.mean:.4f} ± {c.std:.4f} (n={c.n})"),
-        ("good range", "[{:.4g}, {:.4g}]".format(*c.good_range)),
+        (
+            "good range",
+            GOOD_RANGE_UNKNOWN
+            if c.good_range is None
+            else "[{:.4g}, {:.4g}]".format(*c.good_range),
+        ),
         (
             "interpolated optimum",
             "none" if c.interpolated_optimum is None else f"{c.interpolated_optimum:.4g}",
@@ -246,49 +256,82 @@ def format_summary(report: Report) -> str:
 def plot_curve(
     aggs: Mapping[str, pd.DataFrame], choice: Choice, title: str, path: Path, ylabel: str
 ) -> None:
-    """The whole range, and beside it (when there is a stage 2 or confirm step) a zoom on the range
-    they cover, where the seed-to-seed error bars are visible."""
-    import matplotlib
+    """`curve_figure` as a PNG file."""
+    curve_figure(aggs, choice, title, ylabel).savefig(path, format="png", dpi=100)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def curve_figure(aggs: Mapping[str, pd.DataFrame], choice: Choice, title: str, ylabel: str):
+    """The whole range, and beside it (when there is a stage 2 or confirm step) a zoom on the range
+    they cover, where the seed-to-seed error bars are visible. Both panels have a legend.
+    A `matplotlib.figure.Figure` made without pyplot: no backend is chosen or changed (a notebook
+    keeps its own), and nothing holds the figure but the caller."""
+    from matplotlib.figure import Figure
 
     fine = [agg for stage, agg in aggs.items() if stage != "stage1" and (agg["n"] > 0).any()]
-    fig, axes = plt.subplots(
-        1, 2 if fine else 1, figsize=(13 if fine else 8, 5), squeeze=False, layout="constrained"
-    )
+    fig = Figure(figsize=(16 if fine else 8, 5.5), layout="constrained")
+    axes = fig.subplots(1, 2 if fine else 1, squeeze=False)
     for ax in axes[0]:
         _draw_curve(ax, aggs, choice, ylabel)
     axes[0][0].set_title(title)
+    axes[0][0].legend(loc="best", fontsize="small")
     if fine:
         lrs = pd.concat([agg.loc[agg["n"] > 0, "lr"] for agg in fine])
         means = pd.concat([agg.loc[agg["n"] > 0, ["mean", "std"]] for agg in fine])
         zoom = axes[0][1]
-        zoom.set_xlim(lrs.min() / 1.15, lrs.max() * 1.15)
+        lo, hi = lrs.min() / 1.15, lrs.max() * 1.15
+        zoom.set_xlim(lo, hi)
+        _sparse_log_ticks(zoom, lo, hi)
         low = float((means["mean"] - means["std"].fillna(0)).min())
         high = float((means["mean"] + means["std"].fillna(0)).max())
         pad = max(0.005, 0.1 * (high - low))
         zoom.set_ylim(low - pad, high + pad)
         zoom.set_title("zoom: stage 2 and confirm range")
-        zoom.get_legend().remove()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
+        # Outside the panel: a zoom is full of points, and any corner would hide some.
+        zoom.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    return fig
+
+
+def _sparse_log_ticks(ax, lo: float, hi: float, count: int = 5) -> None:
+    """`count` labelled ticks spread evenly in log(lr) over [lo, hi], as plain numbers: on a
+    zoom narrower than a decade matplotlib labels minor ticks too, and their labels collide."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    ticks = [float(f"{v:.2g}") for v in np.geomspace(lo, hi, count + 2)[1:-1]]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: str) -> None:
-    marked_diverged = False
+    """Each stage's mean per LR (with +/- one std bars when it has 2+ seeds per LR; "one seed"
+    and no bars otherwise), the good range shaded, diverged LRs as red x at 0, LRs with a trial
+    stopped at chance circled, the chosen LR and the interpolated optimum as vertical lines."""
+    if choice.good_range is not None:
+        ax.axvspan(
+            *choice.good_range,
+            color="gold",
+            alpha=0.25,
+            zorder=0,
+            label="good range [{:.3g}, {:.3g}]".format(*choice.good_range),
+        )
+    else:  # a legend line, nothing drawn
+        ax.plot([], [], " ", label="good range: unknown (one seed)")
+    marked = set()
     for stage, agg in aggs.items():
         ok = agg[agg["n"] > 0]
         if len(ok):
+            seeds = int(ok["n"].max())
+            several = seeds >= 2
             ax.errorbar(
                 ok["lr"],
                 ok["mean"],
-                yerr=ok["std"],
+                yerr=ok["std"] if several else None,
                 fmt="o" if stage == "confirm" else "o-",
                 color=COLOURS[stage],
                 capsize=3,
                 markersize=5 if stage == "confirm" else 4,
-                label=f"{stage} (mean ± std)",
+                label=f"{stage} (mean ± std, {seeds} seeds)" if several else f"{stage} (one seed)",
             )
         div = agg[agg["diverged"] > 0]
         if len(div):
@@ -299,9 +342,23 @@ def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: st
                 color="red",
                 s=50,
                 zorder=3,
-                label=None if marked_diverged else "diverged",
+                label=None if "diverged" in marked else "diverged (scored 0)",
             )
-            marked_diverged = True
+            marked.add("diverged")
+        stopped = ok[ok["stopped"] > 0] if "stopped" in ok else ok.iloc[:0]
+        if len(stopped):
+            ax.scatter(
+                stopped["lr"],
+                stopped["mean"],
+                marker="s",
+                s=90,
+                facecolors="none",
+                edgecolors="purple",
+                linewidths=1.5,
+                zorder=4,
+                label=None if "stopped" in marked else "stopped at chance (early)",
+            )
+            marked.add("stopped")
     ax.axvline(choice.lr, color="black", linestyle="--", label=f"chosen lr={choice.lr:.4g}")
     if choice.interpolated_optimum is not None:
         ax.axvline(
@@ -314,7 +371,6 @@ def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: st
     ax.set_xlabel("learning rate")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
 
 
 def write_report(
@@ -323,8 +379,11 @@ def write_report(
     out_dir: Path,
     overrides: Sequence[str] = (),
     ylabel: str = "validation accuracy",
+    recorded: Mapping[str, Any] | None = None,
 ) -> Report:
-    """Writes trials.csv, curve.png and best.yaml under `out_dir`."""
+    """Writes trials.csv, curve.png and best.yaml under `out_dir`. The command to train with is
+    rebuilt from `recorded`, the experiment identity the stage-1 study recorded, when given
+    (`src.identity.train_overrides_from_study`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = pd.concat(
         [f.assign(stage=s, study=name + SUFFIXES[s]) for s, f in frames.items()], ignore_index=True
@@ -338,7 +397,7 @@ def write_report(
         stages={s: n for s, n in study_names(name).items() if s in frames},
         aggs=aggs,
         choice=choice,
-        overrides=train_overrides(overrides, choice.lr),
+        overrides=train_overrides_from_study(overrides, choice.lr, recorded),
         out_dir=out_dir,
     )
     (out_dir / "best.yaml").write_text(yaml.safe_dump(report.best(), sort_keys=False))
@@ -361,11 +420,12 @@ def _main(argv: Sequence[str] | None) -> int:
 
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
-    frames = load_frames(name, storage_url)
+    frames = load_frames(name, storage_url, experiment_identity(cfg))
+    recorded = open_study(name, storage_url).user_attrs.get("config")
     out_dir = args.out or report_dir(cfg, name)
     metric = str(cfg.get("metric", "val_acc"))
     ylabel = {"val_acc": "validation accuracy"}.get(metric, metric)
-    report = write_report(name, frames, out_dir, overrides, ylabel)
+    report = write_report(name, frames, out_dir, overrides, ylabel, recorded)
     print(format_summary(report))
     print(f"wrote {out_dir}/trials.csv, curve.png, best.yaml")
     return 0

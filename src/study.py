@@ -100,15 +100,29 @@ def shown_url(url: str) -> str:
     return hide_password(url)
 
 
-def open_study(name: str, storage_url: str) -> optuna.Study:
-    """Load an existing study; a missing one is a ConfigError that lists the studies there are."""
+def open_study(name: str, storage_url: str, identity: dict[str, Any] | None = None) -> optuna.Study:
+    """Load an existing study; a missing one is a ConfigError that lists the studies there are
+    and, given the `experiment_identity` looked for, how the nearest of them differs from it."""
     store = storage(storage_url)
     try:
         return optuna.load_study(study_name=name, storage=store)
     except KeyError:
-        names = sorted(s.study_name for s in optuna.get_all_study_summaries(store))
+        summaries = optuna.get_all_study_summaries(store)
+        names = sorted(s.study_name for s in summaries)
+        near = ""
+        if identity is not None:
+            from src.identity import describe, nearest
+
+            recorded = {
+                s.study_name: s.user_attrs["config"]
+                for s in summaries
+                if isinstance(s.user_attrs.get("config"), dict)
+            }
+            found = nearest(identity, recorded)
+            if found is not None and found[1]:
+                near = f"; the nearest, '{found[0]}', differs in {describe(found[1])}"
         raise ConfigError(
-            f"study.name: no study '{name}' in {shown_url(storage_url)}; studies there: "
+            f"study.name: no study '{name}' in {shown_url(storage_url)}{near}; studies there: "
             f"{names or 'none'}"
         ) from None
 
@@ -144,14 +158,17 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return frame(study, "lr", "seed")
 
 
-def load_frames(name: str, storage_url: str) -> dict[str, pd.DataFrame]:
-    """stage -> `trials_frame` of each stage's study that exists (stage 1's must)."""
+def load_frames(
+    name: str, storage_url: str, identity: dict[str, Any] | None = None
+) -> dict[str, pd.DataFrame]:
+    """stage -> `trials_frame` of each stage's study that exists (stage 1's must; when it is
+    missing, the error compares `identity` with the studies there: `open_study`)."""
     existing = set(optuna.study.get_all_study_names(storage(storage_url)))
     frames = {}
     for stage, study_name in study_names(name).items():
         if stage != "stage1" and study_name not in existing:
             continue
-        study = open_study(study_name, storage_url)
+        study = open_study(study_name, storage_url, identity if stage == "stage1" else None)
         check_direction(study)
         frames[stage] = trials_frame(study)
     return frames

@@ -48,8 +48,10 @@ from src.study import CONF_DIR, TrialReporter
 SCHEDULES = ("constant", "cosine")
 METRICS = ("val_acc",)  # a diverged trial must score a finite value: 0.0 accuracy
 EVAL_BATCH_SIZE = 1024
-# "At chance": validation accuracy at most this times the majority-class rate.
-HOPELESS_FACTOR = 1.2
+# "At chance" (`chance_threshold`): within this many binomial standard errors of what the model
+# scores without learning, and never past this fraction of the way from there to 1.0.
+CHANCE_STANDARD_ERRORS = 2.0
+CHANCE_HEADROOM = 0.5
 
 # A process that imported torch spends ~1 s exiting here, most of it in the interpreter's last
 # garbage collections over the ~360k objects torch and torch._dynamo hold (measured: 0.9 s ->
@@ -224,7 +226,8 @@ def fit(
     on_epoch=None,
 ) -> FitResult:
     """Train for `cfg.epochs`. Stops at once on a non-finite loss, and after an epoch past warmup
-    whose validation accuracy is still at or below `hopeless_below` (None: never)."""
+    whose validation accuracy is still at or below `hopeless_below` (None: never), unless that
+    epoch is the last: a trial that ran all its epochs was not stopped."""
     # Plain locals: an OmegaConf read costs ~7.5 us, ~6% of a small model's step (bench_train.py).
     base_lr, schedule, log_every = float(cfg.lr), str(cfg.schedule), int(cfg.log_every)
     epochs, warmup_epochs = int(cfg.epochs), int(cfg.warmup_epochs)
@@ -263,7 +266,8 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, epoch_loss, acc)
         # Still at chance a full epoch after warmup: such a run does not come back to win.
-        if hopeless_below is not None and epoch >= warmup_epochs and acc <= hopeless_below:
+        stoppable = warmup_epochs <= epoch < epochs - 1
+        if hopeless_below is not None and stoppable and acc <= hopeless_below:
             return FitResult("chance", epoch + 1, train_loss, val_acc, val_loss)
     return FitResult(None, epochs, train_loss, val_acc, val_loss)
 
@@ -273,6 +277,24 @@ def chance_accuracy(splits: Splits) -> float:
     if isinstance(splits.val, tuple):
         return torch.bincount(splits.val[1]).max().item() / len(splits.val[1])
     return 1.0 / splits.num_classes
+
+
+def chance_threshold(majority: float, untrained: float, n_val: int) -> float | None:
+    """The validation accuracy at or below which a trial is "at chance" (has learned nothing the
+    validation set can tell apart from guessing), or None when no accuracy can be told apart.
+
+    Without learning a model scores `base = max(majority, untrained)`: the majority-class rate,
+    or the untrained (initial-weights) model's own accuracy if that is higher. An accuracy within
+    two binomial standard errors above it, `2 * sqrt(base * (1 - base) / n_val)`, is not
+    distinguishable from it on `n_val` validation examples; the margin is capped at half the
+    headroom `(1 - base) / 2`, so the threshold stays below 1.0 and a trial that closed half the
+    gap to perfect accuracy is never at chance, however imbalanced the classes (90/10 data:
+    base 0.9, threshold at most 0.95; 10 balanced classes on 360 examples: 0.13)."""
+    base = max(majority, untrained)
+    if n_val < 1 or base >= 1.0:
+        return None
+    margin = CHANCE_STANDARD_ERRORS * math.sqrt(base * (1.0 - base) / n_val)
+    return base + min(margin, CHANCE_HEADROOM * (1.0 - base))
 
 
 @functools.lru_cache(maxsize=1)
@@ -384,8 +406,11 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
                 flush=True,
             )
 
+    hopeless_below = None
+    if cfg.stop_at_chance:  # the untrained model's score: one pass, no update; before the seed
+        untrained, _ = evaluate(model, val_batches)  # (a DataLoader draws from the global RNG)
+        hopeless_below = chance_threshold(chance_accuracy(splits), untrained, val_batches.n)
     torch.manual_seed(cfg.seed)
-    hopeless_below = HOPELESS_FACTOR * chance_accuracy(splits) if cfg.stop_at_chance else None
     fitted = fit(cfg, model, optimizer, train_batches, val_batches, hopeless_below, on_epoch)
     diverged = fitted.stop == "diverged"
     result = TrialResult(

@@ -43,6 +43,7 @@ from lrsweep.scaling import (
     Factor,
     RuleError,
     default_rules,
+    measured_caveat,
     optimizer_family,
     parametrisation,
     transfer,
@@ -229,11 +230,21 @@ def format_plan(p: Plan) -> list[str]:
         lines.append(
             f"{f.axis}: rule {f.rule}, x{f.factor:.6g} ({f.base:g} -> {f.target:g}) -- {f.source}"
         )
+        caveat = _caveat(p, f)
+        if caveat is not None:
+            lines.append(f"  caveat: {caveat}")
     lines += [f"note: {n}" for n in p.notes]
     lines.append(f"note: {CAVEAT}")
     lines.append("overrides: " + " ".join(p.overrides))
     lines.append("train the target: python -m src.train " + " ".join(p.overrides))
     return lines
+
+
+def _caveat(p: Plan, f: Factor) -> str | None:
+    """The measured caveat of a factor that changes the LR (`src.scaling.measured_caveat`)."""
+    if f.factor == 1:
+        return None
+    return measured_caveat(f.axis, f.rule, p.family, p.parametrisation)
 
 
 def transfer_summary(p: Plan) -> dict:
@@ -245,6 +256,7 @@ def transfer_summary(p: Plan) -> dict:
         "optimizer_family": p.family,
         "factors": [
             {"axis": f.axis, "rule": f.rule, "factor": f.factor, "source": f.source}
+            | ({"caveat": caveat} if (caveat := _caveat(p, f)) else {})
             for f in p.factors
         ],
         "target_lr": p.target_lr,

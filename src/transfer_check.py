@@ -84,6 +84,21 @@ def predictions(axis: str, results: Sequence[ScaleResult]) -> dict[str, list[flo
     }
 
 
+def rule_lines(axis: str, results: Sequence[ScaleResult]) -> list[tuple[str, list[float]]]:
+    """(label, predicted LR per scale), one per distinct exponent: rules that predict the same
+    line (`mup` and `none` on width, both alpha 0) share it and its label, instead of one line
+    drawn over the other."""
+    preds = predictions(axis, results)
+    by_exponent: dict[float, list[str]] = {}
+    for name, rule in RULES[axis].items():
+        by_exponent.setdefault(rule.exponent, []).append(name)
+    lines = []
+    for exponent, names in by_exponent.items():
+        word = "rule" if len(names) == 1 else "rules"
+        lines.append((f"{word} {', '.join(names)} (α={exponent:g})", preds[names[0]]))
+    return lines
+
+
 def _step(title: str, args: list[str]) -> None:
     print(f"[transfer-check] {title}: python {' '.join(args)}", flush=True)
     env = dict(os.environ)
@@ -144,6 +159,16 @@ def format_table(axis: str, results: Sequence[ScaleResult], fit: PowerFit) -> li
 
 
 def plot(axis: str, results: Sequence[ScaleResult], fit: PowerFit, out: Path, title: str) -> None:
+    """`lr_vs_scale.png` and `curves.png` under `out`."""
+    plot_lr_vs_scale(axis, results, fit, out / "lr_vs_scale.png", title)
+    plot_curves(axis, results, out / "curves.png", title)
+
+
+def plot_lr_vs_scale(
+    axis: str, results: Sequence[ScaleResult], fit: PowerFit, path: Path, title: str
+) -> None:
+    """The measured optimum per scale, the fitted power law, and each rule's prediction from the
+    smallest scale (rules with the same exponent as one line: `rule_lines`)."""
     import matplotlib
     import matplotlib.ticker
 
@@ -157,10 +182,8 @@ def plot(axis: str, results: Sequence[ScaleResult], fit: PowerFit, out: Path, ti
     xs = np.geomspace(scales.min(), scales.max(), 50)
     se = f" ± {fit.alpha_se:.2f}" if math.isfinite(fit.alpha_se) else ""
     ax.loglog(xs, 10**fit.log10_prefactor * xs**fit.alpha, "k-", label=f"fit α={fit.alpha:.2f}{se}")
-    for (name, values), style in zip(
-        predictions(axis, results).items(), ("--", ":", "-."), strict=False
-    ):
-        ax.loglog(scales, values, style, label=f"rule {name} (α={RULES[axis][name].exponent:g})")
+    for (label, values), style in zip(rule_lines(axis, results), ("--", ":", "-."), strict=False):
+        ax.loglog(scales, values, style, label=label)
     ax.set_xticks(scales, [f"{s:g}" for s in scales])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel(axis)
@@ -169,8 +192,17 @@ def plot(axis: str, results: Sequence[ScaleResult], fit: PowerFit, out: Path, ti
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(out / "lr_vs_scale.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_curves(axis: str, results: Sequence[ScaleResult], path: Path, title: str) -> None:
+    """Accuracy vs LR at each scale, each optimum dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     colours = plt.cm.viridis(np.linspace(0, 0.9, len(results)))
@@ -184,7 +216,7 @@ def plot(axis: str, results: Sequence[ScaleResult], fit: PowerFit, out: Path, ti
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

@@ -41,6 +41,19 @@ def make_data(
     return {"train": (x[:n_train], y[:n_train]), "val": (x[n_train:], y[n_train:])}
 
 
+def make_imbalanced_data(
+    n: int = 1000, features: int = 5, minority_every: int = 10, seed: int = 0
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Imbalanced blobs: one example in `minority_every` is class 1 (centre +1 in every feature),
+    the rest class 0 (centre -1), std 1; `n` examples, a fixed 80/20 split holding the same 90/10
+    mix (10% minority by default) in both halves. Learnable far past the majority rate."""
+    generator = torch.Generator().manual_seed(seed)
+    y = (torch.arange(n) % minority_every == 0).long()
+    x = torch.randn(n, features, generator=generator) + (2.0 * y - 1.0).unsqueeze(1)
+    n_train = int(0.8 * n)  # the classes interleave: both halves hold one minority in ten
+    return {"train": (x[:n_train], y[:n_train]), "val": (x[n_train:], y[n_train:])}
+
+
 class TinyNet(nn.Module):
     """One hidden layer of `hidden` units on the flattened input."""
 

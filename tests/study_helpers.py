@@ -24,6 +24,7 @@ def add_trial(
     *,
     diverged: bool = False,
     failed: bool = False,
+    stopped_at_chance: bool = False,
 ) -> None:
     """A finished trial as a job leaves it: COMPLETE (a diverged one scores 0.0) or FAIL."""
     if failed:
@@ -38,7 +39,12 @@ def add_trial(
             params={"lr": lr, "seed": seed},
             distributions=DISTS,
             value=0.0 if diverged else value,
-            user_attrs={"diverged": diverged, "epochs_run": 5, "seconds": 0.5},
+            user_attrs={
+                "diverged": diverged,
+                "stopped_at_chance": stopped_at_chance,
+                "epochs_run": 2 if stopped_at_chance else 5,
+                "seconds": 0.5,
+            },
         )
     study.add_trial(trial)
 
@@ -81,6 +87,7 @@ def agg_of(values: Mapping[float, float], n: int = 1, std: float = 0.0) -> pd.Da
             "std": std,
             "n": n,
             "diverged": 0,
+            "stopped": 0,
             "failed": 0,
             "seconds": 0.5,
         }

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from study_helpers import GRID, agg_of, make_study, parabola
+from study_helpers import GRID, add_trial, agg_of, make_study, parabola
 
 from src import report
 from src.confirm import plan_confirm
-from src.study import TRIAL_COLUMNS, trials_frame
+from src.study import TRIAL_COLUMNS, compose_config, experiment_identity, trials_frame
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -183,3 +183,109 @@ def test_report_unknown_study_is_status_2(tmp_path, monkeypatch, capsys):
     assert report.main([f"study.storage={url}", "study.name=b"]) == 2
     assert capsys.readouterr().err.startswith("error: study.name: no study 'b'")
     assert not (tmp_path / "outputs" / "reports").exists()
+
+
+def test_trials_csv_flags_trials_stopped_at_chance(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = make_study(url, "a", {x: parabola(x) for x in GRID})
+    add_trial(study, 1e-6, 0, 0.1, stopped_at_chance=True)
+    out, _ = run_report(tmp_path, monkeypatch)
+    trials = pd.read_csv(out / "trials.csv")
+    stopped = trials[trials["stopped_at_chance"]]
+    assert list(stopped["lr"]) == [1e-6] and list(stopped["epochs_run"]) == [2]
+
+
+def test_one_seed_says_the_good_range_is_unknown(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path}/s.db"
+    make_study(url, "a", {x: parabola(x) for x in GRID}, seeds=(0,))
+    _, best = run_report(tmp_path, monkeypatch)
+    assert best["good_range"] == report.GOOD_RANGE_UNKNOWN
+    assert "good range            unknown (one seed" in capsys.readouterr().out
+
+
+def _labels(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_curve_legends_say_one_seed_and_mark_stopped_and_diverged():
+    s1 = agg_of({1e-6: 0.1, 1e-3: 0.8, 1e-2: 0.9, 1.0: 0.0}, n=1)
+    s1["stopped"] = [1, 0, 0, 0]
+    s1["diverged"] = [0, 0, 0, 1]
+    s2 = agg_of({0.005: 0.91, 0.01: 0.92, 0.02: 0.915}, n=1)
+    aggs = {"stage1": s1, "stage2": s2}
+    fig = report.curve_figure(aggs, report.choose(aggs), "t", "acc")
+    whole, zoom = fig.axes
+    for ax in (whole, zoom):  # the zoom has its own legend
+        labels = _labels(ax)
+        assert "stage1 (one seed)" in labels and "stage2 (one seed)" in labels
+        assert not any("±" in label for label in labels)  # no mean ± std at n=1
+        assert "good range: unknown (one seed)" in labels
+        assert {"diverged (scored 0)", "stopped at chance (early)"} <= set(labels)
+    assert not whole.patches  # no band, no shaded range: nothing measured them
+
+
+def test_curve_shades_the_good_range_with_several_seeds():
+    s1 = agg_of({1e-3: 0.8, 1e-2: 0.9, 1e-1: 0.89}, n=3, std=0.02)
+    choice = report.choose({"stage1": s1})
+    fig = report.curve_figure({"stage1": s1}, choice, "t", "acc")
+    (ax,) = fig.axes
+    assert "good range [0.01, 0.1]" in _labels(ax) and "stage1 (mean ± std, 3 seeds)" in _labels(ax)
+    assert len(ax.patches) == 1  # the shaded span
+
+
+# ---------------------------------------------------------------- commands from the study's record
+
+
+def _recorded_study(url: str, name: str, overrides: list[str]) -> dict:
+    """A study as the sweeper leaves it: trials, and the experiment identity of `overrides`."""
+    identity = experiment_identity(compose_config(overrides))
+    make_study(url, name, {x: parabola(x) for x in GRID}).set_user_attr("config", identity)
+    return identity
+
+
+@pytest.mark.parametrize(
+    "swept",
+    [
+        ["epochs=2"],
+        ["model=cnn", "model.channels=8", "optimizer=adamw", "batch_size=16"],
+        ["~model", "+model._target_=tests.byo_example.TinyNet", "+model.hidden=8"],
+    ],
+    ids=["a-scalar", "groups-and-their-keys", "a-custom-model"],
+)
+def test_train_command_by_study_name_keeps_the_studys_settings(tmp_path, monkeypatch, swept):
+    url = f"sqlite:///{tmp_path}/s.db"
+    identity = _recorded_study(url, "a", swept)
+    _, best = run_report(tmp_path, monkeypatch)  # names the study only: study.name=a
+    assert best["overrides"][-1] == f"lr={best['lr']!r}"
+    assert experiment_identity(compose_config(best["overrides"])) == identity
+    assert best["command"] == "python -m src.train " + " ".join(best["overrides"])
+
+
+def test_train_command_keeps_the_overrides_that_name_the_study(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/s.db"
+    _recorded_study(url, "a", ["data=digits", "epochs=2"])
+    monkeypatch.chdir(tmp_path)
+    assert report.main([f"study.storage={url}", "study.name=a", "data=digits", "epochs=2"]) == 0
+    best = yaml.safe_load((tmp_path / "outputs/reports/a/best.yaml").read_text())
+    assert best["overrides"] == ["data=digits", "epochs=2", f"lr={best['lr']!r}"]
+
+
+def test_train_command_drops_the_given_overrides_the_study_contradicts(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/s.db"
+    identity = _recorded_study(url, "a", ["model=cnn", "epochs=2"])
+    monkeypatch.chdir(tmp_path)
+    given = [f"study.storage={url}", "study.name=a", "model.width=64", "epochs=3"]
+    assert report.main(given) == 0
+    best = yaml.safe_load((tmp_path / "outputs/reports/a/best.yaml").read_text())
+    assert "model.width=64" not in best["overrides"] and "epochs=3" not in best["overrides"]
+    assert experiment_identity(compose_config(best["overrides"])) == identity
+
+
+def test_a_missing_study_is_described_by_the_nearest_one(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path}/s.db"
+    _recorded_study(url, "near", ["epochs=2"])
+    _recorded_study(url, "far", ["epochs=3", "batch_size=8", "model.width=16"])
+    monkeypatch.chdir(tmp_path)
+    assert report.main([f"study.storage={url}", "study.name=x"]) == 2
+    err = capsys.readouterr().err
+    assert "no study 'x'" in err and "the nearest, 'near', differs in epochs (2 vs 5)" in err

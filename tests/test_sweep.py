@@ -632,3 +632,32 @@ def test_sqlite_on_a_network_file_system_keeps_sqlite_defaults(tmp_path):
     local = study_protocol.engine_kwargs(f"sqlite:///{tmp_path}/lrsweep.db")
     assert local["connect_args"]["factory"] is study_protocol._SQLiteConnection
     assert study_protocol.engine_kwargs("postgresql+psycopg2://u@h/db") == {}
+
+
+def test_the_progress_line_says_a_trial_was_stopped_at_chance(capsys) -> None:
+    from hydra_plugins.lrsweep_sweeper import console
+
+    attrs = {"seconds": 0.5, "diverged": False, "stopped_at_chance": True, "epochs_run": 2}
+    assert set(attrs) == set(console.PROGRESS_ATTRS)  # the sweeper reads what the line shows
+    console.progress(0.1, attrs, {"lr": 1e-6}, 1, 10, 9, 1, 0.5, "val_acc")
+    assert "val_acc=0.1000 STOPPED at chance after epoch 2" in capsys.readouterr().out
+
+
+def test_the_generic_end_table_counts_trials_stopped_at_chance(capsys) -> None:
+    from hydra_plugins.lrsweep_sweeper import console
+    from hydra_plugins.lrsweep_sweeper.grid import Axis
+
+    def done(point: str, value: float, **attrs) -> optuna.trial.FrozenTrial:
+        return optuna.trial.create_trial(value=value, user_attrs={"point": point, **attrs})
+
+    trials = [
+        done("a", 0.1, stopped_at_chance=True, diverged=False),
+        done("b", 0.9, stopped_at_chance=False, diverged=False),
+    ]
+    grid = {"a": {"lr": 1e-6}, "b": {"lr": 0.1}}
+    console.summary(trials, [Axis("lr", [1e-6, 0.1])], grid, "point", "acc", "maximize", "url")
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line.split() for line in lines if line.strip().startswith("lr"))
+    assert header[-3:] == ["diverged", "stopped", "seconds"]
+    row = next(line.split() for line in lines if line.strip().startswith("1.000e-06"))
+    assert row[4:6] == ["0", "1"]  # diverged 0, stopped 1

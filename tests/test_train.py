@@ -281,6 +281,54 @@ def test_a_learning_run_is_not_stopped_at_chance(run) -> None:
     assert not result.stopped_at_chance and result.epochs_run == 3
 
 
+# 90/10 classes (tests/byo_example.make_imbalanced_data): the majority-class rate is 0.9.
+IMBALANCED = [
+    "~data",
+    "+data._target_=tests.byo_example.make_imbalanced_data",
+    "~model",
+    "+model._target_=tests.byo_example.TinyNet",
+    "batch_size=32",
+    "warmup_epochs=1",
+]
+
+
+def test_a_learning_run_on_imbalanced_data_is_not_stopped_at_chance(run) -> None:
+    result = run(*IMBALANCED, "epochs=4", "lr=0.1")
+    assert not result.stopped_at_chance and result.epochs_run == 4
+    assert result.val_acc_curve[1] > 0.9  # it learned past the majority rate by epoch 2
+
+
+def test_a_run_at_chance_on_imbalanced_data_is_stopped(run) -> None:
+    result = run(*IMBALANCED, "epochs=4", "lr=1e-6")
+    assert result.stopped_at_chance and result.epochs_run == 2
+
+
+def test_a_run_that_ran_all_its_epochs_is_not_labelled_stopped(run) -> None:
+    # At chance on its last epoch (lr=1e-6 learns nothing), but nothing was cut short.
+    result = run(*IMBALANCED, "epochs=2", "lr=1e-6")
+    assert result.epochs_run == 2 and not result.stopped_at_chance
+
+
+@pytest.mark.parametrize(
+    ("majority", "untrained", "n_val", "expected"),
+    [
+        (0.9, 0.5, 200, 0.9 + 2 * math.sqrt(0.9 * 0.1 / 200)),  # two standard errors
+        (0.9, 0.5, 4, 0.95),  # few examples: capped at half the headroom
+        (0.98, 0.2, 10**6, 0.98 + 2 * math.sqrt(0.98 * 0.02 / 10**6)),  # below 1.0
+        (0.1, 0.3, 360, 0.3 + 2 * math.sqrt(0.3 * 0.7 / 360)),  # the untrained model's score
+        (1.0, 0.5, 100, None),  # one class: no accuracy is better than chance
+    ],
+)
+def test_the_chance_threshold_stays_below_one_and_above_guessing(
+    majority: float, untrained: float, n_val: int, expected: float | None
+) -> None:
+    threshold = train_module.chance_threshold(majority, untrained, n_val)
+    if expected is None:
+        assert threshold is None
+    else:
+        assert threshold == pytest.approx(expected) and max(majority, untrained) < threshold < 1
+
+
 # --- 4. determinism -----------------------------------------------------------------------------
 
 

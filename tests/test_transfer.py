@@ -308,3 +308,39 @@ def test_measure_end_to_end_tiny(workdir):
     assert sorted(studies) == sorted(
         [r["study"] for r in rows] + [r["study"] + "-stage2" for r in rows]
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "caveat"),
+    [
+        (["optimizer=adamw", "target.width=2048"], True),  # inverse, Adam, standard: it missed
+        (["optimizer=adamw", "target.width=128"], False),  # x1: nothing to warn about
+        (["optimizer=sgd", "target.width=2048", "rules.width=inverse"], False),  # not measured
+        (["model=mlp_mup", "optimizer=muadamw", "target.width=2048"], False),  # muP: rule mup
+    ],
+)
+def test_a_default_our_measurements_missed_gets_a_caveat_beside_its_factor(overrides, caveat):
+    from src.transfer import format_plan, plan
+
+    args = ["base.lr=0.001", *overrides]
+    lines = format_plan(plan(compose_config(args, config_name="transfer"), args))
+    width = next(i for i, line in enumerate(lines) if line.startswith("width:"))
+    if caveat:
+        assert lines[width + 1].startswith("  caveat: measured on mnist1d")
+        assert "width^-0.39" in lines[width + 1] and "docs/transfer.md" in lines[width + 1]
+    else:
+        assert not any("caveat:" in line for line in lines)
+
+
+def test_rules_that_predict_the_same_line_are_drawn_and_labelled_together():
+    import pandas as pd
+
+    from src.transfer_check import ScaleResult, rule_lines
+
+    results = [
+        ScaleResult(s, "x", 0.1, "interpolated", 0.1, 0.5, pd.DataFrame()) for s in (64, 256)
+    ]
+    lines = dict(rule_lines("width", results))
+    assert list(lines) == ["rules mup, none (α=0)", "rule inverse (α=-1)"]  # mup, none: one line
+    assert lines["rule inverse (α=-1)"] == pytest.approx([0.1, 0.025])
+    assert len(rule_lines("batch", results)) == 3  # linear, sqrt, none: three lines
