@@ -208,7 +208,7 @@ def write_search_report(
 
     from lrsweep.frames import TRIAL_COLUMNS
     from lrsweep.stats import aggregate, format_table
-    from src.report import choose
+    from src.report import choose, curve_figure
 
     out = plan.report_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -219,9 +219,8 @@ def write_search_report(
     trials.to_csv(out / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}
     choice = choose(aggs, direction)
-    plot_curve(
-        aggs, choice, f"{name}: {plan.metric} vs {plan.lr_key}", out / "curve.png", plan.metric
-    )
+    figure = curve_figure(aggs, choice, f"{name}: {plan.metric} vs {plan.lr_key}", plan.metric)
+    figure.savefig(out / "curve.png", format="png", dpi=100)
     best: dict[str, Any] = {
         "study": name,
         "stages": {s: names[s] for s in frames},
