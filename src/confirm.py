@@ -22,7 +22,14 @@ import pandas as pd
 from lrsweep.stats import aggregate, finest_stage, interpolated_optimum, rank
 from src.errors import ConfigError
 from src.overrides import ChoiceOverride, replace_overrides
-from src.study import compose_config, create_child_study, load_frames, study_names
+from src.study import (
+    compose_config,
+    create_child_study,
+    direction_of,
+    load_frames,
+    open_study,
+    study_names,
+)
 
 
 def confirm_candidates(
@@ -83,7 +90,8 @@ def prepare_confirm(overrides: Sequence[str], top_k: int = 3, n_seeds: int = 3) 
     `python -m src.train -m`."""
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
-    plan = plan_confirm(load_frames(name, storage_url), top_k, n_seeds)
+    direction = direction_of(open_study(name, storage_url))
+    plan = plan_confirm(load_frames(name, storage_url), top_k, n_seeds, direction)
     names = study_names(name)
     create_child_study(
         names["confirm"],
@@ -91,6 +99,7 @@ def prepare_confirm(overrides: Sequence[str], top_k: int = 3, n_seeds: int = 3) 
         parent=names[plan.stage],
         stage="confirm",
         meta={"candidates": plan.lrs, "seeds": plan.seeds},
+        direction=direction,
     )
     print(f"confirm: lrs {[f'{x:.4g}' for x in plan.lrs]} from {plan.stage}, seeds {plan.seeds}")
     return replace_overrides(

@@ -36,9 +36,9 @@ from src.errors import ConfigError
 from src.overrides import override_key, replace_overrides
 from src.study import (
     STAGE2_SUFFIX,
-    check_direction,
     compose_config,
     create_child_study,
+    direction_of,
     open_study,
     shown_url,
     trials_frame,
@@ -141,9 +141,9 @@ def _main(argv: Sequence[str] | None) -> int:
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
     study = open_study(name, storage_url)
-    check_direction(study)
+    direction = direction_of(study)
     agg = aggregate(trials_frame(study))
-    proposal = propose_bounds(agg, float(cfg.sweep.low), float(cfg.sweep.high))
+    proposal = propose_bounds(agg, float(cfg.sweep.low), float(cfg.sweep.high), direction)
     points = args.points or int(cfg.sweep.points)
     stage2 = stage2_overrides(overrides, name, proposal, points)
 
@@ -166,6 +166,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parent=name,
         stage="stage2",
         meta={"proposal": {"low": proposal.low, "high": proposal.high, "reason": proposal.reason}},
+        direction=direction,
     )
     from src.train import run_multirun  # imports torch: only when a sweep runs
 

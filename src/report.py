@@ -55,6 +55,7 @@ from src.study import (
     SUFFIXES,
     TRIAL_COLUMNS,
     compose_config,
+    direction_of,
     experiment_identity,
     load_frames,
     open_study,
@@ -380,6 +381,7 @@ def write_report(
     overrides: Sequence[str] = (),
     ylabel: str = "validation accuracy",
     recorded: Mapping[str, Any] | None = None,
+    direction: str = "maximize",
 ) -> Report:
     """Writes trials.csv, curve.png and best.yaml under `out_dir`. The command to train with is
     rebuilt from `recorded`, the experiment identity the stage-1 study recorded, when given
@@ -390,7 +392,7 @@ def write_report(
     )
     trials[["stage", "study", *TRIAL_COLUMNS]].to_csv(out_dir / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}
-    choice = choose(aggs)
+    choice = choose(aggs, direction)
     plot_curve(aggs, choice, f"{name}: {ylabel} vs learning rate", out_dir / "curve.png", ylabel)
     report = Report(
         study=name,
@@ -421,11 +423,12 @@ def _main(argv: Sequence[str] | None) -> int:
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
     frames = load_frames(name, storage_url, experiment_identity(cfg))
-    recorded = open_study(name, storage_url).user_attrs.get("config")
+    stage1 = open_study(name, storage_url)
+    recorded, direction = stage1.user_attrs.get("config"), direction_of(stage1)
     out_dir = args.out or report_dir(cfg, name)
     metric = str(cfg.get("metric", "val_acc"))
-    ylabel = {"val_acc": "validation accuracy"}.get(metric, metric)
-    report = write_report(name, frames, out_dir, overrides, ylabel, recorded)
+    ylabel = {"val_acc": "validation accuracy", "val_loss": "validation loss"}.get(metric, metric)
+    report = write_report(name, frames, out_dir, overrides, ylabel, recorded, direction)
     print(format_summary(report))
     print(f"wrote {out_dir}/trials.csv, curve.png, best.yaml")
     return 0

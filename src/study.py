@@ -128,11 +128,16 @@ def open_study(name: str, storage_url: str, identity: dict[str, Any] | None = No
 
 
 def create_child_study(
-    name: str, storage_url: str, parent: str, stage: str, meta: dict[str, Any] | None = None
+    name: str,
+    storage_url: str,
+    parent: str,
+    stage: str,
+    meta: dict[str, Any] | None = None,
+    direction: str = "maximize",
 ) -> optuna.Study:
     """The study a later stage sweeps into, tagged with its parent and stage; reused if it exists."""
     study = optuna.create_study(
-        study_name=name, storage=storage(storage_url), direction="maximize", load_if_exists=True
+        study_name=name, storage=storage(storage_url), direction=direction, load_if_exists=True
     )
     study.set_user_attr("parent_study", parent)
     study.set_user_attr("stage", stage)
@@ -141,13 +146,20 @@ def create_child_study(
     return study
 
 
-def check_direction(study: optuna.Study) -> None:
-    """Refine, confirm and report read a maximized metric; anything else is a ConfigError."""
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise ConfigError(
-            f"study '{study.study_name}' is {study.direction.name.lower()}d; refine and report "
-            "assume a maximized metric (metric=val_acc)"
-        )
+def direction_of(study: optuna.Study) -> str:
+    """The study's direction, "maximize" or "minimize": what every stage, choice and table after
+    it follows."""
+    return study.direction.name.lower()
+
+
+def metric_direction(metric: str) -> str:
+    """The direction of a built-in metric: `val_acc` is maximised, `val_loss` minimised."""
+    return "minimize" if metric == "val_loss" else "maximize"
+
+
+# conf/train.yaml's `hydra.sweeper.direction: ${lrsweep.direction:${metric}}`.
+if not OmegaConf.has_resolver("lrsweep.direction"):
+    OmegaConf.register_new_resolver("lrsweep.direction", metric_direction)
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -169,7 +181,6 @@ def load_frames(
         if stage != "stage1" and study_name not in existing:
             continue
         study = open_study(study_name, storage_url, identity if stage == "stage1" else None)
-        check_direction(study)
         frames[stage] = trials_frame(study)
     return frames
 
@@ -180,7 +191,8 @@ def sweep_summary(study: optuna.Study, metric_name: str | None = None) -> str:
     from lrsweep.stats import aggregate, best_line, format_table
 
     agg = aggregate(trials_frame(study))
-    return f"{format_table(agg)}\n\n{best_line(agg, metric_name or 'value')}"
+    best = best_line(agg, metric_name or "value", direction_of(study))
+    return f"{format_table(agg)}\n\n{best}"
 
 
 class TrialReporter:

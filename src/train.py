@@ -46,7 +46,9 @@ from src.inprocess import run_hydra_main
 from src.study import CONF_DIR, TrialReporter
 
 SCHEDULES = ("constant", "cosine")
-METRICS = ("val_acc",)  # a diverged trial must score a finite value: 0.0 accuracy
+# What a trial returns. A diverged trial scores 0.0 accuracy, or an infinite loss (the sweeper
+# records it as diverged, with the worst value).
+METRICS = ("val_acc", "val_loss")
 EVAL_BATCH_SIZE = 1024
 # "At chance" (`chance_threshold`): within this many binomial standard errors of what the model
 # scores without learning, and never past this fraction of the way from there to 1.0.
@@ -463,11 +465,12 @@ def main(cfg: DictConfig) -> float:
         return value
     with exit_on_user_error():  # alone: one line, exit 2
         result = train(cfg, verbose=True)
-    status = "DIVERGED (returned 0.0)" if result.diverged else f"{result.val_acc:.4f}"
+    value = float(getattr(result, cfg.metric))
+    status = f"DIVERGED (returned {value})" if result.diverged else f"{value:.4f}"
     if result.stopped_at_chance:
         status += f" (stopped at chance after {result.epochs_run} epochs)"
-    print(f"lr={cfg.lr:g} seed={cfg.seed}: val_acc={status} ({result.seconds:.1f}s)")
-    return float(getattr(result, cfg.metric))
+    print(f"lr={cfg.lr:g} seed={cfg.seed}: {cfg.metric}={status} ({result.seconds:.1f}s)")
+    return value
 
 
 if __name__ == "__main__":

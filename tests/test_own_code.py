@@ -260,3 +260,26 @@ def test_the_lrsweep_command_runs_each_module_as_its_python_m_command(capsys):
     assert command.main([]) == 0 and "range-test" in capsys.readouterr().out
     assert command.main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_the_builtin_trial_minimises_val_loss_through_every_stage(tmp_path):
+    """`metric=val_loss`: every study minimises, the choice is the lowest confirmed mean loss, and
+    the report says so."""
+    from tests.conftest import TINY, run_python
+
+    out = run_python(
+        str(ROOT / "scripts" / "two_stage_sweep.py"), *TINY, "metric=val_loss", cwd=tmp_path
+    )
+    (best_file,) = tmp_path.glob("outputs/reports/*/best.yaml")
+    best = yaml.safe_load(best_file.read_text())
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    for name in best["stages"].values():
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    confirm = optuna.load_study(study_name=best["stages"]["confirm"], storage=storage)
+    means: dict[float, list[float]] = {}
+    for t in confirm.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        means.setdefault(t.params["lr"], []).append(t.value)
+    lowest = min(means, key=lambda lr: sum(means[lr]) / len(means[lr]))
+    assert best["lr"] == lowest
+    assert "validation loss" in out or "val_loss" in out
