@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from src.base_lr import lr_scales, set_base_lr
 from src.checkpoint import checkpoint_key, initial_model
 from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
@@ -231,9 +232,8 @@ def fit(
     steps_per_epoch = len(train_batches)
     warmup_steps, total_steps = warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
     train_loss, val_acc, step = [], [], 0
-    # Each group's LR relative to `lr`: 1 for a plain optimizer; muP optimizers (mup.MuAdam, ...)
-    # give each group its own width multiplier, which the schedule must keep.
-    group_scales = [group["lr"] / base_lr for group in optimizer.param_groups]
+    # muP optimizers give each group its own multiple of `lr`, which the schedule must keep.
+    scales = lr_scales(optimizer, base_lr)
 
     def diverged(epoch: int) -> FitResult:
         return FitResult("diverged", epoch + 1, train_loss, val_acc, math.inf)
@@ -243,9 +243,9 @@ def fit(
         loss_sum = torch.zeros((), device=train_batches.device)
         for x, y in train_batches.epoch(epoch):
             step += 1
-            lr = lr_at(step, base_lr, warmup_steps, total_steps, schedule)
-            for group, scale in zip(optimizer.param_groups, group_scales, strict=True):
-                group["lr"] = lr * scale
+            set_base_lr(
+                optimizer, lr_at(step, base_lr, warmup_steps, total_steps, schedule), scales
+            )
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
