@@ -10,7 +10,7 @@ The overrides are those of the stage-1 sweep: they name the study `<name>`; the 
 - `curve.png`: mean +/- std accuracy per LR and stage (log x), diverged LRs as red x at 0, the
   chosen LR as a vertical line;
 - `best.yaml`: the chosen LR (`choose`), its mean/std, the good range, the interpolated optimum
-  (only when there is one), the overrides to train with it, and stage 2's gain over stage 1.
+  (`src.stats.fit_optimum`; when there is none, `no_interpolated_optimum` says why), the overrides to train with it, and stage 2's gain over stage 1.
 
 The choice: the best mean of the confirm stage when it has a finished trial, else of the finest
 sweep stage (stage 2 if it has a finished trial, else stage 1). `good_range` is taken in that same
@@ -41,7 +41,7 @@ import yaml
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import train_overrides
-from src.stats import aggregate, finest_stage, format_table, interpolated_optimum, rank, top_set
+from src.stats import aggregate, finest_stage, fit_optimum, format_table, rank, top_set
 from src.study import (
     SUFFIXES,
     TRIAL_COLUMNS,
@@ -149,6 +149,7 @@ class Choice:
     good_range: tuple[float, float]
     interpolated_optimum: float | None
     stage2_gain: Stage2Gain | None = None
+    optimum_note: str = ""  # how the interpolated optimum was found, or why there is none
 
 
 def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
@@ -162,6 +163,7 @@ def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
         )
     best = ranked.iloc[0]
     good = top_set(ranked)["lr"]
+    optimum, note = fit_optimum(aggs[sweep]) if sweep in aggs else (None, "no sweep")
     return Choice(
         stage=stage,
         lr=float(best["lr"]),
@@ -169,8 +171,9 @@ def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
         std=float(best["std"]),
         n=int(best["n"]),
         good_range=(float(good.min()), float(good.max())),
-        interpolated_optimum=interpolated_optimum(aggs[sweep]),
+        interpolated_optimum=optimum,
         stage2_gain=stage2_gain(aggs),
+        optimum_note=note,
     )
 
 
@@ -203,6 +206,8 @@ class Report:
         }
         if c.interpolated_optimum is not None:
             best["interpolated_optimum"] = c.interpolated_optimum
+        else:
+            best["no_interpolated_optimum"] = c.optimum_note
         best["overrides"] = list(self.overrides)
         best["command"] = self.command
         if c.stage2_gain is not None:
@@ -221,7 +226,9 @@ def format_summary(report: Report) -> str:
         ("good range", "[{:.4g}, {:.4g}]".format(*c.good_range)),
         (
             "interpolated optimum",
-            "none" if c.interpolated_optimum is None else f"{c.interpolated_optimum:.4g}",
+            f"none ({c.optimum_note})"
+            if c.interpolated_optimum is None
+            else f"{c.interpolated_optimum:.4g} ({c.optimum_note})",
         ),
         ("stage 2 gain", c.stage2_gain.verdict if c.stage2_gain else "no stage 2"),
         ("train with", report.command),

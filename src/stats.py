@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 # Columns of `aggregate`, in order.
-AGG_COLUMNS = ["lr", "mean", "std", "n", "diverged", "failed", "seconds"]
+AGG_COLUMNS = ["lr", "mean", "std", "n", "diverged", "learned", "failed", "seconds"]
 TIE = 1e-12  # means closer than this are equal
 
 
@@ -26,6 +26,7 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                  that diverges on some seeds must not win on the seeds it survived (std: ddof=1
                  for n >= 2, 0 for n == 1; both NaN for n == 0);
     n         -- COMPLETE trials;  diverged -- of which diverged;
+    learned   -- of which learned something: not diverged, not stopped at chance, scored above 0;
     failed    -- FAIL trials;  seconds -- mean wall time of a COMPLETE trial (NaN if unknown).
     Trials without an `lr` are left out; RUNNING/WAITING/PRUNED ones count nowhere but do give
     their LR a row.
@@ -44,11 +45,23 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
                 "std": float(values.std(ddof=1)) if n >= 2 else (0.0 if n == 1 else math.nan),
                 "n": n,
                 "diverged": int(complete["diverged"].astype(bool).sum()),
+                "learned": int(_learned(complete).sum()),
                 "failed": int((group["state"] == "FAIL").sum()),
                 "seconds": float(seconds.mean()) if seconds.notna().any() else math.nan,
             }
         )
     return pd.DataFrame(rows, columns=AGG_COLUMNS).reset_index(drop=True)
+
+
+def _learned(complete: pd.DataFrame) -> pd.Series:
+    """Which COMPLETE trials learned: not diverged, not stopped at chance (a frame without that
+    column: none did), value above 0."""
+    at_chance = complete.get("stopped_at_chance", pd.Series(False, index=complete.index))
+    return (
+        ~complete["diverged"].astype(bool)
+        & ~at_chance.fillna(False).astype(bool)
+        & (complete["value"].astype(float) > 0)
+    )
 
 
 def rank(agg: pd.DataFrame) -> pd.DataFrame:
@@ -73,27 +86,40 @@ def finest_stage(aggs: Mapping[str, pd.DataFrame]) -> str:
     return "stage1"
 
 
-def interpolated_optimum(agg: pd.DataFrame, half_window: int = 2) -> float | None:
-    """The peak of a parabola fitted (least squares) to mean accuracy vs log10(lr) over the best LR
-    and up to `half_window` finished neighbours on each side (3 to 5 points). None unless the
-    parabola is concave and its peak lies strictly inside the fitted LRs: it never extrapolates."""
-    usable = agg[agg["n"] > 0].sort_values("lr")
-    ranked = rank(agg)
-    if len(usable) < 3:
-        return None
-    b = usable.index.get_loc(ranked.index[0])
-    window = usable.iloc[max(0, b - half_window) : b + half_window + 1]
-    if len(window) < 3:
-        return None
+def fit_optimum(agg: pd.DataFrame, half_window: int = 2) -> tuple[float | None, str]:
+    """(the interpolated optimum, how it was found or why there is none).
+
+    The peak of a parabola fitted (least squares) to mean accuracy vs log10(lr) over the best LR
+    and up to `half_window` neighbours on each side (3 to 5 points), among the LRs that learned
+    (`learned` > 0: at least one trial neither diverged, nor stopped at chance, nor scored 0).
+    The LRs past the cliff, where nothing was learned, are left out: fitted, they drag the peak
+    away from where the curve really bends. The means are the LRs' means as `rank` orders them.
+    None when the best LR is the lowest or the highest that learned (no interior optimum), when
+    the parabola is not concave, or when its peak lies outside the fitted LRs: it never
+    extrapolates."""
+    learned = agg[agg["learned"] > 0].sort_values("lr")
+    ranked = rank(learned)
+    if len(learned) < 3:
+        return None, f"{len(learned)} LR(s) learned: need 3 to fit"
+    b = learned.index.get_loc(ranked.index[0])
+    if b in (0, len(learned) - 1):
+        side = "lowest" if b == 0 else "highest"
+        return None, f"the best LR is the {side} that learned: no interior optimum"
+    window = learned.iloc[max(0, b - half_window) : b + half_window + 1]
     x = np.log10(window["lr"].to_numpy(dtype=float))
     y = window["mean"].to_numpy(dtype=float)
     a, b1, _ = np.polyfit(x, y, 2)
     if not a < -TIE:
-        return None
+        return None, f"the parabola over {len(window)} LRs is not concave"
     peak = -b1 / (2 * a)
     if not x.min() < peak < x.max():
-        return None
-    return float(10**peak)
+        return None, f"the parabola over {len(window)} LRs peaks outside them"
+    return float(10**peak), f"parabola over the {len(window)} learned LRs around the best"
+
+
+def interpolated_optimum(agg: pd.DataFrame, half_window: int = 2) -> float | None:
+    """The interpolated optimum of `fit_optimum`, or None."""
+    return fit_optimum(agg, half_window)[0]
 
 
 def format_table(agg: pd.DataFrame) -> str:

@@ -37,7 +37,17 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the Hydra config tree
 
 # Columns of `trials_frame`, in order.
-TRIAL_COLUMNS = ["number", "state", "lr", "seed", "value", "diverged", "epochs_run", "seconds"]
+TRIAL_COLUMNS = [
+    "number",
+    "state",
+    "lr",
+    "seed",
+    "value",
+    "diverged",
+    "stopped_at_chance",
+    "epochs_run",
+    "seconds",
+]
 
 STAGES = ("stage1", "stage2", "confirm")
 STAGE2_SUFFIX = "-stage2"
@@ -154,6 +164,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "seed": params.get("seed", 0),
                 "value": t.value if t.state == optuna.trial.TrialState.COMPLETE else math.nan,
                 "diverged": bool(t.user_attrs.get("diverged", False)),
+                "stopped_at_chance": bool(t.user_attrs.get("stopped_at_chance", False)),
                 "epochs_run": t.user_attrs.get("epochs_run", 0),
                 "seconds": t.user_attrs.get("seconds", math.nan),
             }

@@ -24,8 +24,10 @@ def add_trial(
     *,
     diverged: bool = False,
     failed: bool = False,
+    at_chance: bool = False,
 ) -> None:
-    """A finished trial as a job leaves it: COMPLETE (a diverged one scores 0.0) or FAIL."""
+    """A finished trial as a job leaves it: COMPLETE (a diverged one scores 0.0; `at_chance`: it
+    stopped at chance, `stopped_at_chance`) or FAIL."""
     if failed:
         trial = optuna.trial.create_trial(
             params={"lr": lr, "seed": seed},
@@ -38,7 +40,12 @@ def add_trial(
             params={"lr": lr, "seed": seed},
             distributions=DISTS,
             value=0.0 if diverged else value,
-            user_attrs={"diverged": diverged, "epochs_run": 5, "seconds": 0.5},
+            user_attrs={
+                "diverged": diverged,
+                "stopped_at_chance": at_chance,
+                "epochs_run": 5,
+                "seconds": 0.5,
+            },
         )
     study.add_trial(trial)
 
@@ -81,6 +88,7 @@ def agg_of(values: Mapping[float, float], n: int = 1, std: float = 0.0) -> pd.Da
             "std": std,
             "n": n,
             "diverged": 0,
+            "learned": n,
             "failed": 0,
             "seconds": 0.5,
         }

@@ -163,6 +163,9 @@ def test_monotone_curve_has_no_interpolated_optimum_key(tmp_path, monkeypatch):
     make_study(url, "a", {x: 0.5 + 0.03 * i for i, x in enumerate(GRID)})
     _, best = run_report(tmp_path, monkeypatch)
     assert best["lr"] == GRID[-1] and "interpolated_optimum" not in best
+    assert best["no_interpolated_optimum"] == (
+        "the best LR is the highest that learned: no interior optimum"
+    )
 
 
 def test_report_folder_follows_paths(tmp_path, monkeypatch):
