@@ -4,6 +4,12 @@
 `top_set` is "within one std of the best". Stage 2's bounds (`src.refine`), the confirm candidates
 (`src.confirm`), the chosen LR (`src.report`) and the sweeper's end table all read these, so a
 diverged seed costs an LR the same everywhere. Pure calculations on DataFrames: no I/O.
+
+Equal scores are equal: two means (or stds) closer than `TIE` (1e-9) are the same number. Scores
+are counts over one validation set (accuracy = correct / n_val, averaged over seeds), so two
+different means differ by at least 1 / (n_val * seeds), far above 1e-9 for any validation set
+under a hundred million examples; what differs by less is the last bits of summing the same
+scores in another order, which must not decide a ranking. `rank` compares at this resolution.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import pandas as pd
 
 # Columns of `aggregate`, in order.
 AGG_COLUMNS = ["lr", "mean", "std", "n", "diverged", "learned", "failed", "seconds"]
-TIE = 1e-12  # means closer than this are equal
+TIE = 1e-9  # means (stds) closer than this are equal (module docstring)
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -64,11 +70,23 @@ def _learned(complete: pd.DataFrame) -> pd.Series:
     )
 
 
+def tie_levels(values: pd.Series) -> pd.Series:
+    """Each value's level among `values` (0 for the lowest), values within `TIE` of their sorted
+    neighbour sharing one level: equal scores compare equal whatever their last bits."""
+    order = values.sort_values(kind="stable")
+    new_level = order.diff().fillna(0.0) > TIE
+    return new_level.cumsum().reindex(values.index)
+
+
 def rank(agg: pd.DataFrame) -> pd.DataFrame:
     """The LRs with a finished non-diverged trial, best first: highest mean, then lowest std, then
-    lowest LR."""
+    lowest LR; means and stds compared at the resolution `TIE` (module docstring)."""
     usable = agg[agg["n"] > agg["diverged"]]
-    return usable.sort_values(["mean", "std", "lr"], ascending=[False, True, True], kind="stable")
+    keys = pd.DataFrame(
+        {"mean": tie_levels(usable["mean"]), "std": tie_levels(usable["std"]), "lr": usable["lr"]}
+    )
+    order = keys.sort_values(["mean", "std", "lr"], ascending=[False, True, True], kind="stable")
+    return usable.loc[order.index]
 
 
 def top_set(ranked: pd.DataFrame) -> pd.DataFrame:

@@ -88,3 +88,17 @@ def test_no_interpolated_optimum_when_the_best_is_the_last_lr_that_learned(tmp_p
     opt, why = stats.fit_optimum(agg)
     assert opt is None
     assert why == "the best LR is the highest that learned: no interior optimum"
+
+
+def test_equal_scores_rank_by_the_documented_order_whatever_the_summation_order(tmp_path):
+    """The same three scores in another seed order: their float means differ in the last bit
+    (0.19999999999999998 vs 0.20000000000000004). Equal means and stds: the lower LR first."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    for seed, value in enumerate([0.3, 0.2, 0.1]):
+        add_trial(study, 0.1, seed, value)
+    for seed, value in enumerate([0.1, 0.2, 0.3]):
+        add_trial(study, 0.2, seed, value)
+    agg = stats.aggregate(trials_frame(study))
+    assert agg["mean"].iloc[0] != agg["mean"].iloc[1]  # the last bits differ ...
+    assert stats.rank(agg)["lr"].tolist() == [0.1, 0.2]  # ... and do not decide
+    assert stats.best_line(agg).startswith("best lr=0.1:")
