@@ -17,17 +17,19 @@ sweep stage (stage 2 if it has a finished trial, else stage 1). `good_range` is 
 stage; the interpolated optimum is fitted on the finest sweep stage (the dense grid).
 
 Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
-seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. The noise is
-two standard errors of the difference on fresh seeds, the combined std of the two best LRs in the
-sweeps; it is unknown when either side has a single seed. One rule: stage 2 helped only if
-gain > noise; a loss larger than the noise is reported as a loss; anything else is within noise.
+seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. One rule for
+both: the 95% Welch t interval of the difference of the two means (`src.stats.welch_difference`,
+Welch-Satterthwaite degrees of freedom); a std below one validation example (1 / n_val, the
+`val_examples` the trials record) counts as that much, since the same score on every seed is no
+evidence of zero noise. "gain" (stage 2 helped) when the whole interval lies above 0, "loss" when
+it lies below, "within noise" otherwise; "unknown" with a single seed on either side, or a zero
+std where n_val is not recorded. `noise` is the interval's half-width.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +43,15 @@ import yaml
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import train_overrides
-from src.stats import aggregate, finest_stage, fit_optimum, format_table, rank, top_set
+from src.stats import (
+    aggregate,
+    finest_stage,
+    fit_optimum,
+    format_table,
+    rank,
+    top_set,
+    welch_difference,
+)
 from src.study import (
     SUFFIXES,
     TRIAL_COLUMNS,
@@ -67,11 +77,13 @@ class Stage2Gain:
     stage1_mean: float  # their means where measured (`measured_on`)
     stage2_mean: float
     gain: float  # stage2_mean - stage1_mean: negative for a loss
-    noise: float | None  # None: unknown (a single seed on either side)
+    noise: float | None  # half-width of the 95% interval; None: unknown
     exceeds_noise: bool | None  # gain > noise: stage 2 helped; None when the noise is unknown
     outcome: Outcome
     measured_on: Literal["confirm", "sweeps"]
     verdict: str
+    interval: tuple[float, float] | None = None  # 95% Welch t interval of the gain
+    df: float | None = None  # its degrees of freedom
 
 
 def _row_at(agg: pd.DataFrame, lr: float) -> pd.Series | None:
@@ -80,8 +92,8 @@ def _row_at(agg: pd.DataFrame, lr: float) -> pd.Series | None:
 
 
 def judge_gain(gain: float, noise: float | None) -> Outcome:
-    """The one rule: "gain" only if gain > noise, "loss" if -gain > noise, else "within noise";
-    "unknown" without a measured noise."""
+    """The one rule: "gain" only if gain > noise (the 95% interval lies above 0), "loss" if
+    -gain > noise, else "within noise"; "unknown" without a measured noise."""
     if noise is None:
         return "unknown"
     if gain > noise:
@@ -91,51 +103,56 @@ def judge_gain(gain: float, noise: float | None) -> Outcome:
     return "within noise"
 
 
-def stage2_gain(aggs: Mapping[str, pd.DataFrame]) -> Stage2Gain | None:
-    """Is stage 2's best LR really better than stage 1's? None without both stages."""
+def stage2_gain(
+    aggs: Mapping[str, pd.DataFrame], resolution: float | None = None
+) -> Stage2Gain | None:
+    """Is stage 2's best LR really better than stage 1's? None without both stages. `resolution`:
+    one validation example (1 / n_val), the floor of a std; None when unknown."""
     if not all(s in aggs and len(rank(aggs[s])) for s in ("stage1", "stage2")):
         return None
     b1, b2 = rank(aggs["stage1"]).iloc[0], rank(aggs["stage2"]).iloc[0]
     c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
     c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
     if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
-        r1, r2, source = c1, c2, "confirm"
-        noise = 2 * math.hypot(c1["std"] / math.sqrt(c1["n"]), c2["std"] / math.sqrt(c2["n"]))
-        where = f"on {int(c2['n'])} fresh seeds"
-        noise_is = "two standard errors"
+        r1, r2, source, where = c1, c2, "confirm", f"on {int(c2['n'])} fresh seeds"
     else:
-        r1, r2, source = b1, b2, "sweeps"
-        measured = min(b1["n"], b2["n"]) >= 2
-        noise = float(math.hypot(b1["std"], b2["std"])) if measured else None
-        where = "in the sweeps"
-        noise_is = "combined std of the two best LRs"
+        r1, r2, source, where = b1, b2, "sweeps", "in the sweeps"
     m1, m2 = float(r1["mean"]), float(r2["mean"])
+    diff = welch_difference(r1, r2, floor=resolution)
+    noise = None if diff is None else diff.half_width
     gain = m2 - m1
     outcome = judge_gain(gain, noise)
     scores = (
         f"{where}, stage 2's best lr={b2['lr']:.4g} scored {m2:.4f} vs stage 1's best "
         f"lr={b1['lr']:.4g} {m1:.4f}: gain {gain:+.4f}"
     )
-    if outcome == "unknown":
-        verdict = f"{scores}, noise unknown (one seed per LR)"
+    if diff is None:
+        why = "one seed per LR" if min(r1["n"], r2["n"]) < 2 else "zero spread, n_val unknown"
+        verdict = f"{scores}, noise unknown ({why})"
     else:
         judged = {
             "gain": "larger than the noise: stage 2 helped",
             "loss": "a loss larger than the noise: stage 2 did worse",
             "within noise": "not larger than the noise",
         }[outcome]
-        verdict = f"{scores}, {judged} ({noise:.4f}, {noise_is})"
+        floored = ", stds floored at 1/n_val" if diff.floored else ""
+        verdict = (
+            f"{scores}, 95% interval [{diff.low:+.4f}, {diff.high:+.4f}] (Welch t, "
+            f"df={diff.df:.1f}{floored}): {judged}"
+        )
     return Stage2Gain(
         stage1_lr=float(b1["lr"]),
         stage2_lr=float(b2["lr"]),
         stage1_mean=m1,
         stage2_mean=m2,
         gain=gain,
-        noise=None if noise is None else float(noise),
+        noise=noise,
         exceeds_noise=None if noise is None else outcome == "gain",
         outcome=outcome,
         measured_on=source,
         verdict=verdict,
+        interval=None if diff is None else (diff.low, diff.high),
+        df=None if diff is None else diff.df,
     )
 
 
@@ -152,8 +169,9 @@ class Choice:
     optimum_note: str = ""  # how the interpolated optimum was found, or why there is none
 
 
-def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
-    """The chosen LR (rules: module docstring). `aggs`: stage -> `src.stats.aggregate`."""
+def choose(aggs: Mapping[str, pd.DataFrame], resolution: float | None = None) -> Choice:
+    """The chosen LR (rules: module docstring). `aggs`: stage -> `src.stats.aggregate`;
+    `resolution`: one validation example, 1 / n_val (None: unknown)."""
     sweep = finest_stage(aggs)
     stage = "confirm" if "confirm" in aggs and len(rank(aggs["confirm"])) else sweep
     ranked = rank(aggs[stage]) if stage in aggs else pd.DataFrame()
@@ -172,7 +190,7 @@ def choose(aggs: Mapping[str, pd.DataFrame]) -> Choice:
         n=int(best["n"]),
         good_range=(float(good.min()), float(good.max())),
         interpolated_optimum=optimum,
-        stage2_gain=stage2_gain(aggs),
+        stage2_gain=stage2_gain(aggs, resolution),
         optimum_note=note,
     )
 
@@ -211,7 +229,9 @@ class Report:
         best["overrides"] = list(self.overrides)
         best["command"] = self.command
         if c.stage2_gain is not None:
-            best["stage2_gain"] = dataclasses.asdict(c.stage2_gain)
+            gain = dataclasses.asdict(c.stage2_gain)
+            gain["interval"] = None if gain["interval"] is None else list(gain["interval"])
+            best["stage2_gain"] = gain
         return best
 
 
@@ -315,6 +335,12 @@ def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: st
     ax.legend(loc="best", fontsize="small")
 
 
+def resolution(frames: Mapping[str, pd.DataFrame]) -> float | None:
+    """One validation example, 1 / n_val, from the trials' `val_examples` (None if unrecorded)."""
+    sizes = pd.concat([f["val_examples"] for f in frames.values()]).dropna()
+    return 1.0 / float(sizes.max()) if len(sizes) else None
+
+
 def write_report(
     name: str,
     frames: Mapping[str, pd.DataFrame],
@@ -329,7 +355,7 @@ def write_report(
     )
     trials[["stage", "study", *TRIAL_COLUMNS]].to_csv(out_dir / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}
-    choice = choose(aggs)
+    choice = choose(aggs, resolution(frames))
     plot_curve(aggs, choice, f"{name}: {ylabel} vs learning rate", out_dir / "curve.png", ylabel)
     report = Report(
         study=name,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -138,6 +139,49 @@ def fit_optimum(agg: pd.DataFrame, half_window: int = 2) -> tuple[float | None, 
 def interpolated_optimum(agg: pd.DataFrame, half_window: int = 2) -> float | None:
     """The interpolated optimum of `fit_optimum`, or None."""
     return fit_optimum(agg, half_window)[0]
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`mean_b - mean_a` with its 95% Welch t interval: `diff ± half_width`, `df` degrees of
+    freedom (Welch-Satterthwaite)."""
+
+    diff: float
+    half_width: float
+    df: float
+    floored: bool  # a std was below the floor and was raised to it
+
+    @property
+    def low(self) -> float:
+        return self.diff - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.diff + self.half_width
+
+
+def welch_difference(
+    a: Mapping[str, float], b: Mapping[str, float], floor: float | None, level: float = 0.95
+) -> Difference | None:
+    """The difference of the means of two `aggregate` rows (`b - a`), with its Welch t interval.
+    None with fewer than 2 trials on either side (no noise estimate). A std below `floor` is
+    raised to it: the same score on every seed is no evidence of zero noise, only of noise below
+    the score's resolution (one validation example: 1 / n_val). Without a floor (resolution
+    unknown) a zero std makes the noise unknown: None."""
+    from scipy import stats as st
+
+    if min(a["n"], b["n"]) < 2:
+        return None
+    if floor is None:
+        if min(float(a["std"]), float(b["std"])) <= 0:
+            return None
+        floor = 0.0
+    sa, sb = max(float(a["std"]), floor), max(float(b["std"]), floor)
+    va, vb = sa**2 / a["n"], sb**2 / b["n"]
+    df = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1))
+    half = float(st.t.ppf(0.5 + level / 2, df)) * math.sqrt(va + vb)
+    floored = float(a["std"]) < floor or float(b["std"]) < floor
+    return Difference(float(b["mean"] - a["mean"]), half, float(df), floored)
 
 
 def format_table(agg: pd.DataFrame) -> str:

@@ -7,8 +7,9 @@ it, never the job folders. One search is a family of studies named after stage 1
 `parent_study` and `stage`. Study user attributes written by the sweeper: `grid` (axis -> values),
 `config` (the experiment's identity, `experiment_identity`). Trial user attributes written by the
 job: `diverged`, `stopped_at_chance`, `epochs_run`, `train_loss` (per epoch), `val_acc` (per epoch),
-`seconds`, `started`, `finished` (Unix times), `pid`, `checkpoint`, `output_dir`; by the sweeper:
-the grid point (`POINT_ATTR` in the sweeper plugin), and `error` for a job that raised.
+`val_examples` (the validation set's size: a score's resolution is 1 / val_examples), `seconds`,
+`started`, `finished` (Unix times), `pid`, `checkpoint`, `output_dir`; by the sweeper: the grid
+point (`POINT_ATTR` in the sweeper plugin), and `error` for a job that raised.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ TRIAL_COLUMNS = [
     "stopped_at_chance",
     "epochs_run",
     "seconds",
+    "val_examples",
 ]
 
 STAGES = ("stage1", "stage2", "confirm")
@@ -167,6 +169,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "stopped_at_chance": bool(t.user_attrs.get("stopped_at_chance", False)),
                 "epochs_run": t.user_attrs.get("epochs_run", 0),
                 "seconds": t.user_attrs.get("seconds", math.nan),
+                "val_examples": t.user_attrs.get("val_examples", math.nan),
             }
         )
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)

@@ -405,6 +405,7 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         epochs_run=result.epochs_run,
         train_loss=result.train_loss,
         val_acc=result.val_acc_curve,
+        val_examples=val_batches.n,  # a score's resolution: 1 / val_examples (src.report)
         seconds=result.seconds,
         started=started,  # Unix times and process: when and where the job itself ran
         finished=time.time(),
