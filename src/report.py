@@ -9,8 +9,12 @@ The overrides are those of the stage-1 sweep: they name the study `<name>`; the 
 - `trials.csv`: one row per trial of every stage;
 - `curve.png`: mean +/- std accuracy per LR and stage (log x), diverged LRs as red x at 0, the
   chosen LR as a vertical line;
-- `best.yaml`: the chosen LR (`choose`), its mean/std, the good range, the interpolated optimum
-  (`src.stats.fit_optimum`; when there is none, `no_interpolated_optimum` says why), the overrides to train with it, and stage 2's gain over stage 1.
+- `best.yaml`: the chosen LR (`choose`); its `selection_score` (mean, std, n of the validation
+  accuracy that chose it: optimistic, the same split made the choice); its `test_score` on the
+  data's test split (`data.test_fraction` > 0: mean, std, n over the trials of the chosen LR in
+  the stage that chose it, i.e. the confirm seeds; no choice ever reads it); the good range, the
+  interpolated optimum (`src.stats.fit_optimum`; when there is none, `no_interpolated_optimum`
+  says why), the overrides to train with it, and stage 2's gain over stage 1.
 
 The choice: the best mean of the confirm stage when it has a finished trial, else of the finest
 sweep stage (stage 2 if it has a finished trial, else stage 1). `good_range` is taken in that same
@@ -195,6 +199,35 @@ def choose(aggs: Mapping[str, pd.DataFrame], resolution: float | None = None) ->
     )
 
 
+SELECTION_NOTE = (
+    "validation accuracy of the chosen LR where it was chosen: optimistic, this score chose it"
+)
+
+
+@dataclass(frozen=True)
+class Score:
+    """The chosen LR's accuracy on the test split, over the trials that chose it."""
+
+    mean: float
+    std: float  # ddof=1; 0 for one trial
+    n: int
+
+
+def test_score(frame: pd.DataFrame, lr: float) -> Score | None:
+    """The mean test accuracy of the COMPLETE trials of `lr` in a `trials_frame` (the confirm
+    seeds when the confirm step chose), or None when they recorded none (no test split)."""
+    rows = frame[
+        np.isclose(frame["lr"], lr, rtol=1e-9, atol=0)
+        & (frame["state"] == "COMPLETE")
+        & frame["test_acc"].notna()
+    ]
+    values = rows["test_acc"].astype(float).to_numpy()
+    if not len(values):
+        return None
+    std = float(values.std(ddof=1)) if len(values) >= 2 else 0.0
+    return Score(float(values.mean()), std, len(values))
+
+
 @dataclass(frozen=True)
 class Report:
     """What `write_report` found and wrote; `best()` is the content of best.yaml."""
@@ -205,6 +238,7 @@ class Report:
     choice: Choice
     overrides: list[str]  # to train one model with the chosen LR
     out_dir: Path
+    test_score: Score | None = None  # the chosen LR on the test split; None without one
 
     @property
     def command(self) -> str:
@@ -217,11 +251,16 @@ class Report:
             "stages": dict(self.stages),
             "stage": c.stage,
             "lr": c.lr,
-            "mean": c.mean,
-            "std": c.std,
-            "n": c.n,
-            "good_range": list(c.good_range),
+            "selection_score": {
+                "mean": c.mean,
+                "std": c.std,
+                "n": c.n,
+                "note": SELECTION_NOTE,
+            },
         }
+        if self.test_score is not None:
+            best["test_score"] = dataclasses.asdict(self.test_score)
+        best["good_range"] = list(c.good_range)
         if c.interpolated_optimum is not None:
             best["interpolated_optimum"] = c.interpolated_optimum
         else:
@@ -242,7 +281,13 @@ def format_summary(report: Report) -> str:
     c = report.choice
     rows = [
         ("chosen lr", f"{c.lr!r} (from {c.stage})"),
-        ("mean ± std", f"{c.mean:.4f} ± {c.std:.4f} (n={c.n})"),
+        ("selection score", f"{c.mean:.4f} ± {c.std:.4f} (n={c.n}; it chose the LR: optimistic)"),
+        (
+            "test accuracy",
+            "no test split (data.test_fraction=0)"
+            if report.test_score is None
+            else "{:.4f} ± {:.4f} (n={})".format(*dataclasses.astuple(report.test_score)),
+        ),
         ("good range", "[{:.4g}, {:.4g}]".format(*c.good_range)),
         (
             "interpolated optimum",
@@ -364,6 +409,7 @@ def write_report(
         choice=choice,
         overrides=train_overrides(overrides, choice.lr),
         out_dir=out_dir,
+        test_score=test_score(frames[choice.stage], choice.lr),
     )
     (out_dir / "best.yaml").write_text(yaml.safe_dump(report.best(), sort_keys=False))
     return report

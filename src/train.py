@@ -31,6 +31,7 @@ import hydra
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -88,6 +89,8 @@ class TrialResult:
     checkpoint: str
     train_loss: list[float] = field(default_factory=list)  # per epoch
     val_acc_curve: list[float] = field(default_factory=list)  # per epoch
+    # On the data's test split (None without one): recorded, never the objective, never chosen on.
+    test_acc: float | None = None
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -277,8 +280,15 @@ def chance_accuracy(splits: Splits) -> float:
 
 @functools.lru_cache(maxsize=1)
 def _load_data(data_json: str) -> Splits:
-    """Built once per process and data config: a sweep's in-process trials share it."""
-    return as_splits(instantiate(OmegaConf.create(json.loads(data_json))))
+    """Built once per process and data config: a sweep's in-process trials share it. A builder's
+    ConfigError (bad data arguments) stays one: Hydra's instantiate would wrap it."""
+    try:
+        built = instantiate(OmegaConf.create(json.loads(data_json)))
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+    return as_splits(built)
 
 
 def _build(group: str, node: DictConfig, *args, **kwargs):
@@ -388,6 +398,10 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
     hopeless_below = HOPELESS_FACTOR * chance_accuracy(splits) if cfg.stop_at_chance else None
     fitted = fit(cfg, model, optimizer, train_batches, val_batches, hopeless_below, on_epoch)
     diverged = fitted.stop == "diverged"
+    test_acc = None
+    if splits.test is not None:  # scored once, after training: nothing is ever chosen on it
+        test_batches = Batches(splits.test, EVAL_BATCH_SIZE, shuffle=False, **loader_args)
+        test_acc = 0.0 if diverged else evaluate(model, test_batches)[0]
     result = TrialResult(
         val_acc=0.0 if diverged else fitted.val_acc[-1],
         val_loss=fitted.val_loss,
@@ -398,6 +412,7 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         checkpoint=key,
         train_loss=fitted.train_loss,
         val_acc_curve=fitted.val_acc,
+        test_acc=test_acc,
     )
     reporter.set_attrs(
         diverged=diverged,
@@ -406,6 +421,7 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         train_loss=result.train_loss,
         val_acc=result.val_acc_curve,
         val_examples=val_batches.n,  # a score's resolution: 1 / val_examples (src.report)
+        test_acc=test_acc,  # None without a test split
         seconds=result.seconds,
         started=started,  # Unix times and process: when and where the job itself ran
         finished=time.time(),
@@ -442,7 +458,8 @@ def main(cfg: DictConfig) -> float:
     status = "DIVERGED (returned 0.0)" if result.diverged else f"{result.val_acc:.4f}"
     if result.stopped_at_chance:
         status += f" (stopped at chance after {result.epochs_run} epochs)"
-    print(f"lr={cfg.lr:g} seed={cfg.seed}: val_acc={status} ({result.seconds:.1f}s)")
+    test = "" if result.test_acc is None else f" test_acc={result.test_acc:.4f}"
+    print(f"lr={cfg.lr:g} seed={cfg.seed}: val_acc={status}{test} ({result.seconds:.1f}s)")
     return float(getattr(result, cfg.metric))
 
 

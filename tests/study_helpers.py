@@ -25,6 +25,7 @@ def add_trial(
     diverged: bool = False,
     failed: bool = False,
     at_chance: bool = False,
+    test_acc: float | None = None,
 ) -> None:
     """A finished trial as a job leaves it: COMPLETE (a diverged one scores 0.0; `at_chance`: it
     stopped at chance, `stopped_at_chance`) or FAIL."""
@@ -43,6 +44,7 @@ def add_trial(
             user_attrs={
                 "diverged": diverged,
                 "stopped_at_chance": at_chance,
+                "test_acc": test_acc,
                 "epochs_run": 5,
                 "seconds": 0.5,
             },

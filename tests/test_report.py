@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import yaml
-from study_helpers import GRID, agg_of, make_study, parabola
+from study_helpers import GRID, add_trial, agg_of, make_study, parabola
 
 from src import report
 from src.confirm import plan_confirm
@@ -173,8 +174,33 @@ def test_report_with_confirm_chooses_the_best_confirmed_mean(tmp_path, monkeypat
     _, best = run_report(tmp_path, monkeypatch)
     assert best["stage"] == "confirm"
     assert best["lr"] in plan.lrs and best["lr"] == plan.lrs[1]
-    assert best["mean"] == pytest.approx(0.85)
+    assert best["selection_score"]["mean"] == pytest.approx(0.85)
+    assert "optimistic" in best["selection_score"]["note"] and "test_score" not in best
     assert "stage2_gain" not in best
+
+
+def test_best_yaml_gives_the_chosen_lrs_test_accuracy_over_the_confirm_seeds(tmp_path, monkeypatch):
+    """The confirm step chose by validation accuracy; the test split, which no choice reads, gives
+    the figure to quote: the mean over the chosen LR's confirm seeds."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    s1 = make_study(url, "a", {x: parabola(x) for x in GRID})
+    plan = plan_confirm({"stage1": trials_frame(s1)}, top_k=3, n_seeds=3)
+    confirm = optuna.create_study(storage=url, study_name="a-confirm", direction="maximize")
+    tests = {}
+    for i, lr in enumerate(plan.lrs):
+        for j, seed in enumerate(plan.seeds):
+            tests[lr, seed] = 0.7 + 0.01 * i + 0.002 * j  # test accuracy below the selection's
+            add_trial(confirm, lr, seed, 0.8 + (0.05 if i == 1 else 0.0), test_acc=tests[lr, seed])
+    out, best = run_report(tmp_path, monkeypatch)
+    chosen = plan.lrs[1]
+    assert best["lr"] == chosen and best["selection_score"]["mean"] == pytest.approx(0.85)
+    expected = [tests[chosen, seed] for seed in plan.seeds]
+    assert best["test_score"] == {
+        "mean": pytest.approx(np.mean(expected)),
+        "std": pytest.approx(np.std(expected, ddof=1)),
+        "n": 3,
+    }
+    assert "test_acc" in pd.read_csv(out / "trials.csv").columns
 
 
 def test_monotone_curve_has_no_interpolated_optimum_key(tmp_path, monkeypatch):
