@@ -75,7 +75,8 @@ def test_sweep_summary_is_the_aggregate_table_and_the_best_lr(tmp_path):
     add_trial(study, 0.1, 1, diverged=True)  # counts as 0.0: mean 0.45
     text = study_module.sweep_summary(study, "val_acc")
     lines = text.splitlines()
-    assert lines[0].split() == ["lr", "mean", "std", "n", "diverged", "failed", "seconds"]
+    header = ["lr", "mean", "std", "n", "diverged", "learned", "failed", "seconds"]
+    assert lines[0].split() == header
     assert lines[1].split()[:5] == ["0.01", "0.7000", "0.1414", "2", "0"]
     assert lines[2].split()[:5] == ["0.1", "0.4500", "0.6364", "2", "1"]
     assert lines[-1] == "best lr=0.01: val_acc 0.7000 ± 0.1414 over 2 run(s)"
