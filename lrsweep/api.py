@@ -120,9 +120,9 @@ def search(
     best = report.best
     return SearchResult(
         lr=float(best["lr"]),
-        mean=float(best["mean"]),
-        std=float(best["std"]),
-        n=int(best["n"]),
+        mean=report.choice.mean,
+        std=report.choice.std,
+        n=report.choice.n,
         good_range=report.choice.good_range,
         best=best,
         trials=report.trials,

@@ -2,8 +2,9 @@
 
 Any app's study reads the same way: the LR and the seed are the params named `lr_key` and
 `seed_key` (lrsweep's own trial: `lr`, `seed`; a Hydra app: e.g. `model.optimizer.lr`), the value
-is the metric the study optimised, `diverged`, `stopped_at_chance`, `epochs_run` and `seconds`
-are user attributes when the job or the sweeper wrote them.
+is the metric the study optimised, `diverged`, `stopped_at_chance`, `epochs_run`, `seconds`,
+`val_examples` (the validation set's size) and `test_acc` are user attributes when the job or the
+sweeper wrote them (NaN, 0 or False when not).
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ TRIAL_COLUMNS = [
     "stopped_at_chance",
     "epochs_run",
     "seconds",
+    "val_examples",
+    "test_acc",
 ]
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def trials_frame(study: Any, lr_key: str = "lr", seed_key: str | None = "seed") -> pd.DataFrame:
@@ -49,6 +56,8 @@ def trials_frame(study: Any, lr_key: str = "lr", seed_key: str | None = "seed") 
                 "stopped_at_chance": bool(t.user_attrs.get("stopped_at_chance", False)),
                 "epochs_run": t.user_attrs.get("epochs_run", 0),
                 "seconds": t.user_attrs.get("seconds", math.nan),
+                "val_examples": t.user_attrs.get("val_examples", math.nan),
+                "test_acc": _number(t.user_attrs.get("test_acc")),
             }
         )
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)

@@ -187,12 +187,47 @@ def transfer(
 # ---------------------------------------------------------------- the measured check
 
 
+MIN_SCALES_FOR_VERDICT = 4  # a line through 3 points has 1 degree of freedom: t(0.975, 1) = 12.7
+
+
 @dataclass(frozen=True)
 class PowerFit:
     alpha: float  # lr_opt ~ scale ** alpha
     alpha_se: float  # standard error of alpha (nan with 2 points: no residual degrees of freedom)
     log10_prefactor: float
     n: int
+
+    @property
+    def df(self) -> int:
+        """The residual degrees of freedom of the line: n - 2."""
+        return self.n - 2
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """The 95% interval of alpha: alpha ± t(0.975, n - 2) * se (Student t; nan with 2
+        points)."""
+        if self.df < 1 or not math.isfinite(self.alpha_se):
+            return (math.nan, math.nan)
+        from scipy import stats
+
+        half = float(stats.t.ppf(0.975, self.df)) * self.alpha_se
+        return (self.alpha - half, self.alpha + half)
+
+
+def alpha_verdict(fit: PowerFit, rule_alphas: Mapping[str, float]) -> str:
+    """Which rules the measured alpha supports: the rules whose exponent lies in the 95% interval.
+    "undecided" from fewer than `MIN_SCALES_FOR_VERDICT` scales, and when the interval holds rules
+    of more than one exponent (rules of equal exponents predict the same and count as one)."""
+    if fit.n < MIN_SCALES_FOR_VERDICT:
+        return f"undecided: need >= {MIN_SCALES_FOR_VERDICT} scales"
+    low, high = fit.ci95
+    inside = {name: e for name, e in rule_alphas.items() if low <= e <= high}
+    names = " = ".join(inside)
+    if not inside:
+        return "no rule: the interval holds none of the rules' alphas"
+    if len(set(inside.values())) > 1:
+        return f"undecided: the interval holds {', '.join(inside)}"
+    return f"consistent with {names} (alpha {next(iter(inside.values())):g})"
 
 
 def fit_power_law(scales: Sequence[float], lrs: Sequence[float]) -> PowerFit:

@@ -208,7 +208,7 @@ def write_search_report(
 
     from lrsweep.frames import TRIAL_COLUMNS
     from lrsweep.stats import aggregate, format_table
-    from src.report import choose, curve_figure
+    from src.report import SELECTION_NOTE, choose, curve_figure, resolution
 
     out = plan.report_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -218,7 +218,7 @@ def write_search_report(
     )[["stage", "study", *TRIAL_COLUMNS]]
     trials.to_csv(out / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}
-    choice = choose(aggs, direction)
+    choice = choose(aggs, resolution(frames), direction)
     figure = curve_figure(aggs, choice, f"{name}: {plan.metric} vs {plan.lr_key}", plan.metric)
     figure.savefig(out / "curve.png", format="png", dpi=100)
     best: dict[str, Any] = {
@@ -229,9 +229,12 @@ def write_search_report(
         "lr": choice.lr,
         "metric": plan.metric,
         "direction": direction,
-        "mean": choice.mean,
-        "std": choice.std,
-        "n": choice.n,
+        "selection_score": {
+            "mean": choice.mean,
+            "std": choice.std,
+            "n": choice.n,
+            "note": SELECTION_NOTE,
+        },
         "good_range": (
             list(choice.good_range)
             if choice.good_range is not None
@@ -240,6 +243,8 @@ def write_search_report(
     }
     if choice.interpolated_optimum is not None:
         best["interpolated_optimum"] = choice.interpolated_optimum
+    else:
+        best["no_interpolated_optimum"] = choice.optimum_note
     best["overrides"] = [f"{plan.lr_key}={choice.lr!r}"]
     if choice.stage2_gain is not None:
         best["stage2_gain"] = dataclasses.asdict(choice.stage2_gain)

@@ -33,7 +33,8 @@ Split = TensorPair | Dataset
 
 @dataclass(frozen=True)
 class Splits:
-    """A train and a validation split, with what a model builder needs to know about them."""
+    """A train and a validation split, with what a model builder needs to know about them, and an
+    optional test split: scored once per trial after training, never used to choose anything."""
 
     train: Split
     val: Split
@@ -41,6 +42,7 @@ class Splits:
     input_shape: tuple[int, ...]
     # DataLoader workers the builder asks for (pass to `Batches`); only Dataset splits use them.
     num_workers: int = 0
+    test: Split | None = None
 
 
 def split_size(split: Split) -> int:
@@ -83,41 +85,89 @@ def as_splits(obj: Any) -> Splits:
         )
     train = train if isinstance(train, Dataset) else _check_pair("train", train)
     val = val if isinstance(val, Dataset) else _check_pair("val", val)
+    test = obj.get("test") if isinstance(obj, dict) else None
+    if test is not None and not isinstance(test, Dataset):
+        test = _check_pair("test", test)
     x0, _ = _first_example(train)
     if num_classes is None:
         if not isinstance(train, tuple):
             raise ConfigError("data: a Dataset split needs 'num_classes' in the builder's dict")
         num_classes = int(max(train[1].max(), val[1].max() if isinstance(val, tuple) else 0)) + 1
-    return Splits(train, val, int(num_classes), tuple(x0.shape))
+    return Splits(train, val, int(num_classes), tuple(x0.shape), test=test)
 
 
 def standardised(
-    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, num_classes: int
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    num_classes: int,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Splits:
     """Tensor splits scaled by the train split's per-feature mean and std (std 0 counts as 1)."""
     x_train = torch.as_tensor(np.asarray(x_train), dtype=torch.float32)
-    x_val = torch.as_tensor(np.asarray(x_val), dtype=torch.float32)
     mean = x_train.mean(dim=0)
     std = x_train.std(dim=0)
     std[std == 0] = 1.0
+
+    def scaled(x: np.ndarray, y: np.ndarray) -> TensorPair:
+        x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        return (x - mean) / std, torch.as_tensor(np.asarray(y), dtype=torch.long)
+
     return Splits(
-        train=((x_train - mean) / std, torch.as_tensor(np.asarray(y_train), dtype=torch.long)),
-        val=((x_val - mean) / std, torch.as_tensor(np.asarray(y_val), dtype=torch.long)),
+        train=scaled(x_train, y_train),
+        val=scaled(x_val, y_val),
         num_classes=num_classes,
         input_shape=tuple(x_train.shape[1:]),
+        test=None if test is None else scaled(*test),
     )
 
 
-def digits(val_fraction: float = 0.2, split_seed: int = 0) -> Splits:
-    """sklearn's 8x8 digits (1797 images, ships with scikit-learn): fixed stratified split."""
+def carve_test(
+    x: np.ndarray, y: np.ndarray, n_test: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """(x, y) less a stratified test split of `n_test` examples, and that split (None for 0). The
+    test split comes out of the training examples, so the validation split, which chooses the LR,
+    stays what it is without one."""
+    if n_test == 0:
+        return x, y, None
+    from sklearn.model_selection import train_test_split
+
+    try:
+        x, x_test, y, y_test = train_test_split(
+            x, y, test_size=n_test, stratify=y, random_state=seed
+        )
+    except ValueError as err:
+        raise ConfigError(f"data: cannot split {n_test} test examples off: {err}") from None
+    return x, y, (x_test, y_test)
+
+
+def _check_test_fraction(test_fraction: float, other: float = 0.0) -> float:
+    """`test_fraction` in [0, 1), leaving more than `other` (the validation fraction) to train."""
+    value = float(test_fraction)
+    if not 0.0 <= value < 1.0 - other:
+        raise ConfigError(
+            f"data: test_fraction must be >= 0 and below {1.0 - other:g} (what validation "
+            f"leaves), got {test_fraction}"
+        )
+    return value
+
+
+def digits(val_fraction: float = 0.2, split_seed: int = 0, test_fraction: float = 0.0) -> Splits:
+    """sklearn's 8x8 digits (1797 images, ships with scikit-learn): fixed stratified split;
+    `test_fraction` > 0 also holds out that fraction of all images as a test split, taken from
+    the training images (`carve_test`)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    test_fraction = _check_test_fraction(test_fraction, float(val_fraction))
     x, y = load_digits(return_X_y=True)
     x_train, x_val, y_train, y_val = train_test_split(
         x, y, test_size=val_fraction, stratify=y, random_state=split_seed
     )
-    return standardised(x_train, y_train, x_val, y_val, num_classes=10)
+    n_test = round(test_fraction * len(y))
+    x_train, y_train, test = carve_test(x_train, y_train, n_test, split_seed)
+    return standardised(x_train, y_train, x_val, y_val, num_classes=10, test=test)
 
 
 def _check_fraction(key: str, value: float) -> float:
@@ -131,6 +181,7 @@ def mnist1d(
     num_samples: int = 5000,
     train_split: float = 0.8,
     data_seed: int = 42,
+    test_fraction: float = 0.0,
     *,
     cache_dir: str | os.PathLike,
 ) -> Splits:
@@ -145,11 +196,15 @@ def mnist1d(
     Not passed through `standardised`: make_dataset already centres and scales the whole set
     (mean 0, std 1), while a per-position rescale changes inputs by up to ~30% (position stds are
     0.77-1.12) and departs from the published benchmark.
+
+    `test_fraction` > 0 holds out that fraction of all samples as a test split, taken from the
+    training samples (`carve_test`, seeded by `data_seed`).
     """
     num_samples = int(num_samples)
     if num_samples < 20:
         raise ConfigError(f"data: num_samples must be at least 20 (2 per class), got {num_samples}")
     train_split = _check_fraction("train_split", train_split)
+    test_fraction = _check_test_fraction(test_fraction, 1.0 - train_split)
     args_set = {"num_samples": num_samples, "train_split": train_split, "seed": int(data_seed)}
     key = hashlib.sha256(json.dumps(args_set, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"mnist1d-{key}.pt"
@@ -177,11 +232,18 @@ def mnist1d(
                 f"data: train_split={train_split} leaves an empty split of {num_samples} samples"
             )
         save_atomic(arrays, path)
+    x_train, y_train, test = carve_test(
+        arrays["x_train"].numpy(),
+        arrays["y_train"].numpy(),
+        round(test_fraction * num_samples),
+        int(data_seed),
+    )
     return Splits(
-        train=(arrays["x_train"], arrays["y_train"]),
+        train=(torch.as_tensor(x_train), torch.as_tensor(y_train)),
         val=(arrays["x_val"], arrays["y_val"]),
         num_classes=10,
         input_shape=tuple(arrays["x_train"].shape[1:]),
+        test=None if test is None else (torch.as_tensor(test[0]), torch.as_tensor(test[1])),
     )
 
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 import yaml
 from omegaconf import DictConfig
 
+from src.base_lr import lr_scales, set_base_lr
 from src.cli import exit_on_user_error
 from src.data import Batches
 from src.errors import ConfigError
@@ -200,6 +201,7 @@ def range_test(cfg: DictConfig, verbose: bool = False) -> RangeTestResult:
     splits = load_data(cfg)
     lrs = ramp_lrs(float(rt.start_lr), float(rt.end_lr), int(rt.num_batches))
     model, optimizer, key = initial_state(cfg, splits, device, lr=float(lrs[0]))
+    scales = lr_scales(optimizer, float(lrs[0]))
     batches = Batches(
         splits.train,
         cfg.batch_size,
@@ -217,8 +219,7 @@ def range_test(cfg: DictConfig, verbose: bool = False) -> RangeTestResult:
     ramp_start = time.perf_counter()
     for i, lr in enumerate(lrs):
         x, y = next(stream)
-        for group in optimizer.param_groups:
-            group["lr"] = float(lr)
+        set_base_lr(optimizer, float(lr), scales)  # a muP optimizer keeps its per-layer ratios
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

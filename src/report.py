@@ -7,28 +7,34 @@ The overrides are those of the stage-1 sweep: they name the study `<name>`; the 
 (default `outputs/reports/<name>/`, relative to the current directory; or `--out DIR`):
 
 - `trials.csv`: one row per trial of every stage (`diverged`, `stopped_at_chance` flag them);
-- `curve.png`: mean +/- std accuracy per LR and stage (log x; "one seed" and no bars with one
-  seed), the good range shaded, diverged LRs as red x at 0, LRs with a trial stopped at chance
-  boxed, the chosen LR as a vertical line;
-- `best.yaml`: the chosen LR (`choose`), its mean/std, the good range, the interpolated optimum
-  (only when there is one), the overrides to train with it, and stage 2's gain over stage 1.
+- `curve.png`: mean +/- std of the metric per LR and stage (log x; "one seed" and no bars with one
+  seed), the good range shaded, diverged LRs as red x, LRs with a trial stopped at chance boxed,
+  the chosen LR as a vertical line;
+- `best.yaml`: the chosen LR (`choose`); its `selection_score` (mean, std, n of the validation
+  score that chose it: optimistic, the same split made the choice); its `test_score` on the
+  data's test split (`data.test_fraction` > 0: mean, std, n over the trials of the chosen LR in
+  the stage that chose it, i.e. the confirm seeds; no choice ever reads it); the good range, the
+  interpolated optimum (`lrsweep.stats.fit_optimum`; when there is none, `no_interpolated_optimum`
+  says why), the overrides to train with it, and stage 2's gain over stage 1.
 
 The choice: the best mean of the confirm stage when it has a finished trial, else of the finest
 sweep stage (stage 2 if it has a finished trial, else stage 1). `good_range` (the LRs within one std of
 the best mean) is taken in that same stage, and is unknown when the best LR has one seed; the interpolated optimum is fitted on the finest sweep stage (the dense grid).
 
 Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
-seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. The noise is
-two standard errors of the difference on fresh seeds, the combined std of the two best LRs in the
-sweeps; it is unknown when either side has a single seed. One rule: stage 2 helped only if
-gain > noise; a loss larger than the noise is reported as a loss; anything else is within noise.
+seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. One rule for
+both: the 95% Welch t interval of the difference of the two means (`src.stats.welch_difference`,
+Welch-Satterthwaite degrees of freedom); a std below one validation example (1 / n_val, the
+`val_examples` the trials record) counts as that much, since the same score on every seed is no
+evidence of zero noise. "gain" (stage 2 helped) when the whole interval lies above 0, "loss" when
+it lies below, "within noise" otherwise; "unknown" with a single seed on either side, or a zero
+std where n_val is not recorded. `noise` is the interval's half-width.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,11 +48,12 @@ import yaml
 from lrsweep.stats import (
     aggregate,
     finest_stage,
+    fit_optimum,
     format_table,
-    interpolated_optimum,
     rank,
     sign,
     top_set,
+    welch_difference,
 )
 from src.cli import run_cli
 from src.errors import ConfigError
@@ -81,11 +88,13 @@ class Stage2Gain:
     stage1_mean: float  # their means where measured (`measured_on`)
     stage2_mean: float
     gain: float  # stage2_mean - stage1_mean: negative for a loss
-    noise: float | None  # None: unknown (a single seed on either side)
+    noise: float | None  # half-width of the 95% interval; None: unknown
     exceeds_noise: bool | None  # gain > noise: stage 2 helped; None when the noise is unknown
     outcome: Outcome
     measured_on: Literal["confirm", "sweeps"]
     verdict: str
+    interval: tuple[float, float] | None = None  # 95% Welch t interval of the gain
+    df: float | None = None  # its degrees of freedom
 
 
 def _row_at(agg: pd.DataFrame, lr: float) -> pd.Series | None:
@@ -94,8 +103,8 @@ def _row_at(agg: pd.DataFrame, lr: float) -> pd.Series | None:
 
 
 def judge_gain(gain: float, noise: float | None) -> Outcome:
-    """The one rule: "gain" only if gain > noise, "loss" if -gain > noise, else "within noise";
-    "unknown" without a measured noise."""
+    """The one rule: "gain" only if gain > noise (the 95% interval lies above 0), "loss" if
+    -gain > noise, else "within noise"; "unknown" without a measured noise."""
     if noise is None:
         return "unknown"
     if gain > noise:
@@ -105,8 +114,13 @@ def judge_gain(gain: float, noise: float | None) -> Outcome:
     return "within noise"
 
 
-def stage2_gain(aggs: Mapping[str, pd.DataFrame], direction: str = "maximize") -> Stage2Gain | None:
-    """Is stage 2's best LR really better than stage 1's? None without both stages. The gain is
+def stage2_gain(
+    aggs: Mapping[str, pd.DataFrame],
+    resolution: float | None = None,
+    direction: str = "maximize",
+) -> Stage2Gain | None:
+    """Is stage 2's best LR really better than stage 1's? None without both stages. `resolution`:
+    one validation example (1 / n_val), the floor of a std; None when unknown. The gain is
     positive when stage 2's LR did better (a higher mean maximising, a lower one minimising)."""
     if not all(s in aggs and len(rank(aggs[s])) for s in ("stage1", "stage2")):
         return None
@@ -114,43 +128,45 @@ def stage2_gain(aggs: Mapping[str, pd.DataFrame], direction: str = "maximize") -
     c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
     c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
     if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
-        r1, r2, source = c1, c2, "confirm"
-        noise = 2 * math.hypot(c1["std"] / math.sqrt(c1["n"]), c2["std"] / math.sqrt(c2["n"]))
-        where = f"on {int(c2['n'])} fresh seeds"
-        noise_is = "two standard errors"
+        r1, r2, source, where = c1, c2, "confirm", f"on {int(c2['n'])} fresh seeds"
     else:
-        r1, r2, source = b1, b2, "sweeps"
-        measured = min(b1["n"], b2["n"]) >= 2
-        noise = float(math.hypot(b1["std"], b2["std"])) if measured else None
-        where = "in the sweeps"
-        noise_is = "combined std of the two best LRs"
+        r1, r2, source, where = b1, b2, "sweeps", "in the sweeps"
     m1, m2 = float(r1["mean"]), float(r2["mean"])
+    diff = welch_difference(r1, r2, floor=resolution)
+    noise = None if diff is None else diff.half_width
     gain = sign(direction) * (m2 - m1)
     outcome = judge_gain(gain, noise)
     scores = (
         f"{where}, stage 2's best lr={b2['lr']:.4g} scored {m2:.4f} vs stage 1's best "
         f"lr={b1['lr']:.4g} {m1:.4f}: gain {gain:+.4f}"
     )
-    if outcome == "unknown":
-        verdict = f"{scores}, noise unknown (one seed per LR)"
+    if diff is None:
+        why = "one seed per LR" if min(r1["n"], r2["n"]) < 2 else "zero spread, n_val unknown"
+        verdict = f"{scores}, noise unknown ({why})"
     else:
         judged = {
             "gain": "larger than the noise: stage 2 helped",
             "loss": "a loss larger than the noise: stage 2 did worse",
             "within noise": "not larger than the noise",
         }[outcome]
-        verdict = f"{scores}, {judged} ({noise:.4f}, {noise_is})"
+        floored = ", stds floored at 1/n_val" if diff.floored else ""
+        verdict = (
+            f"{scores}, 95% interval [{diff.low:+.4f}, {diff.high:+.4f}] (Welch t, "
+            f"df={diff.df:.1f}{floored}): {judged}"
+        )
     return Stage2Gain(
         stage1_lr=float(b1["lr"]),
         stage2_lr=float(b2["lr"]),
         stage1_mean=m1,
         stage2_mean=m2,
         gain=gain,
-        noise=None if noise is None else float(noise),
+        noise=noise,
         exceeds_noise=None if noise is None else outcome == "gain",
         outcome=outcome,
         measured_on=source,
         verdict=verdict,
+        interval=None if diff is None else (diff.low, diff.high),
+        df=None if diff is None else diff.df,
     )
 
 
@@ -164,10 +180,16 @@ class Choice:
     good_range: tuple[float, float] | None  # None: unknown (one seed, no spread to measure)
     interpolated_optimum: float | None
     stage2_gain: Stage2Gain | None = None
+    optimum_note: str = ""  # how the interpolated optimum was found, or why there is none
 
 
-def choose(aggs: Mapping[str, pd.DataFrame], direction: str = "maximize") -> Choice:
-    """The chosen LR (rules: module docstring). `aggs`: stage -> `lrsweep.stats.aggregate`."""
+def choose(
+    aggs: Mapping[str, pd.DataFrame],
+    resolution: float | None = None,
+    direction: str = "maximize",
+) -> Choice:
+    """The chosen LR (rules: module docstring). `aggs`: stage -> `lrsweep.stats.aggregate`;
+    `resolution`: one validation example, 1 / n_val (None: unknown)."""
     sweep = finest_stage(aggs)
     stage = "confirm" if "confirm" in aggs and len(rank(aggs["confirm"])) else sweep
     ranked = rank(aggs[stage], direction) if stage in aggs else pd.DataFrame()
@@ -177,6 +199,9 @@ def choose(aggs: Mapping[str, pd.DataFrame], direction: str = "maximize") -> Cho
         )
     best = ranked.iloc[0]
     good = top_set(ranked, direction)["lr"] if best["n"] >= 2 else None  # one seed: no std
+    optimum, note = (
+        fit_optimum(aggs[sweep], direction=direction) if sweep in aggs else (None, "no sweep")
+    )
     return Choice(
         stage=stage,
         lr=float(best["lr"]),
@@ -184,9 +209,39 @@ def choose(aggs: Mapping[str, pd.DataFrame], direction: str = "maximize") -> Cho
         std=float(best["std"]),
         n=int(best["n"]),
         good_range=None if good is None else (float(good.min()), float(good.max())),
-        interpolated_optimum=interpolated_optimum(aggs[sweep], direction=direction),
-        stage2_gain=stage2_gain(aggs, direction),
+        interpolated_optimum=optimum,
+        stage2_gain=stage2_gain(aggs, resolution, direction),
+        optimum_note=note,
     )
+
+
+SELECTION_NOTE = (
+    "the chosen LR's validation score where it was chosen: optimistic, this score chose it"
+)
+
+
+@dataclass(frozen=True)
+class Score:
+    """The chosen LR's accuracy on the test split, over the trials that chose it."""
+
+    mean: float
+    std: float  # ddof=1; 0 for one trial
+    n: int
+
+
+def test_score(frame: pd.DataFrame, lr: float) -> Score | None:
+    """The mean test accuracy of the COMPLETE trials of `lr` in a `trials_frame` (the confirm
+    seeds when the confirm step chose), or None when they recorded none (no test split)."""
+    rows = frame[
+        np.isclose(frame["lr"], lr, rtol=1e-9, atol=0)
+        & (frame["state"] == "COMPLETE")
+        & frame["test_acc"].notna()
+    ]
+    values = rows["test_acc"].astype(float).to_numpy()
+    if not len(values):
+        return None
+    std = float(values.std(ddof=1)) if len(values) >= 2 else 0.0
+    return Score(float(values.mean()), std, len(values))
 
 
 @dataclass(frozen=True)
@@ -199,6 +254,7 @@ class Report:
     choice: Choice
     overrides: list[str]  # to train one model with the chosen LR
     out_dir: Path
+    test_score: Score | None = None  # the chosen LR on the test split; None without one
 
     @property
     def command(self) -> str:
@@ -211,17 +267,26 @@ class Report:
             "stages": dict(self.stages),
             "stage": c.stage,
             "lr": c.lr,
-            "mean": c.mean,
-            "std": c.std,
-            "n": c.n,
-            "good_range": GOOD_RANGE_UNKNOWN if c.good_range is None else list(c.good_range),
+            "selection_score": {
+                "mean": c.mean,
+                "std": c.std,
+                "n": c.n,
+                "note": SELECTION_NOTE,
+            },
         }
+        if self.test_score is not None:
+            best["test_score"] = dataclasses.asdict(self.test_score)
+        best["good_range"] = GOOD_RANGE_UNKNOWN if c.good_range is None else list(c.good_range)
         if c.interpolated_optimum is not None:
             best["interpolated_optimum"] = c.interpolated_optimum
+        else:
+            best["no_interpolated_optimum"] = c.optimum_note
         best["overrides"] = list(self.overrides)
         best["command"] = self.command
         if c.stage2_gain is not None:
-            best["stage2_gain"] = dataclasses.asdict(c.stage2_gain)
+            gain = dataclasses.asdict(c.stage2_gain)
+            gain["interval"] = None if gain["interval"] is None else list(gain["interval"])
+            best["stage2_gain"] = gain
         return best
 
 
@@ -232,7 +297,13 @@ def format_summary(report: Report) -> str:
     c = report.choice
     rows = [
         ("chosen lr", f"{c.lr!r} (from {c.stage})"),
-        ("mean ± std", f"{c.mean:.4f} ± {c.std:.4f} (n={c.n})"),
+        ("selection score", f"{c.mean:.4f} ± {c.std:.4f} (n={c.n}; it chose the LR: optimistic)"),
+        (
+            "test accuracy",
+            "no test split (data.test_fraction=0)"
+            if report.test_score is None
+            else "{:.4f} ± {:.4f} (n={})".format(*dataclasses.astuple(report.test_score)),
+        ),
         (
             "good range",
             GOOD_RANGE_UNKNOWN
@@ -241,7 +312,9 @@ def format_summary(report: Report) -> str:
         ),
         (
             "interpolated optimum",
-            "none" if c.interpolated_optimum is None else f"{c.interpolated_optimum:.4g}",
+            f"none ({c.optimum_note})"
+            if c.interpolated_optimum is None
+            else f"{c.interpolated_optimum:.4g} ({c.optimum_note})",
         ),
         ("stage 2 gain", c.stage2_gain.verdict if c.stage2_gain else "no stage 2"),
         ("train with", report.command),
@@ -374,6 +447,12 @@ def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: st
     ax.grid(True, which="both", alpha=0.3)
 
 
+def resolution(frames: Mapping[str, pd.DataFrame]) -> float | None:
+    """One validation example, 1 / n_val, from the trials' `val_examples` (None if unrecorded)."""
+    sizes = pd.concat([f["val_examples"] for f in frames.values()]).dropna()
+    return 1.0 / float(sizes.max()) if len(sizes) else None
+
+
 def write_report(
     name: str,
     frames: Mapping[str, pd.DataFrame],
@@ -392,7 +471,7 @@ def write_report(
     )
     trials[["stage", "study", *TRIAL_COLUMNS]].to_csv(out_dir / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}
-    choice = choose(aggs, direction)
+    choice = choose(aggs, resolution(frames), direction)
     plot_curve(aggs, choice, f"{name}: {ylabel} vs learning rate", out_dir / "curve.png", ylabel)
     report = Report(
         study=name,
@@ -401,6 +480,7 @@ def write_report(
         choice=choice,
         overrides=train_overrides_from_study(overrides, choice.lr, recorded),
         out_dir=out_dir,
+        test_score=test_score(frames[choice.stage], choice.lr),
     )
     (out_dir / "best.yaml").write_text(yaml.safe_dump(report.best(), sort_keys=False))
     return report

@@ -7,8 +7,10 @@ it, never the job folders. One search is a family of studies named after stage 1
 `parent_study` and `stage`. Study user attributes written by the sweeper: `grid` (axis -> values),
 `config` (the experiment's identity, `experiment_identity`). Trial user attributes written by the
 job: `diverged`, `stopped_at_chance`, `epochs_run`, `train_loss` (per epoch), `val_acc` (per epoch),
-`seconds`, `started`, `finished` (Unix times), `pid`, `checkpoint`, `output_dir`; by the sweeper:
-the grid point (`POINT_ATTR` in the sweeper plugin), and `error` for a job that raised.
+`val_examples` (the validation set's size: a score's resolution is 1 / val_examples), `test_acc`
+(on the data's test split, None without one: never the objective), `seconds`,
+`started`, `finished` (Unix times), `pid`, `checkpoint`, `output_dir`; by the sweeper: the grid
+point (`POINT_ATTR` in the sweeper plugin), and `error` for a job that raised.
 """
 
 from __future__ import annotations
@@ -52,14 +54,25 @@ def _short_name(node: Any) -> str:
     return str(target).rsplit(".", 1)[-1].lower() or "custom"
 
 
+# Config values that leave the experiment as it was without the key: left out of the identity, so
+# adding the option kept every existing study's name and identity (`data.test_fraction` 0: no
+# test split, the same training and validation data).
+NEUTRAL = {("data", "test_fraction"): 0.0}
+
+
 def experiment_identity(cfg: DictConfig) -> dict[str, Any]:
     """The config's `experiment_keys` with their resolved values: what makes two trials comparable.
     Two experiments that differ in anything but the LR and the data-order seed differ here."""
-    return {
+    identity = {
         key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         for key in cfg.experiment_keys
         for value in [OmegaConf.select(cfg, key)]
     }
+    for (key, sub), neutral in NEUTRAL.items():
+        node = identity.get(key)
+        if isinstance(node, dict) and sub in node and node[sub] == neutral:
+            del node[sub]
+    return identity
 
 
 def default_study_name(*, _root_: DictConfig) -> str:

@@ -31,12 +31,14 @@ import hydra
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lrsweep.scaling import parametrisation
+from src.base_lr import lr_scales, set_base_lr
 from src.checkpoint import checkpoint_key, initial_model
 from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
@@ -91,6 +93,8 @@ class TrialResult:
     checkpoint: str
     train_loss: list[float] = field(default_factory=list)  # per epoch
     val_acc_curve: list[float] = field(default_factory=list)  # per epoch
+    # On the data's test split (None without one): recorded, never the objective, never chosen on.
+    test_acc: float | None = None
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -236,9 +240,8 @@ def fit(
     steps_per_epoch = len(train_batches)
     warmup_steps, total_steps = warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
     train_loss, val_acc, step = [], [], 0
-    # Each group's LR relative to `lr`: 1 for a plain optimizer; muP optimizers (mup.MuAdam, ...)
-    # give each group its own width multiplier, which the schedule must keep.
-    group_scales = [group["lr"] / base_lr for group in optimizer.param_groups]
+    # muP optimizers give each group its own multiple of `lr`, which the schedule must keep.
+    scales = lr_scales(optimizer, base_lr)
 
     def diverged(epoch: int) -> FitResult:
         return FitResult("diverged", epoch + 1, train_loss, val_acc, math.inf)
@@ -248,9 +251,9 @@ def fit(
         loss_sum = torch.zeros((), device=train_batches.device)
         for x, y in train_batches.epoch(epoch):
             step += 1
-            lr = lr_at(step, base_lr, warmup_steps, total_steps, schedule)
-            for group, scale in zip(optimizer.param_groups, group_scales, strict=True):
-                group["lr"] = lr * scale
+            set_base_lr(
+                optimizer, lr_at(step, base_lr, warmup_steps, total_steps, schedule), scales
+            )
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -301,8 +304,15 @@ def chance_threshold(majority: float, untrained: float, n_val: int) -> float | N
 
 @functools.lru_cache(maxsize=1)
 def _load_data(data_json: str) -> Splits:
-    """Built once per process and data config: a sweep's in-process trials share it."""
-    return as_splits(instantiate(OmegaConf.create(json.loads(data_json))))
+    """Built once per process and data config: a sweep's in-process trials share it. A builder's
+    ConfigError (bad data arguments) stays one: Hydra's instantiate would wrap it."""
+    try:
+        built = instantiate(OmegaConf.create(json.loads(data_json)))
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+    return as_splits(built)
 
 
 def _build(group: str, node: DictConfig, *args, **kwargs):
@@ -415,6 +425,10 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
     torch.manual_seed(cfg.seed)
     fitted = fit(cfg, model, optimizer, train_batches, val_batches, hopeless_below, on_epoch)
     diverged = fitted.stop == "diverged"
+    test_acc = None
+    if splits.test is not None:  # scored once, after training: nothing is ever chosen on it
+        test_batches = Batches(splits.test, EVAL_BATCH_SIZE, shuffle=False, **loader_args)
+        test_acc = 0.0 if diverged else evaluate(model, test_batches)[0]
     result = TrialResult(
         val_acc=0.0 if diverged else fitted.val_acc[-1],
         val_loss=fitted.val_loss,
@@ -425,6 +439,7 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         checkpoint=key,
         train_loss=fitted.train_loss,
         val_acc_curve=fitted.val_acc,
+        test_acc=test_acc,
     )
     reporter.set_attrs(
         diverged=diverged,
@@ -432,6 +447,8 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         epochs_run=result.epochs_run,
         train_loss=result.train_loss,
         val_acc=result.val_acc_curve,
+        val_examples=val_batches.n,  # a score's resolution: 1 / val_examples (src.report)
+        test_acc=test_acc,  # None without a test split
         seconds=result.seconds,
         started=started,  # Unix times and process: when and where the job itself ran
         finished=time.time(),
@@ -469,7 +486,8 @@ def main(cfg: DictConfig) -> float:
     status = f"DIVERGED (returned {value})" if result.diverged else f"{value:.4f}"
     if result.stopped_at_chance:
         status += f" (stopped at chance after {result.epochs_run} epochs)"
-    print(f"lr={cfg.lr:g} seed={cfg.seed}: {cfg.metric}={status} ({result.seconds:.1f}s)")
+    test = "" if result.test_acc is None else f" test_acc={result.test_acc:.4f}"
+    print(f"lr={cfg.lr:g} seed={cfg.seed}: {cfg.metric}={status}{test} ({result.seconds:.1f}s)")
     return value
 
 

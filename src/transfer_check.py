@@ -13,7 +13,10 @@ runs only the missing trials. Then per scale:
   log10(lr) over the finest stage's top points) when there is one, else the best LR;
 - for every rule of the axis (`lrsweep.scaling.RULES`), the LR it predicts from the smallest scale's
   optimum, and measured / predicted;
-- the fit lr_opt ~ scale^alpha (least squares on log-log) with the standard error of alpha.
+- the fit lr_opt ~ scale^alpha (least squares on log-log): alpha, its standard error and its 95%
+  interval (Student t with n - 2 degrees of freedom: from 3 scales, 1 degree of freedom and
+  t = 12.7), and the verdict `src.scaling.alpha_verdict`: the rule whose alpha the interval holds,
+  "undecided" when it holds more than one, and always from fewer than 4 scales.
 
 Writes under `--out` (default `<paths.reports_dir>/<smallest scale's study>/transfer-check-<axis>`):
 `check.yaml` (all numbers), `lr_vs_scale.png` (log-log optimum vs scale, the fit and each rule's
@@ -34,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lrsweep.scaling import RULES, PowerFit, fit_power_law
+from lrsweep.scaling import RULES, PowerFit, alpha_verdict, fit_power_law
 from lrsweep.stats import aggregate
 from src.errors import ConfigError
 from src.overrides import replace_overrides
@@ -149,13 +152,26 @@ def format_table(axis: str, results: Sequence[ScaleResult], fit: PowerFit) -> li
         for values in preds.values():
             row += f" | {values[i]:>13.3g} {r.lr_opt / values[i]:>6.2f}"
         lines.append(row)
-    se = f"{fit.alpha_se:.2f}" if math.isfinite(fit.alpha_se) else "n/a"
     rules = ", ".join(f"{n} {rule.exponent:g}" for n, rule in RULES[axis].items())
     lines.append(
-        f"alpha = {fit.alpha:.2f} +- {se} (lr_opt ~ {axis}^alpha, least squares over "
-        f"{fit.n} scales); the rules' alphas: {rules}"
+        f"alpha = {alpha_text(fit)} (lr_opt ~ {axis}^alpha, least squares over {fit.n} scales); "
+        f"the rules' alphas: {rules}"
     )
+    lines.append(f"verdict: {verdict(axis, fit)}")
     return lines
+
+
+def alpha_text(fit: PowerFit) -> str:
+    """`0.72, 95% interval [-0.03, 1.47] (Student t, df=1)`, or the bare alpha with 2 scales."""
+    low, high = fit.ci95
+    if not math.isfinite(low):
+        return f"{fit.alpha:.2f} (no interval: df=0)"
+    return f"{fit.alpha:.2f}, 95% interval [{low:.2f}, {high:.2f}] (Student t, df={fit.df})"
+
+
+def verdict(axis: str, fit: PowerFit) -> str:
+    """`src.scaling.alpha_verdict` against the rules of `axis`."""
+    return alpha_verdict(fit, {n: rule.exponent for n, rule in RULES[axis].items()})
 
 
 def plot(axis: str, results: Sequence[ScaleResult], fit: PowerFit, out: Path, title: str) -> None:
@@ -180,8 +196,9 @@ def plot_lr_vs_scale(
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.loglog(scales, [r.lr_opt for r in results], "ko", label="measured optimum", zorder=3)
     xs = np.geomspace(scales.min(), scales.max(), 50)
-    se = f" ± {fit.alpha_se:.2f}" if math.isfinite(fit.alpha_se) else ""
-    ax.loglog(xs, 10**fit.log10_prefactor * xs**fit.alpha, "k-", label=f"fit α={fit.alpha:.2f}{se}")
+    low, high = fit.ci95
+    ci = f" [{low:.2f}, {high:.2f}] (95%, df={fit.df})" if math.isfinite(low) else ""
+    ax.loglog(xs, 10**fit.log10_prefactor * xs**fit.alpha, "k-", label=f"fit α={fit.alpha:.2f}{ci}")
     for (label, values), style in zip(rule_lines(axis, results), ("--", ":", "-."), strict=False):
         ax.loglog(scales, values, style, label=label)
     ax.set_xticks(scales, [f"{s:g}" for s in scales])
@@ -284,7 +301,10 @@ def main_measure(argv: Sequence[str]) -> int:
         ],
         "alpha": fit.alpha,
         "alpha_se": fit.alpha_se if math.isfinite(fit.alpha_se) else None,
+        "alpha_ci95": list(fit.ci95) if math.isfinite(fit.ci95[0]) else None,
+        "alpha_df": fit.df,
         "rule_alphas": {n: rule.exponent for n, rule in RULES[args.axis].items()},
+        "verdict": verdict(args.axis, fit),
     }
     (out / "check.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
     print()

@@ -25,8 +25,10 @@ def add_trial(
     diverged: bool = False,
     failed: bool = False,
     stopped_at_chance: bool = False,
+    test_acc: float | None = None,
 ) -> None:
-    """A finished trial as a job leaves it: COMPLETE (a diverged one scores 0.0) or FAIL."""
+    """A finished trial as a job leaves it: COMPLETE (a diverged one scores 0.0; `stopped_at_chance`: it
+    stopped at chance) or FAIL."""
     if failed:
         trial = optuna.trial.create_trial(
             params={"lr": lr, "seed": seed},
@@ -42,6 +44,7 @@ def add_trial(
             user_attrs={
                 "diverged": diverged,
                 "stopped_at_chance": stopped_at_chance,
+                "test_acc": test_acc,
                 "epochs_run": 2 if stopped_at_chance else 5,
                 "seconds": 0.5,
             },
@@ -88,6 +91,7 @@ def agg_of(values: Mapping[float, float], n: int = 1, std: float = 0.0) -> pd.Da
             "n": n,
             "diverged": 0,
             "stopped": 0,
+            "learned": n,
             "failed": 0,
             "seconds": 0.5,
         }

@@ -52,6 +52,32 @@ def test_digits_shapes_stratified_standardised_deterministic() -> None:
         assert torch.equal(a, b)
 
 
+def _rows(x: torch.Tensor) -> set[tuple[float, ...]]:
+    return {tuple(row) for row in x.reshape(len(x), -1).tolist()}
+
+
+def test_test_fraction_holds_out_a_test_split_from_train_and_keeps_val(tmp_path: Path) -> None:
+    plain, held = data.digits(), data.digits(test_fraction=0.2)
+    assert plain.test is None
+    assert (len(held.train[1]), len(held.val[1]), len(held.test[1])) == (1078, 360, 359)
+    assert torch.equal(plain.val[1], held.val[1])  # validation: the same images, same labels
+    assert set(held.test[1].tolist()) == set(range(10))  # stratified
+    # No image in two splits (both standardised alike: distinct images stay distinct rows).
+    assert not _rows(held.test[0]) & _rows(held.train[0])
+    m = data.mnist1d(num_samples=400, test_fraction=0.1, cache_dir=tmp_path)
+    m0 = data.mnist1d(num_samples=400, cache_dir=tmp_path)
+    assert (len(m.train[1]), len(m.val[1]), len(m.test[1])) == (280, 80, 40)
+    assert torch.equal(m.val[0], m0.val[0]) and m0.test is None
+    assert _rows(m.train[0]) | _rows(m.test[0]) == _rows(m0.train[0])
+    assert not _rows(m.train[0]) & _rows(m.test[0])
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 0.8, 1.0])
+def test_a_test_fraction_leaving_no_training_data_is_a_config_error(fraction: float) -> None:
+    with pytest.raises(ConfigError, match="test_fraction must be >= 0 and below 0.8"):
+        data.digits(test_fraction=fraction)
+
+
 # --- mnist1d -----------------------------------------------------------------------------------
 
 

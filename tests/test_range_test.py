@@ -253,3 +253,31 @@ def test_two_stage_auto_bounds_refuses_explicit_bounds(tmp_path):
         "error: --auto-bounds sets sweep.low and sweep.high; drop sweep.low=1e-3"
     ]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_ramp_keeps_mup_per_layer_lr_ratios(tmp_path):
+    """Under muP the ramp moves the base LR: each group keeps the multiple of it that the muP
+    optimizer gave it (here at twice the base width), as in training, so the bounds are measured
+    on the optimizer that trains. Reference: the same ramp written out with those multiples."""
+    mup = ["model=mlp_mup", "model.width=64", "model.base_width=32", "optimizer=musgd"]
+    cfg = _tiny(tmp_path, *mup, "range_test.end_lr=0.3", "range_test.diverge_factor=1000")
+    ours = range_test(cfg)
+    splits = load_data(cfg)
+    model, optimizer, _ = initial_state(cfg, splits, torch.device("cpu"), lr=1.0)
+    multiples = [group["lr"] for group in optimizer.param_groups]  # built at lr=1: the multiples
+    assert len(set(multiples)) > 1  # muP at 2x the base width: the groups differ
+    batches = Batches(splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model.train()
+    losses, stream = [], iter(lr_finder_batches(batches))
+    for lr in ours.lrs:
+        for group, multiple in zip(optimizer.param_groups, multiples, strict=True):
+            group["lr"] = lr * multiple
+        x, y = next(stream)
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert ours.stop is None and len(ours.lrs) == 40
+    assert np.allclose(ours.losses, losses, rtol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -28,7 +29,7 @@ def test_choose_prefers_confirm_then_the_finest_stage():
     c = report.choose({"stage1": s1, "stage2": s2})
     assert (c.stage, c.lr, c.good_range) == ("stage2", 0.002, (0.002, 0.003))
     assert c.stage2_gain.gain == pytest.approx(0.03)
-    assert c.stage2_gain.exceeds_noise is True  # 0.03 > hypot(0.01, 0.01)
+    assert c.stage2_gain.exceeds_noise is True  # 0.03 > t(0.975, 4) * 0.01 * sqrt(2/3) = 0.0227
     c = report.choose({"stage1": s1, "stage2": s2, "confirm": conf})
     assert (c.stage, c.lr, c.good_range) == ("confirm", 0.003, (0.003, 0.003))
 
@@ -47,8 +48,11 @@ def test_stage2_gain_within_noise_and_unknown_noise():
 # The bug this guards: without confirm data a stage-2 *loss* larger than the noise was reported
 # `exceeds_noise: true`, as if stage 2 had helped. One rule, both sources, both signs.
 S1 = agg_of({0.1: 0.85, 0.2: 0.8}, n=1)  # the sweeps' best LRs: 0.1 (stage 1), 0.12 (stage 2)
-SWEEP_STD = 0.01  # sweeps with 3 seeds: noise = hypot(0.01, 0.01) = 0.0141
-CONFIRM_NOISE = 2 * math.hypot(0.01 / 3**0.5, 0.01 / 3**0.5)  # 3 fresh seeds, std 0.01: 0.0163
+SWEEP_STD = 0.01
+# One rule on sweeps and fresh seeds alike: 3 seeds a side, std 0.01: the 95% Welch t interval's
+# half-width, t(0.975, df=4) * sqrt(0.01**2 / 3 * 2) = 2.776 * 0.00816 = 0.0227.
+NOISE = 2.7764451051977987 * math.sqrt(2 * 0.01**2 / 3)
+CONFIRM_NOISE = NOISE
 
 
 @pytest.mark.parametrize("source", ["sweeps", "confirm"])
@@ -67,7 +71,7 @@ def test_stage2_gain_one_rule_for_a_gain_and_a_loss(source, delta, outcome, word
             "stage1": agg_of({0.1: 0.85, 0.2: 0.8}, n=3, std=SWEEP_STD),
             "stage2": agg_of({0.12: 0.85 + delta, 0.15: 0.70}, n=3, std=SWEEP_STD),
         }
-        noise = math.hypot(SWEEP_STD, SWEEP_STD)
+        noise = NOISE
     else:
         aggs = {
             "stage1": S1,
@@ -81,6 +85,22 @@ def test_stage2_gain_one_rule_for_a_gain_and_a_loss(source, delta, outcome, word
     assert gain.outcome == outcome
     assert gain.exceeds_noise is (outcome == "gain")  # never true for a loss
     assert words in gain.verdict and f"gain {delta:+.4f}" in gain.verdict
+    assert gain.df == pytest.approx(4.0) and "(Welch t, df=4.0)" in gain.verdict
+    assert gain.interval == pytest.approx((delta - noise, delta + noise))
+
+
+def test_stage2_gain_zero_std_is_no_evidence_of_zero_noise():
+    """3 fresh seeds each, every seed the same score: a difference of one validation example
+    (1/360 on digits) is not a gain. The stds count as 1/n_val; unknown n_val: noise unknown."""
+    conf = agg_of({0.1: 0.85, 0.12: 0.85 + 1 / 360}, n=3, std=0.0)
+    aggs = {"stage1": S1, "stage2": agg_of({0.12: 0.95, 0.15: 0.80}, n=1), "confirm": conf}
+    gain = report.stage2_gain(aggs, resolution=1 / 360)
+    assert (gain.outcome, gain.exceeds_noise) == ("within noise", False)
+    assert gain.noise == pytest.approx(2.7764451051977987 * math.sqrt(2 / 3) / 360)
+    assert "stds floored at 1/n_val" in gain.verdict
+    gain = report.stage2_gain(aggs)
+    assert (gain.outcome, gain.noise) == ("unknown", None)
+    assert "zero spread, n_val unknown" in gain.verdict
 
 
 def test_stage2_gain_on_fresh_seeds_from_the_confirm_step():
@@ -154,8 +174,33 @@ def test_report_with_confirm_chooses_the_best_confirmed_mean(tmp_path, monkeypat
     _, best = run_report(tmp_path, monkeypatch)
     assert best["stage"] == "confirm"
     assert best["lr"] in plan.lrs and best["lr"] == plan.lrs[1]
-    assert best["mean"] == pytest.approx(0.85)
+    assert best["selection_score"]["mean"] == pytest.approx(0.85)
+    assert "optimistic" in best["selection_score"]["note"] and "test_score" not in best
     assert "stage2_gain" not in best
+
+
+def test_best_yaml_gives_the_chosen_lrs_test_accuracy_over_the_confirm_seeds(tmp_path, monkeypatch):
+    """The confirm step chose by validation accuracy; the test split, which no choice reads, gives
+    the figure to quote: the mean over the chosen LR's confirm seeds."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    s1 = make_study(url, "a", {x: parabola(x) for x in GRID})
+    plan = plan_confirm({"stage1": trials_frame(s1)}, top_k=3, n_seeds=3)
+    confirm = optuna.create_study(storage=url, study_name="a-confirm", direction="maximize")
+    tests = {}
+    for i, lr in enumerate(plan.lrs):
+        for j, seed in enumerate(plan.seeds):
+            tests[lr, seed] = 0.7 + 0.01 * i + 0.002 * j  # test accuracy below the selection's
+            add_trial(confirm, lr, seed, 0.8 + (0.05 if i == 1 else 0.0), test_acc=tests[lr, seed])
+    out, best = run_report(tmp_path, monkeypatch)
+    chosen = plan.lrs[1]
+    assert best["lr"] == chosen and best["selection_score"]["mean"] == pytest.approx(0.85)
+    expected = [tests[chosen, seed] for seed in plan.seeds]
+    assert best["test_score"] == {
+        "mean": pytest.approx(np.mean(expected)),
+        "std": pytest.approx(np.std(expected, ddof=1)),
+        "n": 3,
+    }
+    assert "test_acc" in pd.read_csv(out / "trials.csv").columns
 
 
 def test_monotone_curve_has_no_interpolated_optimum_key(tmp_path, monkeypatch):
@@ -163,6 +208,9 @@ def test_monotone_curve_has_no_interpolated_optimum_key(tmp_path, monkeypatch):
     make_study(url, "a", {x: 0.5 + 0.03 * i for i, x in enumerate(GRID)})
     _, best = run_report(tmp_path, monkeypatch)
     assert best["lr"] == GRID[-1] and "interpolated_optimum" not in best
+    assert best["no_interpolated_optimum"] == (
+        "the best LR is the highest that learned: no interior optimum"
+    )
 
 
 def test_report_folder_follows_paths(tmp_path, monkeypatch):

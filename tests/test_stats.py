@@ -55,3 +55,50 @@ def test_no_interpolated_optimum_for_a_monotone_curve_or_an_edge_peak():
     lrs = GRID[:6]
     assert stats.interpolated_optimum(agg_of({x: parabola(x, peak=1.0) for x in lrs})) is None
     assert stats.interpolated_optimum(agg_of({GRID[0]: 0.5, GRID[1]: 0.6})) is None
+
+
+# digits, epochs=3, 9 LRs in [1e-3, 1e2]: four LRs learn, then the cliff (chance, then diverged).
+CLIFF_LRS = [float(x) for x in np.logspace(-3, 2, 9)]
+CLIFF_LEARNED = [0.578, 0.783, 0.953, 0.944]
+
+
+def _cliff_study(tmp_path, learned):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    for lr, value in zip(CLIFF_LRS, learned, strict=False):
+        add_trial(study, lr, 0, value)
+    add_trial(study, CLIFF_LRS[len(learned)], 0, 0.100, stopped_at_chance=True)
+    for lr in CLIFF_LRS[len(learned) + 1 :]:
+        add_trial(study, lr, 0, diverged=True)
+    return stats.aggregate(trials_frame(study))
+
+
+def test_interpolated_optimum_fits_only_the_lrs_that_learned(tmp_path):
+    agg = _cliff_study(tmp_path, CLIFF_LEARNED)
+    assert agg["learned"].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0]
+    # The parabola over the four LRs that learned, not over the cliff beside them.
+    x = np.log10(CLIFF_LRS[:4])
+    a, b, _ = np.polyfit(x, CLIFF_LEARNED, 2)
+    opt = stats.interpolated_optimum(agg)
+    assert opt == pytest.approx(10 ** (-b / (2 * a)), rel=1e-9)
+    assert 0.0237 < opt < 0.075  # between the best grid point and its nearly-as-good neighbour
+
+
+def test_no_interpolated_optimum_when_the_best_is_the_last_lr_that_learned(tmp_path):
+    agg = _cliff_study(tmp_path, [0.578, 0.783, 0.953])
+    opt, why = stats.fit_optimum(agg)
+    assert opt is None
+    assert why == "the best LR is the highest that learned: no interior optimum"
+
+
+def test_equal_scores_rank_by_the_documented_order_whatever_the_summation_order(tmp_path):
+    """The same three scores in another seed order: their float means differ in the last bit
+    (0.19999999999999998 vs 0.20000000000000004). Equal means and stds: the lower LR first."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    for seed, value in enumerate([0.3, 0.2, 0.1]):
+        add_trial(study, 0.1, seed, value)
+    for seed, value in enumerate([0.1, 0.2, 0.3]):
+        add_trial(study, 0.2, seed, value)
+    agg = stats.aggregate(trials_frame(study))
+    assert agg["mean"].iloc[0] != agg["mean"].iloc[1]  # the last bits differ ...
+    assert stats.rank(agg)["lr"].tolist() == [0.1, 0.2]  # ... and do not decide
+    assert stats.best_line(agg).startswith("best lr=0.1:")

@@ -35,6 +35,18 @@ def test_default_study_name_hashes_the_experiment_identity():
     assert compose_config(["epochs=6"]).study.name != cfg.study.name
 
 
+def test_no_test_split_leaves_the_identity_and_study_name_as_they_were():
+    """`data.test_fraction: 0` (the default) is left out of the identity: existing studies keep
+    their names and still match; a test split is another experiment (less training data)."""
+    cfg = compose_config([])
+    assert cfg.data.test_fraction == 0.0
+    assert "test_fraction" not in study_module.experiment_identity(cfg)["data"]
+    assert compose_config(["data=mnist1d"]).study.name == "mnist1d-mlp-sgd-e0627878"
+    held_out = compose_config(["data.test_fraction=0.2"])
+    assert study_module.experiment_identity(held_out)["data"]["test_fraction"] == 0.2
+    assert held_out.study.name != cfg.study.name
+
+
 def test_every_output_path_derives_from_paths_output_dir():
     cfg = compose_config([])
     assert cfg.paths.output_dir == "outputs"
@@ -71,10 +83,11 @@ def test_sweep_summary_is_the_aggregate_table_and_the_best_lr(tmp_path):
         "n",
         "diverged",
         "stopped",
+        "learned",
         "failed",
         "seconds",
     ]
-    assert lines[1].split()[:6] == ["1e-06", "0.1000", "0.0000", "1", "0", "1"]
-    assert lines[2].split()[:6] == ["0.01", "0.7000", "0.1414", "2", "0", "0"]
-    assert lines[3].split()[:6] == ["0.1", "0.4500", "0.6364", "2", "1", "0"]
+    assert lines[1].split()[:7] == ["1e-06", "0.1000", "0.0000", "1", "0", "1", "0"]
+    assert lines[2].split()[:7] == ["0.01", "0.7000", "0.1414", "2", "0", "0", "2"]
+    assert lines[3].split()[:7] == ["0.1", "0.4500", "0.6364", "2", "1", "0", "1"]
     assert lines[-1] == "best lr=0.01: val_acc 0.7000 ± 0.1414 over 2 run(s)"

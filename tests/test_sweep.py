@@ -71,6 +71,7 @@ def test_grid_is_logspace_times_seeds_and_recorded(swept):
         assert t.intermediate_values[1] == t.value
         assert t.user_attrs["diverged"] is False
         assert t.user_attrs["epochs_run"] == 2
+        assert t.user_attrs["val_examples"] == 360  # digits: 20% of 1797, a score's resolution
         assert len(t.user_attrs["train_loss"]) == 2
         assert t.user_attrs["seconds"] > 0
         assert t.user_attrs["started"] < t.user_attrs["finished"]

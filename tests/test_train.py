@@ -265,6 +265,13 @@ def test_weights_blown_up_by_the_last_step_count_as_diverged(run) -> None:
     assert result.diverged and result.val_acc == 0.0
 
 
+def test_a_test_split_is_scored_after_training_and_never_the_objective(run) -> None:
+    result = run(*TINY, "lr=0.05", "data.test_fraction=0.2")
+    assert result.test_acc is not None and 0.5 < result.test_acc <= 1.0  # it learned
+    assert result.test_acc != result.val_acc  # another split (359 images, not the 360 of val)
+    assert run(*TINY, "lr=0.05").test_acc is None  # no test split, no test score
+
+
 def test_a_run_still_at_chance_after_warmup_stops_and_keeps_its_score(run) -> None:
     # lr=1e-6 barely moves the weights: at chance (~0.1 on digits) after 1 warmup + 1 epoch.
     result = run(*TINY, "epochs=5", "warmup_epochs=1", "lr=1e-6")
@@ -404,6 +411,9 @@ def test_bad_config_fails_before_anything_is_written(run, tmp_path: Path) -> Non
         (["model=resnet18"], r"^model: .*resnet18 needs image inputs \(C, H, W\)"),
         (["model.width=0"], r"^model: .*mlp needs width >= 1"),
         (["optimizer.momentum=-1"], r"^optimizer: .*momentum"),
+        # A data builder's own ConfigError stays one (Hydra's instantiate would wrap it).
+        (["data.test_fraction=0.9"], r"^data: test_fraction must be >= 0 and below 0.8"),
+        (["data=mnist1d", "data.num_samples=10"], r"^data: num_samples must be at least 20"),
     ],
 )
 def test_a_model_or_optimizer_that_cannot_be_built_is_a_config_error(

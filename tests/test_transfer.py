@@ -93,6 +93,37 @@ def test_power_law_fit_slope_and_standard_error():
     assert math.isnan(scaling.fit_power_law([1, 2], [1.0, 2.0]).alpha_se)
 
 
+def test_alpha_interval_has_n_minus_2_degrees_of_freedom():
+    """docs/transfer.md's SGD batch check: three scales, alpha 0.72, se 0.059: one degree of
+    freedom, t(0.975, 1) = 12.71, so the 95% interval is 0.72 ± 0.75 and holds sqrt and linear."""
+    fit = scaling.fit_power_law([32, 128, 512], [0.057523, 0.180438, 0.426308])
+    assert fit.df == 1
+    low, high = fit.ci95
+    assert (fit.alpha - low) / fit.alpha_se == pytest.approx(12.7062, rel=1e-4)
+    assert low < 0.5 < 1.0 < high
+    assert math.isnan(scaling.fit_power_law([1, 2], [1.0, 2.0]).ci95[0])
+    five = scaling.fit_power_law([64, 128, 256, 512, 2048], [0.1, 0.11, 0.09, 0.1, 0.105])
+    assert five.df == 3
+    assert (five.ci95[1] - five.alpha) / five.alpha_se == pytest.approx(3.1824, rel=1e-4)
+
+
+def test_alpha_verdict_refuses_three_scales_and_an_interval_holding_two_rules():
+    batch = {n: r.exponent for n, r in scaling.RULES["batch"].items()}
+    three = scaling.fit_power_law([32, 128, 512], [0.01 * s**0.5 for s in (32, 128, 512)])
+    assert scaling.alpha_verdict(three, batch) == "undecided: need >= 4 scales"
+    scales = [32, 64, 128, 256, 512]
+    exact = scaling.fit_power_law(scales, [0.01 * s**0.5 for s in scales])
+    assert scaling.alpha_verdict(exact, batch) == "consistent with sqrt (alpha 0.5)"
+    noisy = scaling.fit_power_law(
+        scales, [0.01 * s**0.75 * f for s, f in zip(scales, [1, 3, 0.3, 3, 1], strict=True)]
+    )
+    assert scaling.alpha_verdict(noisy, batch).startswith("undecided: the interval holds")
+    # Rules with the same exponent predict the same: one verdict, both named.
+    width = {n: r.exponent for n, r in scaling.RULES["width"].items()}
+    flat = scaling.fit_power_law(scales, [0.1 * f for f in [1, 1.1, 0.9, 1, 1.05]])
+    assert scaling.alpha_verdict(flat, width) == "consistent with mup = none (alpha 0)"
+
+
 # ---------------------------------------------------------------- the CLI
 
 
@@ -295,12 +326,18 @@ def test_measure_end_to_end_tiny(workdir):
     fit = scaling.fit_power_law([r["scale"] for r in rows], [r["lr_opt"] for r in rows])
     assert summary["alpha"] == pytest.approx(fit.alpha)
     assert summary["alpha_se"] == pytest.approx(fit.alpha_se)
+    assert summary["alpha_df"] == 1 and summary["alpha_ci95"] == pytest.approx(list(fit.ci95))
+    assert summary["verdict"] == "undecided: need >= 4 scales"
     for r in rows:
         assert 0.003 / 10 < r["lr_opt"] < 10
         predicted = rows[0]["lr_opt"] * (r["scale"] / 32)
         assert r["predicted"]["linear"] == pytest.approx(predicted)
         assert r["ratio"]["linear"] == pytest.approx(r["lr_opt"] / predicted)
-    assert f"alpha = {fit.alpha:.2f}" in proc.stdout
+    assert (
+        f"alpha = {fit.alpha:.2f}, 95% interval [" in proc.stdout
+        and "(Student t, df=1)" in proc.stdout
+    )
+    assert "verdict: undecided: need >= 4 scales" in proc.stdout
     for png in ("lr_vs_scale.png", "curves.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # Every scale swept stage 1 (3 LRs) and stage 2 (3 LRs) into the database.
