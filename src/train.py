@@ -17,7 +17,6 @@ if __name__ == "__main__":
 
 import atexit
 import functools
-import importlib
 import json
 import math
 import os
@@ -37,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src.checkpoint import checkpoint_key, initial_model
+from src.checks import build_error, check_importable, check_model
 from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
 from src.devices import gpu_for_slot
@@ -111,7 +111,8 @@ def check_config(cfg: DictConfig) -> None:
     need(
         is_int(cfg.warmup_epochs) and 0 <= cfg.warmup_epochs < cfg.epochs,
         "warmup_epochs",
-        f"an integer in [0, epochs) = [0, {cfg.epochs})",
+        f"an integer in [0, epochs) = [0, {cfg.epochs})"
+        + (" (with epochs=1, add warmup_epochs=0)" if cfg.epochs == 1 else ""),
     )
     need(is_int(cfg.batch_size) and cfg.batch_size >= 1, "batch_size", "an integer >= 1")
     need(cfg.schedule in SCHEDULES, "schedule", f"one of {list(SCHEDULES)}")
@@ -128,11 +129,7 @@ def check_config(cfg: DictConfig) -> None:
     resolve_device(cfg.device, cfg.get("worker_slot"))
     for group in ("data", "model", "optimizer"):
         target = OmegaConf.select(cfg, f"{group}._target_")
-        if not _importable(str(target)):
-            raise ConfigError(
-                f"{group}._target_={target!r} cannot be imported: pick one of conf/{group}/*.yaml "
-                f"(e.g. {group}=<name>) or name an importable callable"
-            )
+        check_importable(group, str(target))
     # A muP model (it has a base_width) under a standard optimizer would train, but with no
     # per-width LR scaling: its LR would not transfer. (A muP optimizer on a standard model fails
     # to build.)
@@ -278,7 +275,12 @@ def chance_accuracy(splits: Splits) -> float:
 @functools.lru_cache(maxsize=1)
 def _load_data(data_json: str) -> Splits:
     """Built once per process and data config: a sweep's in-process trials share it."""
-    return as_splits(instantiate(OmegaConf.create(json.loads(data_json))))
+    node = OmegaConf.create(json.loads(data_json))
+    try:
+        built = instantiate(node)
+    except Exception as err:
+        raise build_error("data", node, err) from err
+    return as_splits(built)
 
 
 def _build(group: str, node: DictConfig, *args, **kwargs):
@@ -291,10 +293,7 @@ def _build(group: str, node: DictConfig, *args, **kwargs):
     except ConfigError:
         raise
     except Exception as err:
-        cause = err.__cause__ or err
-        raise ConfigError(
-            f"{group}: cannot build {node.get('_target_')}: {cause}".splitlines()[0]
-        ) from None
+        raise build_error(group, node, err) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -310,18 +309,6 @@ def _builder(node_json: str):
     if node_json.count('"_target_"') > 1:
         return instantiate(OmegaConf.create(json.loads(node_json)), _partial_=True)
     return _cached_builder(node_json)
-
-
-def _importable(path: str) -> bool:
-    """Whether a dotted path names an object (`hydra.utils.get_object` would also log an error)."""
-    parts = path.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        return functools.reduce(lambda o, a: getattr(o, a, None), parts[i:], obj) is not None
-    return False
 
 
 def resident_mb() -> float | None:
@@ -356,6 +343,7 @@ def initial_state(
         cfg.init_seed,
         create=create,
     ).to(device)
+    check_model(model, splits, key)
     optimizer = _build("optimizer", cfg.optimizer, model.parameters(), lr=lr)
     return model, optimizer, key
 

@@ -1,0 +1,99 @@
+"""Checks of what the user's config names and builds, run before any training and before the
+study is touched: a `_target_` that imports, a builder's error as one line, a model whose initial
+weights are finite and whose output is one logit per class, a folder lrsweep can write to, an LR
+training accepts. Each raises `ConfigError` (one line, exit status 2 at the entry points)."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from src.data import Splits, first_example
+from src.errors import ConfigError
+
+
+def build_error(group: str, node: DictConfig, err: Exception) -> ConfigError:
+    """One line for a `_target_` that raised: its own ConfigError as it is (Hydra's instantiate
+    wraps it), else the error's first line; a keyword the builder does not take gets the hint that
+    the group's default keys are still set (`'~data' +data._target_=...` drops them)."""
+    link: BaseException | None = err
+    while link is not None:
+        if isinstance(link, ConfigError):
+            return link
+        link = link.__cause__
+    cause = err.__cause__ or err  # Hydra's InstantiationException wraps the builder's error
+    target = node.get("_target_")
+    line = f"{group}: cannot build {target}: {cause}".splitlines()[0]
+    if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+        line += (
+            f" (the keys of the default {group} config are still set: replace the whole group "
+            f"with '~{group}' +{group}._target_={target}, then +{group}.<arg>=<value>)"
+        )
+    return ConfigError(line)
+
+
+def check_importable(group: str, path: str) -> None:
+    """A ConfigError unless the dotted `path` names an object (`hydra.utils.get_object` would
+    also log an error). A module that exists but fails to import (a broken import inside the
+    user's own module) is reported with its real error, not as a missing target."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            missing = err.name or ""
+            if module == missing or module.startswith(missing + "."):
+                continue  # `module` itself does not exist: try a shorter one
+            raise _import_failed(group, path, module, err) from err
+        except Exception as err:  # SyntaxError, an error raised at import, ...
+            raise _import_failed(group, path, module, err) from err
+        if functools.reduce(lambda o, a: getattr(o, a, None), parts[i:], obj) is not None:
+            return
+        break
+    raise ConfigError(
+        f"{group}._target_={path!r} cannot be imported: pick one of conf/{group}/*.yaml "
+        f"(e.g. {group}=<name>) or name an importable callable"
+    )
+
+
+def _import_failed(group: str, path: str, module: str, err: Exception) -> ConfigError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return ConfigError(
+        f"{group}._target_={path!r}: importing {module} failed: {type(err).__name__}: {reason}"
+    )
+
+
+def check_model(model: nn.Module, splits: Splits, key: str) -> None:
+    """Before training: finite initial weights, and one logit per class for an example of the
+    validation split (more logits would train silently on classes that never occur, fewer would
+    fail inside the loss). Raises ConfigError."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+        raise ConfigError(
+            f"model: the initial weights (checkpoint {key}) hold NaN or infinite values: fix the "
+            "model's initialisation or delete the checkpoint (every LR would look diverged)"
+        )
+    x = first_example(splits.val)[0].unsqueeze(0).float().to(_device_of(model))
+    was_training = model.training
+    model.eval()  # one example: no batch statistics, and no update of running ones
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        model.train(was_training)
+    if tuple(logits.shape) != (1, splits.num_classes):
+        raise ConfigError(
+            f"model: outputs shape {tuple(logits.shape[1:])} for one example but the data has "
+            f"{splits.num_classes} classes: its output must be {splits.num_classes} class logits "
+            "(model builders get num_classes=)"
+        )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")

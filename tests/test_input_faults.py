@@ -1,0 +1,143 @@
+"""Bad input the user can give the app and its commands: each is one line `error: ...`, exit status
+2, before any training and before the study is touched. Checked in-process where only a message
+is at stake; `run_multirun` gives the exit status `python -m src.train -m` would have."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+from torch import nn
+
+from src.checks import check_importable, check_model
+from src.data import Splits, as_splits
+from src.errors import ConfigError
+from src.study import compose_config
+from src.train import check_config, load_data, run_multirun
+
+
+def raising_data() -> dict:
+    """A data builder that fails the way a user's own does."""
+    raise RuntimeError("the bucket is unreachable")
+
+
+def one_error_line(capsys: pytest.CaptureFixture) -> str:
+    """The only line on stderr, which must start with `error: `."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def sweep_args(tmp_path: Path, *overrides: str) -> list[str]:
+    return [*TINY, f"paths.output_dir={tmp_path}", "sweep.points=2", *overrides]
+
+
+# --- item 6: a data builder that fails, under -m ---------------------------------------------
+
+
+def test_a_raising_data_target_under_multirun_is_one_line_and_status_2(tmp_path, capsys):
+    target = f"+data._target_={__name__}.raising_data"
+    assert run_multirun(sweep_args(tmp_path, "~data", target)) == 2
+    line = one_error_line(capsys)
+    assert "the bucket is unreachable" in line and "raising_data" in line
+    assert not (tmp_path / "lrsweep.db").exists()
+
+
+def test_mnist_without_its_files_under_multirun_is_one_line_and_status_2(tmp_path, capsys):
+    assert run_multirun(sweep_args(tmp_path, "data=mnist", f"data.root={tmp_path}/none")) == 2
+    assert "MNIST files not found" in one_error_line(capsys)
+    assert not (tmp_path / "lrsweep.db").exists()
+
+
+def test_a_broken_import_in_the_users_module_shows_the_real_error(tmp_path, monkeypatch):
+    (tmp_path / "my_broken_data.py").write_text(
+        "import no_such_package_xyz\n\ndef make():\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="No module named 'no_such_package_xyz'") as err:
+        check_importable("data", "my_broken_data.make")
+    assert "pick one of" not in str(err.value)
+    assert isinstance(err.value.__cause__, ModuleNotFoundError)  # HYDRA_FULL_ERROR=1 shows it
+
+
+def test_a_target_that_does_not_exist_still_lists_the_configs():
+    for target in ("src.data.no_such_builder", "no_such_module.make"):
+        with pytest.raises(ConfigError, match="pick one of conf/data"):
+            check_importable("data", target)
+
+
+def test_forgetting_tilde_data_gets_the_hint():
+    cfg = compose_config([*TINY, "data._target_=tests.byo_example.make_data"])
+    with pytest.raises(ConfigError, match="unexpected keyword argument") as err:
+        load_data(cfg)
+    assert "'~data' +data._target_=tests.byo_example.make_data" in str(err.value)
+
+
+# --- item 7: data and models that cannot train ------------------------------------------------
+
+
+def pair(n: int, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(n, 5), torch.arange(n) % classes
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"train": pair(0), "val": pair(4)}, "split 'train' is empty"),
+        ({"train": pair(8), "val": pair(0)}, "split 'val' is empty"),
+        ({"train": (torch.randn(4, 5), torch.tensor([0, 1, -1, 2])), "val": pair(4)}, r"\[-1, 2\]"),
+        ({"train": pair(8), "val": pair(4), "num_classes": 2}, "class ids 0..1"),
+        (
+            {
+                "train": (torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), torch.tensor([0, 1])),
+                "val": (torch.zeros(2, 2), torch.tensor([0, 1])),
+            },
+            "NaN or infinite inputs in 1 of 2 examples",
+        ),
+    ],
+    ids=["empty-train", "empty-val", "negative-label", "label-over-classes", "nan-input"],
+)
+def test_data_that_cannot_train_is_refused(data, message):
+    with pytest.raises(ConfigError, match=message):
+        as_splits(data)
+
+
+def test_a_splits_object_is_checked_too():
+    with pytest.raises(ConfigError, match="inf"):
+        as_splits(
+            Splits((torch.full((2, 5), float("inf")), torch.tensor([0, 1])), pair(2), 3, (5,))
+        )
+
+
+def tiny_splits(classes: int = 3) -> Splits:
+    return as_splits({"train": pair(6, classes), "val": pair(6, classes), "num_classes": classes})
+
+
+def test_nan_initial_weights_are_refused():
+    model = nn.Linear(5, 3)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        check_model(model, tiny_splits(), "abc")
+
+
+@pytest.mark.parametrize("outputs", [4, 2])
+def test_a_model_with_more_or_fewer_logits_than_classes_is_refused(outputs):
+    with pytest.raises(ConfigError, match=rf"shape \({outputs},\).* 3 classes"):
+        check_model(nn.Linear(5, outputs), tiny_splits(), "abc")
+
+
+def test_a_fitting_model_passes_and_keeps_its_mode():
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    check_model(model, tiny_splits(), "abc")
+    assert model.training
+
+
+# --- newcomer: epochs=1 ---------------------------------------------------------------------
+
+
+def test_epochs_1_says_add_warmup_epochs_0():
+    with pytest.raises(ConfigError, match="add warmup_epochs=0"):
+        check_config(compose_config(["epochs=1"]))
