@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import DictConfig
-from torch import nn
 
-from src.data import Splits, first_example
 from src.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where a model is checked: src.report runs without it
+    import torch
+    from torch import nn
+
+    from src.data import Splits
 
 
 def build_error(group: str, node: DictConfig, err: Exception) -> ConfigError:
@@ -72,6 +79,10 @@ def check_model(model: nn.Module, splits: Splits, key: str) -> None:
     """Before training: finite initial weights, and one logit per class for an example of the
     validation split (more logits would train silently on classes that never occur, fewer would
     fail inside the loss). Raises ConfigError."""
+    import torch
+
+    from src.data import first_example
+
     tensors = [*model.parameters(), *model.buffers()]
     if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
         raise ConfigError(
@@ -95,5 +106,52 @@ def check_model(model: nn.Module, splits: Splits, key: str) -> None:
 
 
 def _device_of(model: nn.Module) -> torch.device:
+    import torch
+
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
+
+
+def check_writable(path: str | os.PathLike, key: str) -> None:
+    """A ConfigError unless lrsweep can write into the folder `path` (set by `key`): it exists and
+    takes a new entry, or the nearest existing folder above it does (the folder would be made
+    there). Probed by making and removing an empty folder, which works for every user (root
+    ignores permission bits, not a read-only mount or /proc); nothing is left behind."""
+    folder = Path(path).expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={os.fspath(path)!r}: {existing} is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lrsweep-probe-", dir=existing))
+    except OSError as err:
+        raise ConfigError(
+            f"{key}={os.fspath(path)!r} is not writable ({err.strerror or err}: {existing}); "
+            "pick a writable folder, e.g. paths.output_dir=<dir>"
+        ) from None
+
+
+# The largest LR training accepts: the largest finite float32 (torch.finfo(torch.float32).max).
+MAX_LR = 3.4028234663852886e38
+
+
+def check_lr(value: object, key: str = "lr") -> None:
+    """`src.train`'s rule for an LR: a number > 0 and a finite float32. Raises ConfigError."""
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= MAX_LR):
+        raise ConfigError(f"{key}={value!r} is invalid: a number > 0 (and a finite float32)")
+
+
+def check_sweep(cfg: DictConfig) -> None:
+    """The stage-1 sweep's settings as the sweeper checks them (its grid, from `cfg.hydra`'s
+    sweeper node, and its storage URL), for tools that run sweeps later (the two-stage script):
+    bad input is refused before any step runs. Raises ConfigError."""
+    from hydra_plugins.lrsweep_sweeper.grid import build_axes, build_grid
+    from hydra_plugins.lrsweep_sweeper.storage_url import check_storage_url
+
+    sweeper = cfg.hydra.sweeper
+    try:
+        build_grid(build_axes(sweeper.params, [], sweeper.points)[0])
+        check_storage_url(str(cfg.study.storage))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from src.checks import check_writable
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import train_overrides
@@ -352,8 +353,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
-    frames = load_frames(name, storage_url)
     out_dir = args.out or report_dir(cfg, name)
+    check_writable(out_dir, "--out" if args.out else "paths.reports_dir")
+    frames = load_frames(name, storage_url)
     metric = str(cfg.get("metric", "val_acc"))
     ylabel = {"val_acc": "validation accuracy"}.get(metric, metric)
     report = write_report(name, frames, out_dir, overrides, ylabel)

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src.checkpoint import checkpoint_key, initial_model
-from src.checks import build_error, check_importable, check_model
+from src.checks import build_error, check_importable, check_lr, check_model, check_writable
 from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
 from src.devices import gpu_for_slot
@@ -100,13 +100,7 @@ def check_config(cfg: DictConfig) -> None:
     def is_int(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    need(
-        isinstance(cfg.lr, int | float)
-        and not isinstance(cfg.lr, bool)
-        and 0 < cfg.lr <= torch.finfo(torch.float32).max,
-        "lr",
-        "a number > 0 (and a finite float32)",
-    )
+    check_lr(cfg.lr)
     need(is_int(cfg.epochs) and cfg.epochs >= 1, "epochs", "an integer >= 1")
     need(
         is_int(cfg.warmup_epochs) and 0 <= cfg.warmup_epochs < cfg.epochs,
@@ -144,6 +138,7 @@ def check_job(cfg: DictConfig) -> None:
     point's config before the study is touched, so that under `-m` a corrupt or mismatched
     checkpoint or an unbuildable model is exit 2, as in a single run. Raises ConfigError."""
     check_config(cfg)
+    check_output_dirs(cfg)
     # torch's first optimizer imports torch._dynamo, and that import leaves the frames it ran
     # under in a reference cycle, the model built before it with them. The sweeper collects
     # nothing while it validates and then freezes what is left: imported first, the model is
@@ -151,6 +146,23 @@ def check_job(cfg: DictConfig) -> None:
     import torch._dynamo  # noqa: F401
 
     initial_state(cfg, load_data(cfg), torch.device("cpu"), cfg.lr, create=False)
+
+
+def check_output_dirs(cfg: DictConfig) -> None:
+    """The folders a sweep's trials write into (the initial weights, the trial folders, the SQLite
+    study's folder) must be writable: checked before the study is created. Raises ConfigError."""
+    from hydra_plugins.lrsweep_sweeper.storage_url import sqlite_path
+
+    check_writable(cfg.checkpoint_dir, "checkpoint_dir")
+    sweep_dir = OmegaConf.select(cfg, "hydra.sweep.dir")
+    if sweep_dir is not None:
+        check_writable(sweep_dir, "hydra.sweep.dir")
+    try:
+        db = sqlite_path(str(cfg.study.storage))
+    except Exception:  # not a URL: the sweeper's own check says so
+        db = None
+    if db is not None:
+        check_writable(db.parent, "study.storage")
 
 
 def resolve_device(name: str, worker_slot: int | None = None) -> torch.device:

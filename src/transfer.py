@@ -27,7 +27,6 @@ that size) is one line `error: ...` and exit status 2.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from src.checks import check_lr
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import format_value, override_key, replace_overrides
@@ -144,8 +144,7 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
                 )
     else:
         lr = cfg.base.lr
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
-            raise ConfigError(f"base.lr={lr!r} is invalid: a number > 0")
+        check_lr(lr, "base.lr")  # src.train's rule: an LR it would refuse is refused here
         base = Base(float(lr), "base.lr")
         swept = {}
 
@@ -195,6 +194,13 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
         target_lr, factors = transfer(base.lr, base_sizes, target_sizes, rules)
     except RuleError as err:
         raise ConfigError(str(err)) from None
+    try:  # the printed command must be one src.train accepts
+        check_lr(target_lr)
+    except ConfigError:
+        raise ConfigError(
+            f"the target LR {target_lr!r} (base.lr x the factors) is not one src.train accepts: "
+            "a number > 0 and a finite float32; check base.lr and the sizes"
+        ) from None
 
     warmup = int(swept.get("warmup_epochs", cfg.warmup_epochs))
     epochs = int(swept.get("epochs", cfg.epochs))

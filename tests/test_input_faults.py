@@ -11,7 +11,7 @@ import torch
 from conftest import TINY
 from torch import nn
 
-from src.checks import check_importable, check_model
+from src.checks import check_importable, check_model, check_writable
 from src.data import Splits, as_splits
 from src.errors import ConfigError
 from src.study import compose_config
@@ -141,3 +141,79 @@ def test_a_fitting_model_passes_and_keeps_its_mode():
 def test_epochs_1_says_add_warmup_epochs_0():
     with pytest.raises(ConfigError, match="add warmup_epochs=0"):
         check_config(compose_config(["epochs=1"]))
+
+
+# --- item 3: an output folder that cannot be written ------------------------------------------
+
+
+def test_an_unwritable_output_dir_under_multirun_is_refused_before_the_study(tmp_path, capsys):
+    db = tmp_path / "study.db"
+    args = sweep_args(tmp_path, "paths.output_dir=/proc/lrsweep-x", f"study.storage=sqlite:///{db}")
+    assert run_multirun(args) == 2
+    assert "is not writable" in one_error_line(capsys)
+    assert not db.exists()
+
+
+def test_check_writable_accepts_a_new_folder_under_a_writable_one_and_leaves_nothing(tmp_path):
+    check_writable(tmp_path / "a" / "b", "paths.output_dir")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        check_writable(tmp_path / "file" / "sub", "paths.output_dir")
+
+
+def test_the_range_test_refuses_an_unwritable_reports_dir(tmp_path):
+    from src.range_test import compose_range_config, run
+
+    cfg = compose_range_config([*TINY, "paths.reports_dir=/proc/lrsweep-x"])
+    with pytest.raises(ConfigError, match="paths.reports_dir='/proc/lrsweep-x/"):
+        run(cfg)
+
+
+def test_the_report_refuses_an_unwritable_out_folder(tmp_path, capsys):
+    from src.report import main as report_main
+
+    assert report_main([*TINY, "--out", "/proc/lrsweep-x", f"paths.output_dir={tmp_path}"]) == 2
+    assert "--out='/proc/lrsweep-x' is not writable" in one_error_line(capsys)
+
+
+# --- item 8: sweep settings ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sweep.points=2.5", "points=2.5 is invalid"),
+        ("sweep.points=abc", "points='abc' is invalid"),
+        ("sweep.high=inf", "must be a finite positive number"),
+        ("sweep.low=nan", "must be a finite positive number"),
+        ("study.storage=sqlite:///:memory:", "in-memory database"),
+    ],
+    ids=["float-points", "text-points", "inf-high", "nan-low", "memory-storage"],
+)
+def test_bad_sweep_settings_are_one_line_and_status_2(override, message, tmp_path, capsys):
+    assert run_multirun([*sweep_args(tmp_path), override]) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "lrsweep.db").exists()
+
+
+# --- item 14: a transfer whose target LR src.train would refuse -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["base.lr=1e300"], "base.lr=1e+300 is invalid"),
+        (["base.lr=3e38", "target.batch_size=512"], "not one src.train accepts"),
+    ],
+    ids=["base-lr", "target-lr"],
+)
+def test_transfer_refuses_an_lr_src_train_would_refuse(overrides, message, capsys):
+    from src.transfer import main as transfer_main
+
+    assert transfer_main(["base.batch_size=32", *overrides]) == 2
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if line] == [
+        f"error: {captured.err.strip()[7:]}"
+    ]
+    assert message in captured.err and "target_lr=" not in captured.out
