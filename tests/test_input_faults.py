@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import ROOT, TINY
 from torch import nn
 
 from src.checks import check_importable, check_model, check_writable
@@ -16,6 +16,8 @@ from src.data import Splits, as_splits
 from src.errors import ConfigError
 from src.study import compose_config
 from src.train import check_config, load_data, run_multirun
+
+SCRIPT = ROOT / "scripts" / "two_stage_sweep.py"
 
 
 def raising_data() -> dict:
@@ -217,3 +219,43 @@ def test_transfer_refuses_an_lr_src_train_would_refuse(overrides, message, capsy
         f"error: {captured.err.strip()[7:]}"
     ]
     assert message in captured.err and "target_lr=" not in captured.out
+
+
+# --- item 13: the two-stage script validates first, and passes range_test.* to the range test --
+
+
+def two_stage_main():
+    """The script's `main`, imported from its file (scripts/ is no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("two_stage_sweep", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--auto-bounds", "sweep.points=1"], "at least 2 points"),
+        (["--auto-bounds", "range_test.num_batches=5"], "range_test.num_batches=5 is invalid"),
+        (["range_test.num_batches=20"], "range_test.* overrides need --auto-bounds"),
+        (["study.storage=sqlite:///:memory:"], "in-memory database"),
+    ],
+    ids=["points-1", "bad-range-option", "range-option-alone", "memory-storage"],
+)
+def test_two_stage_refuses_bad_input_before_any_step(args, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert two_stage_main()([*TINY, f"paths.output_dir={out}", *args]) == 2
+    assert message in one_error_line(capsys)
+    assert "====" not in capsys.readouterr().out and not out.exists()
+
+
+def test_two_stage_passes_range_test_options_to_the_range_test_only(tmp_path, capsys):
+    args = ["--auto-bounds", "--points", "2", "--confirm-top", "1", "--confirm-seeds", "1"]
+    overrides = [*TINY, f"paths.output_dir={tmp_path}", "sweep.points=2"]
+    assert two_stage_main()([*args, *overrides, "range_test.num_batches=20"]) == 0
+    out = capsys.readouterr().out
+    assert "range_test.num_batches=20" in out.split("==== stage 1")[0]  # the range test's header
+    assert "range test: 20 batches" in out  # its default is 100
+    assert "range_test.num_batches" not in out.split("==== stage 1")[1]  # not the sweeps'
