@@ -397,6 +397,11 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from src.key_typos import check_override_keys
     from src.range_test import main as importable_main
 
+    with exit_on_user_error():  # a mistyped key: one line naming the close key
+        check_override_keys(sys.argv[1:], "range_test")
     importable_main()

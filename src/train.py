@@ -20,6 +20,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -448,8 +449,11 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     # Run `main` from the module `src.train`, not `__main__`: process-based launchers (joblib,
     # submitit) pickle the task function by reference and must find it by import in the worker.
+    from src.key_typos import check_override_keys
     from src.train import main as importable_main
 
+    with exit_on_user_error():  # a mistyped key (`lrr=0.05`): one line naming the close key
+        check_override_keys(sys.argv[1:])
     gc.freeze()  # what the imports built, left out of every later pass
     gc.enable()
     importable_main()

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, run_module
 from torch import nn
 
 from src.checks import check_importable, check_model, check_writable
 from src.data import Splits, as_splits
 from src.errors import ConfigError
+from src.inprocess import run_hydra_main
+from src.key_typos import check_override_keys
 from src.study import compose_config
 from src.train import check_config, load_data, run_multirun
 
@@ -259,3 +261,55 @@ def test_two_stage_passes_range_test_options_to_the_range_test_only(tmp_path, ca
     assert "range_test.num_batches=20" in out.split("==== stage 1")[0]  # the range test's header
     assert "range test: 20 batches" in out  # its default is 100
     assert "range_test.num_batches" not in out.split("==== stage 1")[1]  # not the sweeps'
+
+
+# --- newcomer: a mistyped key, --help -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "config_name", "suggestion"),
+    [
+        (["lrr=0.05"], "train", "did you mean lr=0.05?"),
+        (["model=cnn", "model.channles=8"], "train", "did you mean model.channels=8?"),
+        (["range_test.num_batchs=50"], "range_test", "did you mean range_test.num_batches=50?"),
+    ],
+    ids=["top-level", "group-option-key", "range-test-key"],
+)
+def test_a_mistyped_key_names_the_close_one(overrides, config_name, suggestion):
+    with pytest.raises(ConfigError, match="no key") as err:
+        check_override_keys(overrides, config_name)
+    assert suggestion in str(err.value) and "+" + overrides[-1] in str(err.value)
+
+
+def test_known_keys_pass_without_a_composition(monkeypatch):
+    def composed(*args):
+        raise AssertionError("composed a config for keys the YAML files hold")
+
+    monkeypatch.setattr("src.key_typos._compose", composed)
+    args = [*TINY, "-m", "data=mnist", "data.root=x", "sweep.points=3", "lr=0.1,0.2", "+foo=1"]
+    check_override_keys([*args, "hydra.sweeper.n_jobs=2", "paths.output_dir=o", "model.depth=2"])
+
+
+def test_the_tools_composing_a_config_name_the_close_key_too():
+    with pytest.raises(ConfigError, match="did you mean epochs=3"):
+        compose_config(["epoch=3"])
+
+
+def test_python_m_src_train_with_a_mistyped_key_is_one_line_and_status_2(tmp_path):
+    proc = run_module("src.train", "lrr=0.05", cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: Could not override 'lrr': the config has no key 'lrr'; did you mean lr=0.05? "
+        "(to add a new key on purpose: +lrr=0.05)"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_describes_the_stages_and_the_main_keys(capsys):
+    from src.train import main
+
+    assert run_hydra_main(main, ["--help"], argv0="src/train.py") == 0
+    out = capsys.readouterr().out
+    for text in ("python -m src.train -m", "python scripts/two_stage_sweep.py", "sweep.points"):
+        assert text in out
+    assert "model: cnn, cnn_mup, mlp" in out  # the config groups, from Hydra
