@@ -112,22 +112,24 @@ def _device_of(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def check_writable(path: str | os.PathLike, key: str) -> None:
-    """A ConfigError unless lrsweep can write into the folder `path` (set by `key`): it exists and
-    takes a new entry, or the nearest existing folder above it does (the folder would be made
-    there). Probed by making and removing an empty folder, which works for every user (root
-    ignores permission bits, not a read-only mount or /proc); nothing is left behind."""
+def check_writable(path: str | os.PathLike, key: str, shown: str | None = None) -> None:
+    """A ConfigError unless lrsweep can write into the folder `path` (set by `key`; the message
+    names it as `shown`, default `key=path`): it exists and takes a new entry, or the nearest
+    existing folder above it does (the folder would be made there). Probed by making and removing
+    an empty folder, which works for every user (root ignores permission bits, not a read-only
+    mount, an immutable folder or /proc); nothing is left behind."""
+    shown = shown or f"{key}={os.fspath(path)!r}"
     folder = Path(path).expanduser().absolute()
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"{key}={os.fspath(path)!r}: {existing} is not a folder")
+        raise ConfigError(f"{shown}: {existing} is not a folder")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".lrsweep-probe-", dir=existing))
     except OSError as err:
         raise ConfigError(
-            f"{key}={os.fspath(path)!r} is not writable ({err.strerror or err}: {existing}); "
+            f"{shown} is not writable ({err.strerror or err}: {existing}); "
             "pick a writable folder, e.g. paths.output_dir=<dir>"
         ) from None
 

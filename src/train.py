@@ -152,18 +152,19 @@ def check_job(cfg: DictConfig) -> None:
 def check_output_dirs(cfg: DictConfig) -> None:
     """The folders a sweep's trials write into (the initial weights, the trial folders, the SQLite
     study's folder) must be writable: checked before the study is created. Raises ConfigError."""
-    from hydra_plugins.lrsweep_sweeper.storage_url import sqlite_path
+    from hydra_plugins.lrsweep_sweeper.storage_url import hide_password, sqlite_path
 
+    url = str(cfg.study.storage)
+    try:
+        db = sqlite_path(url)
+    except Exception:  # not a URL: the sweeper's own check says so
+        db = None
+    if db is not None:
+        check_writable(db.parent, "study.storage", f"the folder of {hide_password(url)!r}")
     check_writable(cfg.checkpoint_dir, "checkpoint_dir")
     sweep_dir = OmegaConf.select(cfg, "hydra.sweep.dir")
     if sweep_dir is not None:
         check_writable(sweep_dir, "hydra.sweep.dir")
-    try:
-        db = sqlite_path(str(cfg.study.storage))
-    except Exception:  # not a URL: the sweeper's own check says so
-        db = None
-    if db is not None:
-        check_writable(db.parent, "study.storage")
 
 
 def resolve_device(name: str, worker_slot: int | None = None) -> torch.device:

@@ -60,8 +60,9 @@ def test_a_broken_import_in_the_users_module_shows_the_real_error(tmp_path, monk
         "import no_such_package_xyz\n\ndef make():\n    pass\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_config([*TINY, "data._target_=my_broken_data.make"])
     with pytest.raises(ConfigError, match="No module named 'no_such_package_xyz'") as err:
-        check_importable("data", "my_broken_data.make")
+        check_config(cfg)
     assert "pick one of" not in str(err.value)
     assert isinstance(err.value.__cause__, ModuleNotFoundError)  # HYDRA_FULL_ERROR=1 shows it
 
