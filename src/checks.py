@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src.errors import ConfigError
@@ -83,8 +84,9 @@ def check_model(model: nn.Module, splits: Splits, key: str) -> None:
 
     from src.data import first_example
 
-    tensors = [*model.parameters(), *model.buffers()]
-    if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    # One host sync for all of them (a GPU model's tensors would each cost one).
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
         raise ConfigError(
             f"model: the initial weights (checkpoint {key}) hold NaN or infinite values: fix the "
             "model's initialisation or delete the checkpoint (every LR would look diverged)"
@@ -129,7 +131,8 @@ def check_writable(path: str | os.PathLike, key: str, shown: str | None = None) 
         os.rmdir(tempfile.mkdtemp(prefix=".lrsweep-probe-", dir=existing))
     except OSError as err:
         raise ConfigError(
-            f"{shown} is not writable ({err.strerror or err}: {existing}); "
+            f"{shown} is not writable: nothing can be created in {existing} "
+            f"({err.strerror or err}); "
             "pick a writable folder, e.g. paths.output_dir=<dir>"
         ) from None
 
@@ -157,3 +160,16 @@ def check_sweep(cfg: DictConfig) -> None:
         check_storage_url(str(cfg.study.storage))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+class RunDirCheck(Callback):
+    """Hydra callback (`hydra.callbacks` in conf/train.yaml): a single run's folder
+    (`hydra.run.dir`) must be writable. Hydra calls `on_run_start` before it creates the folder,
+    which would otherwise fail with a traceback (`paths.output_dir=/proc/x`): here it is one line,
+    exit status 2. A sweep checks its folders in its check hook (`src.train.check_output_dirs`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        from src.cli import exit_on_user_error
+
+        with exit_on_user_error():
+            check_writable(config.hydra.run.dir, "hydra.run.dir")

@@ -159,6 +159,13 @@ def test_an_unwritable_output_dir_under_multirun_is_refused_before_the_study(tmp
     assert not db.exists()
 
 
+def test_an_unwritable_output_dir_for_a_single_run_is_one_line_and_status_2(capsys):
+    from src.train import main
+
+    assert run_hydra_main(main, ["paths.output_dir=/proc/lrsweep-x"], argv0="src/train.py") == 2
+    assert "hydra.run.dir='/proc/lrsweep-x/runs/" in one_error_line(capsys)
+
+
 def test_check_writable_accepts_a_new_folder_under_a_writable_one_and_leaves_nothing(tmp_path):
     check_writable(tmp_path / "a" / "b", "paths.output_dir")
     assert list(tmp_path.iterdir()) == []
