@@ -11,11 +11,12 @@ composition, which then decides.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.errors import ConfigError
 from src.overrides import override_key
@@ -74,8 +75,16 @@ def _compose(overrides: Sequence[str], config_name: str) -> DictConfig:
         return compose(config_name=config_name, overrides=list(overrides))
 
 
-def _yaml(path: Path) -> DictConfig | None:
-    return OmegaConf.load(path) if path.is_file() else None
+@functools.lru_cache(maxsize=32)
+def _yaml(path: Path) -> dict | None:
+    """A file of conf/ as written, plain YAML (libyaml's loader where PyYAML has it: a few ms for
+    the lot); each is loaded once per process and only read."""
+    import yaml
+
+    if not path.is_file():
+        return None
+    loaded = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _found_in_yaml(key: str, choices: dict[str, str], config_name: str) -> bool:
@@ -92,16 +101,16 @@ def _found_in_yaml(key: str, choices: dict[str, str], config_name: str) -> bool:
             node = _yaml(CONF_DIR / "train.yaml")  # range_test.yaml and transfer.yaml extend it
         rest = [first, *rest]
     for part in rest:
-        if isinstance(node, ListConfig):
+        if isinstance(node, list):
             return True  # an index into a list: left to Hydra
-        if not (isinstance(node, DictConfig) and part in node):
+        if not (isinstance(node, dict) and part in node):
             return False
-        node = node._get_node(part)
+        node = node[part]
     return True
 
 
 def _default_choice(group: str) -> str:
-    for entry in OmegaConf.to_container(_yaml(CONF_DIR / "train.yaml")).get("defaults", []):
+    for entry in (_yaml(CONF_DIR / "train.yaml") or {}).get("defaults", []):
         if isinstance(entry, dict) and group in entry:
             return str(entry[group])
     return ""
