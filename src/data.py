@@ -66,14 +66,18 @@ def _check_pair(name: str, pair: Any) -> TensorPair:
     return x.float() if not x.dtype.is_floating_point else x, y.long()
 
 
+def _check_not_empty(name: str, split: Split) -> None:
+    if split_size(split) == 0:
+        raise ConfigError(f"data: split '{name}' is empty: it needs at least one example")
+
+
 def check_splits(splits: Splits) -> Splits:
     """`splits` if training on them can mean anything, else a ConfigError saying what is wrong:
     an empty split, labels outside `0..num_classes-1`, or NaN/infinite inputs (every LR would
     then look diverged). Tensor splits are checked in full; a Dataset split only for emptiness
     (reading it all would cost an epoch)."""
     for name, split in (("train", splits.train), ("val", splits.val)):
-        if split_size(split) == 0:
-            raise ConfigError(f"data: split '{name}' is empty: it needs at least one example")
+        _check_not_empty(name, split)
         if not isinstance(split, tuple):
             continue
         x, y = split
@@ -111,9 +115,8 @@ def as_splits(obj: Any) -> Splits:
         )
     train = train if isinstance(train, Dataset) else _check_pair("train", train)
     val = val if isinstance(val, Dataset) else _check_pair("val", val)
-    for name, split in (("train", train), ("val", val)):
-        if split_size(split) == 0:
-            raise ConfigError(f"data: split '{name}' is empty: it needs at least one example")
+    _check_not_empty("train", train)
+    _check_not_empty("val", val)
     x0, _ = first_example(train)
     if num_classes is None:
         if not isinstance(train, tuple):
