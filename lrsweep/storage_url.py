@@ -65,6 +65,12 @@ def check_storage_url(url: str) -> None:
         raise SweepConfigError(
             f"storage {shown!r}: its driver is not installed: {err}{extra}"
         ) from None
+    if parsed.drivername.startswith("sqlite") and parsed.database in (None, "", ":memory:"):
+        raise SweepConfigError(
+            f"storage {shown!r} is an in-memory database, which lives in one connection: a "
+            "sweep's trials need a database every job can open (a file, e.g. "
+            "sqlite:///outputs/lrsweep.db)"
+        )
     path = sqlite_path(url)
     if path is not None and path.is_file() and path.stat().st_size > 0:
         check_sqlite_file(path, shown)

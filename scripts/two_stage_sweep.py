@@ -13,7 +13,8 @@ its exit code; Ctrl-C stops it with 130 (trials in flight are marked FAIL). Ever
 so re-running the command after an interruption finishes the remaining trials. The overrides are the
 stage-1 Hydra overrides (`python -m src.train -m <overrides>`):
 
-0. with --auto-bounds: python -m src.range_test <overrides> study.name=<name>-auto; the bounds of its
+0. with --auto-bounds: python -m src.range_test <overrides> study.name=<name>-auto (the overrides
+             `range_test.*` go to it alone); the bounds of its
              last line `sweep.low=<x> sweep.high=<y>` (`src.range_test.run` returns them) join the
              overrides of every later step (stage 1 then sweeps `sweep.points` LRs over at most 3
              decades instead of 5; the study gets its own name, so a default-bounds study is never
@@ -46,14 +47,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from src import range_test, refine, report  # noqa: E402
+from src.checks import check_sweep  # noqa: E402
 from src.cli import run_cli  # noqa: E402
 from src.confirm import prepare_confirm  # noqa: E402
 from src.errors import ConfigError  # noqa: E402
 from src.overrides import override_key  # noqa: E402
 from src.study import compose_config  # noqa: E402
-from src.train import check_config, run_multirun  # noqa: E402
+from src.train import check_config, check_output_dirs, run_multirun  # noqa: E402
 
 AUTO_SUFFIX = "-auto"
+RANGE_TEST_PREFIX = "range_test."
 EXIT_INTERRUPTED = 130
 
 
@@ -79,13 +82,25 @@ def refuse_explicit_bounds(overrides: list[str]) -> None:
         raise ConfigError(f"--auto-bounds sets sweep.low and sweep.high; drop {' '.join(taken)}")
 
 
-def auto_bounds(overrides: list[str], study_name: str) -> list[str]:
-    """Runs the range test; returns the overrides for the later steps: its own study name, and its
-    bounds as its last line prints them. Its errors are ConfigErrors (exit 2, as the command)."""
-    if not any(override_key(o) == "study.name" for o in overrides):
-        overrides = [*overrides, f"study.name={study_name}{AUTO_SUFFIX}"]
-    header("range test", ["-m", "src.range_test", *overrides])
-    low, high = range_test.run(range_test.compose_range_config(overrides))
+def split_range_test(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(the range test's own `range_test.*` overrides, the others): the range test takes both,
+    the sweeps only the others (their config has no `range_test` section)."""
+    own = [o for o in overrides if override_key(o).startswith(RANGE_TEST_PREFIX)]
+    return own, [o for o in overrides if o not in own]
+
+
+def auto_named(overrides: list[str], study_name: str) -> list[str]:
+    """The overrides with the auto-bounds search's own study name, unless one is given."""
+    if any(override_key(o) == "study.name" for o in overrides):
+        return overrides
+    return [*overrides, f"study.name={study_name}{AUTO_SUFFIX}"]
+
+
+def auto_bounds(overrides: list[str], own: list[str]) -> list[str]:
+    """Runs the range test (with its own overrides `own`); returns the overrides for the later
+    steps with its bounds as its last line prints them. Its errors are ConfigErrors (exit 2)."""
+    header("range test", ["-m", "src.range_test", *overrides, *own])
+    low, high = range_test.run(range_test.compose_range_config([*overrides, *own]))
     return [*overrides, f"sweep.low={low!r}", f"sweep.high={high!r}"]
 
 
@@ -108,13 +123,20 @@ def _main(argv: list[str] | None) -> int:
     if args.confirm_top < 1 or args.confirm_seeds < 1 or (args.points or 2) < 2:
         raise ConfigError("--confirm-top and --confirm-seeds must be >= 1, --points >= 2")
     points = [] if args.points is None else ["--points", str(args.points)]
+    own, overrides = split_range_test(overrides)
+    if own and not args.auto_bounds:
+        raise ConfigError(f"{' '.join(own)}: range_test.* overrides need --auto-bounds")
     if args.auto_bounds:
         refuse_explicit_bounds(overrides)
-    cfg = compose_config(overrides)  # bad input: one line, exit 2, before anything runs
+    # Bad input: one line, exit 2, before anything runs (the range test included).
+    cfg = compose_config(overrides, return_hydra_config=True)
     check_config(cfg)
-
+    check_sweep(cfg)
+    check_output_dirs(cfg)
     if args.auto_bounds:
-        overrides = auto_bounds(overrides, str(cfg.study.name))
+        overrides = auto_named(overrides, str(cfg.study.name))
+        range_test.check_range_config(range_test.compose_range_config([*overrides, *own]))
+        overrides = auto_bounds(overrides, own)
     if rc := sweep("stage 1", overrides):
         return rc
     refine_args = ["--run", *points, *overrides]

@@ -49,7 +49,8 @@ def split_size(split: Split) -> int:
     return len(split[0]) if isinstance(split, tuple) else len(split)
 
 
-def _first_example(split: Split) -> TensorPair:
+def first_example(split: Split) -> TensorPair:
+    """(x, y) of a split's first example."""
     if isinstance(split, tuple):
         return split[0][0], split[1][0]
     x, y = split[0]
@@ -67,10 +68,41 @@ def _check_pair(name: str, pair: Any) -> TensorPair:
     return x.float() if not x.dtype.is_floating_point else x, y.long()
 
 
+def _check_not_empty(name: str, split: Split) -> None:
+    if split_size(split) == 0:
+        raise ConfigError(f"data: split '{name}' is empty: it needs at least one example")
+
+
+def check_splits(splits: Splits) -> Splits:
+    """`splits` if training on them can mean anything, else a ConfigError saying what is wrong:
+    an empty split, labels outside `0..num_classes-1`, or NaN/infinite inputs (every LR would
+    then look diverged). Tensor splits are checked in full; a Dataset split only for emptiness
+    (reading it all would cost an epoch)."""
+    for name, split in (("train", splits.train), ("val", splits.val)):
+        _check_not_empty(name, split)
+        if not isinstance(split, tuple):
+            continue
+        x, y = split
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= splits.num_classes:
+            raise ConfigError(
+                f"data: split '{name}' has labels in [{low}, {high}]: labels must be class ids "
+                f"0..{splits.num_classes - 1} (num_classes={splits.num_classes})"
+            )
+        bad = int((~torch.isfinite(x.reshape(len(x), -1))).any(dim=1).sum())
+        if bad:
+            raise ConfigError(
+                f"data: split '{name}' has NaN or infinite inputs in {bad} of {len(x)} examples: "
+                "drop or impute them (every LR would look diverged)"
+            )
+    return splits
+
+
 def as_splits(obj: Any) -> Splits:
-    """Normalise what a data builder returned (see the module docstring for the contract)."""
+    """Normalise what a data builder returned (see the module docstring for the contract), checked
+    by `check_splits`."""
     if isinstance(obj, Splits):
-        return obj
+        return check_splits(obj)
     num_classes = None
     if isinstance(obj, dict):
         if "train" not in obj or "val" not in obj:
@@ -88,12 +120,14 @@ def as_splits(obj: Any) -> Splits:
     test = obj.get("test") if isinstance(obj, dict) else None
     if test is not None and not isinstance(test, Dataset):
         test = _check_pair("test", test)
-    x0, _ = _first_example(train)
+    _check_not_empty("train", train)
+    _check_not_empty("val", val)
+    x0, _ = first_example(train)
     if num_classes is None:
         if not isinstance(train, tuple):
             raise ConfigError("data: a Dataset split needs 'num_classes' in the builder's dict")
         num_classes = int(max(train[1].max(), val[1].max() if isinstance(val, tuple) else 0)) + 1
-    return Splits(train, val, int(num_classes), tuple(x0.shape), test=test)
+    return check_splits(Splits(train, val, int(num_classes), tuple(x0.shape), test=test))
 
 
 def standardised(

@@ -44,6 +44,7 @@ import yaml
 from omegaconf import DictConfig
 
 from src.base_lr import lr_scales, set_base_lr
+from src.checks import check_writable
 from src.cli import exit_on_user_error
 from src.data import Batches
 from src.errors import ConfigError
@@ -364,8 +365,11 @@ def lr_finder_batches(batches: Batches):
 def run(cfg: DictConfig) -> tuple[float, float]:
     """The command's work: the ramp, its files, its lines; returns stage 1's bounds as its last
     line prints them (`printed_bounds`). Bad input raises ConfigError before anything is written."""
-    result = range_test(cfg, verbose=True)
     out_dir = report_dir(cfg, str(cfg.study.name))
+    check_range_config(cfg)
+    check_writable(out_dir, "paths.reports_dir")
+    check_writable(cfg.checkpoint_dir, "checkpoint_dir")
+    result = range_test(cfg, verbose=True)
     write_outputs(result, out_dir, f"range test: {cfg.study.name}")
     s = result.suggestions
     end = f"stopped: {result.stop}" if result.stop else "no divergence within the ramp"
@@ -394,6 +398,11 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from src.key_typos import check_override_keys
     from src.range_test import main as importable_main
 
+    with exit_on_user_error():  # a mistyped key: one line naming the close key
+        check_override_keys(sys.argv[1:], "range_test")
     importable_main()

@@ -23,7 +23,7 @@ the best mean) is taken in that same stage, and is unknown when the best LR has 
 
 Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
 seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. One rule for
-both: the 95% Welch t interval of the difference of the two means (`src.stats.welch_difference`,
+both: the 95% Welch t interval of the difference of the two means (`lrsweep.stats.welch_difference`,
 Welch-Satterthwaite degrees of freedom); a std below one validation example (1 / n_val, the
 `val_examples` the trials record) counts as that much, since the same score on every seed is no
 evidence of zero noise. "gain" (stage 2 helped) when the whole interval lies above 0, "loss" when
@@ -55,6 +55,7 @@ from lrsweep.stats import (
     top_set,
     welch_difference,
 )
+from src.checks import check_writable
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.identity import train_overrides_from_study
@@ -502,10 +503,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
+    out_dir = args.out or report_dir(cfg, name)
+    check_writable(out_dir, "--out" if args.out else "paths.reports_dir")
     frames = load_frames(name, storage_url, experiment_identity(cfg))
     stage1 = open_study(name, storage_url)
     recorded, direction = stage1.user_attrs.get("config"), direction_of(stage1)
-    out_dir = args.out or report_dir(cfg, name)
     metric = str(cfg.get("metric", "val_acc"))
     ylabel = {"val_acc": "validation accuracy", "val_loss": "validation loss"}.get(metric, metric)
     report = write_report(name, frames, out_dir, overrides, ylabel, recorded, direction)

@@ -328,15 +328,23 @@ def compose_config(
     Hydra app (refine, report, transfer): the same overrides name the same study.
     `return_hydra_config`: with the `hydra` node (its run and sweep folders)."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
 
     from lrsweep.study_protocol import check_study_name
+    from src.key_typos import typo_error
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name=config_name,
-            overrides=list(overrides),
-            return_hydra_config=return_hydra_config,
-        )
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                config_name=config_name,
+                overrides=list(overrides),
+                return_hydra_config=return_hydra_config,
+            )
+    except ConfigCompositionException as err:  # a mistyped key: the line names the close one
+        typo = typo_error(err, overrides, config_name)
+        if typo is None:
+            raise
+        raise typo from err
     try:  # the name names folders (reports): refused before anything is read or written
         check_study_name(str(cfg.study.name))
     except ValueError as err:

@@ -17,10 +17,10 @@ if __name__ == "__main__":
 
 import atexit
 import functools
-import importlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +31,6 @@ import hydra
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -40,6 +39,7 @@ from torch import nn
 from lrsweep.scaling import parametrisation
 from src.base_lr import lr_scales, set_base_lr
 from src.checkpoint import checkpoint_key, initial_model
+from src.checks import build_error, check_importable, check_lr, check_model, check_writable
 from src.cli import exit_on_user_error
 from src.data import Batches, Splits, as_splits
 from src.devices import gpu_for_slot
@@ -108,18 +108,13 @@ def check_config(cfg: DictConfig) -> None:
     def is_int(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    need(
-        isinstance(cfg.lr, int | float)
-        and not isinstance(cfg.lr, bool)
-        and 0 < cfg.lr <= torch.finfo(torch.float32).max,
-        "lr",
-        "a number > 0 (and a finite float32)",
-    )
+    check_lr(cfg.lr)
     need(is_int(cfg.epochs) and cfg.epochs >= 1, "epochs", "an integer >= 1")
     need(
         is_int(cfg.warmup_epochs) and 0 <= cfg.warmup_epochs < cfg.epochs,
         "warmup_epochs",
-        f"an integer in [0, epochs) = [0, {cfg.epochs})",
+        f"an integer in [0, epochs) = [0, {cfg.epochs})"
+        + (" (with epochs=1, add warmup_epochs=0)" if cfg.epochs == 1 else ""),
     )
     need(is_int(cfg.batch_size) and cfg.batch_size >= 1, "batch_size", "an integer >= 1")
     need(cfg.schedule in SCHEDULES, "schedule", f"one of {list(SCHEDULES)}")
@@ -136,11 +131,7 @@ def check_config(cfg: DictConfig) -> None:
     resolve_device(cfg.device, cfg.get("worker_slot"))
     for group in ("data", "model", "optimizer"):
         target = OmegaConf.select(cfg, f"{group}._target_")
-        if not _importable(str(target)):
-            raise ConfigError(
-                f"{group}._target_={target!r} cannot be imported: pick one of conf/{group}/*.yaml "
-                f"(e.g. {group}=<name>) or name an importable callable"
-            )
+        check_importable(group, str(target))
     # A muP model (it has a base_width) under a standard optimizer would train, but with no
     # per-width LR scaling: its LR would not transfer. (A muP optimizer on a standard model fails
     # to build.)
@@ -155,6 +146,7 @@ def check_job(cfg: DictConfig) -> None:
     point's config before the study is touched, so that under `-m` a corrupt or mismatched
     checkpoint or an unbuildable model is exit 2, as in a single run. Raises ConfigError."""
     check_config(cfg)
+    check_output_dirs(cfg)
     # torch's first optimizer imports torch._dynamo, and that import leaves the frames it ran
     # under in a reference cycle, the model built before it with them. The sweeper collects
     # nothing while it validates and then freezes what is left: imported first, the model is
@@ -162,6 +154,24 @@ def check_job(cfg: DictConfig) -> None:
     import torch._dynamo  # noqa: F401
 
     initial_state(cfg, load_data(cfg), torch.device("cpu"), cfg.lr, create=False)
+
+
+def check_output_dirs(cfg: DictConfig) -> None:
+    """The folders a sweep's trials write into (the initial weights, the trial folders, the SQLite
+    study's folder) must be writable: checked before the study is created. Raises ConfigError."""
+    from lrsweep.storage_url import hide_password, sqlite_path
+
+    url = str(cfg.study.storage)
+    try:
+        db = sqlite_path(url)
+    except Exception:  # not a URL: the sweeper's own check says so
+        db = None
+    if db is not None:
+        check_writable(db.parent, "study.storage", f"the folder of {hide_password(url)!r}")
+    check_writable(cfg.checkpoint_dir, "checkpoint_dir")
+    sweep_dir = OmegaConf.select(cfg, "hydra.sweep.dir")
+    if sweep_dir is not None:
+        check_writable(sweep_dir, "hydra.sweep.dir")
 
 
 def resolve_device(name: str, worker_slot: int | None = None) -> torch.device:
@@ -304,14 +314,12 @@ def chance_threshold(majority: float, untrained: float, n_val: int) -> float | N
 
 @functools.lru_cache(maxsize=1)
 def _load_data(data_json: str) -> Splits:
-    """Built once per process and data config: a sweep's in-process trials share it. A builder's
-    ConfigError (bad data arguments) stays one: Hydra's instantiate would wrap it."""
+    """Built once per process and data config: a sweep's in-process trials share it."""
+    node = OmegaConf.create(json.loads(data_json))
     try:
-        built = instantiate(OmegaConf.create(json.loads(data_json)))
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
-        raise
+        built = instantiate(node)
+    except Exception as err:
+        raise build_error("data", node, err) from err
     return as_splits(built)
 
 
@@ -325,10 +333,7 @@ def _build(group: str, node: DictConfig, *args, **kwargs):
     except ConfigError:
         raise
     except Exception as err:
-        cause = err.__cause__ or err
-        raise ConfigError(
-            f"{group}: cannot build {node.get('_target_')}: {cause}".splitlines()[0]
-        ) from None
+        raise build_error(group, node, err) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -344,18 +349,6 @@ def _builder(node_json: str):
     if node_json.count('"_target_"') > 1:
         return instantiate(OmegaConf.create(json.loads(node_json)), _partial_=True)
     return _cached_builder(node_json)
-
-
-def _importable(path: str) -> bool:
-    """Whether a dotted path names an object (`hydra.utils.get_object` would also log an error)."""
-    parts = path.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        return functools.reduce(lambda o, a: getattr(o, a, None), parts[i:], obj) is not None
-    return False
 
 
 def resident_mb() -> float | None:
@@ -390,6 +383,7 @@ def initial_state(
         cfg.init_seed,
         create=create,
     ).to(device)
+    check_model(model, splits, key)
     optimizer = _build("optimizer", cfg.optimizer, model.parameters(), lr=lr)
     return model, optimizer, key
 
@@ -494,8 +488,11 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     # Run `main` from the module `src.train`, not `__main__`: process-based launchers (joblib,
     # submitit) pickle the task function by reference and must find it by import in the worker.
+    from src.key_typos import check_override_keys
     from src.train import main as importable_main
 
+    with exit_on_user_error():  # a mistyped key (`lrr=0.05`): one line naming the close key
+        check_override_keys(sys.argv[1:])
     gc.freeze()  # what the imports built, left out of every later pass
     gc.enable()
     importable_main()

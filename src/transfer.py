@@ -27,7 +27,6 @@ that size) is one line `error: ...` and exit status 2.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from lrsweep.scaling import (
     parametrisation,
     transfer,
 )
+from src.checks import check_lr
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import format_value, override_key, replace_overrides
@@ -145,8 +145,7 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
                 )
     else:
         lr = cfg.base.lr
-        if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
-            raise ConfigError(f"base.lr={lr!r} is invalid: a number > 0")
+        check_lr(lr, "base.lr")  # src.train's rule: an LR it would refuse is refused here
         base = Base(float(lr), "base.lr")
         swept = {}
 
@@ -196,6 +195,13 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
         target_lr, factors = transfer(base.lr, base_sizes, target_sizes, rules)
     except RuleError as err:
         raise ConfigError(str(err)) from None
+    try:  # the printed command must be one src.train accepts
+        check_lr(target_lr)
+    except ConfigError:
+        raise ConfigError(
+            f"the target LR {target_lr!r} (base.lr x the factors) is not one src.train accepts: "
+            "a number > 0 and a finite float32; check base.lr and the sizes"
+        ) from None
 
     warmup = int(swept.get("warmup_epochs", cfg.warmup_epochs))
     epochs = int(swept.get("epochs", cfg.epochs))
@@ -241,7 +247,7 @@ def format_plan(p: Plan) -> list[str]:
 
 
 def _caveat(p: Plan, f: Factor) -> str | None:
-    """The measured caveat of a factor that changes the LR (`src.scaling.measured_caveat`)."""
+    """The measured caveat of a factor that changes the LR (`lrsweep.scaling.measured_caveat`)."""
     if f.factor == 1:
         return None
     return measured_caveat(f.axis, f.rule, p.family, p.parametrisation)

@@ -15,7 +15,7 @@ runs only the missing trials. Then per scale:
   optimum, and measured / predicted;
 - the fit lr_opt ~ scale^alpha (least squares on log-log): alpha, its standard error and its 95%
   interval (Student t with n - 2 degrees of freedom: from 3 scales, 1 degree of freedom and
-  t = 12.7), and the verdict `src.scaling.alpha_verdict`: the rule whose alpha the interval holds,
+  t = 12.7), and the verdict `lrsweep.scaling.alpha_verdict`: the rule whose alpha the interval holds,
   "undecided" when it holds more than one, and always from fewer than 4 scales.
 
 Writes under `--out` (default `<paths.reports_dir>/<smallest scale's study>/transfer-check-<axis>`):
@@ -170,7 +170,7 @@ def alpha_text(fit: PowerFit) -> str:
 
 
 def verdict(axis: str, fit: PowerFit) -> str:
-    """`src.scaling.alpha_verdict` against the rules of `axis`."""
+    """`lrsweep.scaling.alpha_verdict` against the rules of `axis`."""
     return alpha_verdict(fit, {n: rule.exponent for n, rule in RULES[axis].items()})
 
 

@@ -164,8 +164,8 @@ def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(wo
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("sweep.low=0", "log interval bounds must be > 0"),
-        ("sweep.low=-1", "log interval bounds must be > 0"),
+        ("sweep.low=0", "must be a finite positive number"),
+        ("sweep.low=-1", "must be a finite positive number"),
         ("sweep.low=1 sweep.high=0.1", "low must be < high"),
         ("sweep.points=1", "at least 2 points"),
         ("warmup_epochs=2", "warmup_epochs"),

@@ -284,7 +284,7 @@ def test_a_read_only_outputs_folder_is_one_line_and_changes_nothing(workdir):
         proc = sweep(workdir, "ro", "sweep.points=2", timeout=60)
     finally:
         undo()
-    assert_one_line_error(proc, "cannot be used")
+    assert_one_line_error(proc, "is not writable")
     assert tree(workdir) == before
 
 

@@ -16,7 +16,9 @@ class LrSweepConf:
     # tag(log, interval(a, b)) (`points` values, numpy.logspace), or a plain list (a choice).
     # Axes from the command line (`seed=0,1,2`) join them. The grid is their product.
     params: dict[str, Any] = field(default_factory=dict)
-    points: int = 10  # values per interval axis
+    # Values per interval axis: an integer >= 2. Typed Any so that a wrong value (2.5, abc) is
+    # the sweeper's one-line error, not OmegaConf's traceback while Hydra builds the sweeper.
+    points: Any = 10
     # Only the grid: lrsweep enumerates it itself (exactly once, resumable). null or
     # {_target_: optuna.samplers.GridSampler} are accepted; adaptive samplers are not.
     sampler: Any = None

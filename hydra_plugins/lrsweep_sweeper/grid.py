@@ -28,12 +28,16 @@ def axis_from_override(override: Override, points: int) -> Axis:
     if isinstance(sweep, IntervalSweep):
         low, high = float(sweep.start), float(sweep.end)
         log_scale = "log" in sweep.tags
-        if points < 2:
-            raise SweepConfigError(f"{name}: points={points} is invalid: need at least 2 points")
-        if log_scale and (low <= 0 or high <= 0):
+        if not isinstance(points, int) or isinstance(points, bool) or points < 2:
             raise SweepConfigError(
-                f"{name}: log interval bounds must be > 0, got [{low:g}, {high:g}]"
+                f"{name}: points={points!r} is invalid: need an integer, at least 2 points"
             )
+        for bound in (low, high):
+            if not math.isfinite(bound) or (log_scale and bound <= 0):
+                raise SweepConfigError(
+                    f"{name}: each bound of a {'log ' if log_scale else ''}interval must be a "
+                    f"finite {'positive ' if log_scale else ''}number, got [{low:g}, {high:g}]"
+                )
         if low >= high:
             raise SweepConfigError(f"{name}: low must be < high, got [{low:g}, {high:g}]")
         grid = (
