@@ -103,9 +103,39 @@ def shown_url(url: str) -> str:
     return hide_password(url)
 
 
+def existing_storage(url: str) -> optuna.storages.BaseStorage:
+    """`storage(url)` for a command that only reads (refine, report, transfer's `base.study`): a
+    URL that does not parse, a SQLite file that is missing, empty or not a database, and a
+    database that cannot be opened (a server that does not answer) are each one ConfigError, and
+    nothing is created: no folder, no database file."""
+    import sqlalchemy
+
+    from hydra_plugins.lrsweep_sweeper.storage_url import (
+        check_storage_url,
+        sqlite_path,
+        storage_problem,
+    )
+
+    try:
+        check_storage_url(url)
+    except ValueError as err:  # the plugin's SweepConfigError
+        raise ConfigError(str(err)) from None
+    path = sqlite_path(url)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        raise ConfigError(
+            f"storage {shown_url(url)!r}: no study database at {path}; sweep first "
+            "(python -m src.train -m), or name the database with study.storage or paths.output_dir"
+        )
+    try:
+        return storage(url)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as err:
+        raise ConfigError(storage_problem(url, err)) from None
+
+
 def open_study(name: str, storage_url: str) -> optuna.Study:
-    """Load an existing study; a missing one is a ConfigError that lists the studies there are."""
-    store = storage(storage_url)
+    """Load an existing study (from `existing_storage`); a missing one is a ConfigError that lists
+    the studies there are."""
+    store = existing_storage(storage_url)
     try:
         return optuna.load_study(study_name=name, storage=store)
     except KeyError:
@@ -163,7 +193,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 def load_frames(name: str, storage_url: str) -> dict[str, pd.DataFrame]:
     """stage -> `trials_frame` of each stage's study that exists (stage 1's must)."""
-    existing = set(optuna.study.get_all_study_names(storage(storage_url)))
+    existing = set(optuna.study.get_all_study_names(existing_storage(storage_url)))
     frames = {}
     for stage, study_name in study_names(name).items():
         if stage != "stage1" and study_name not in existing:
@@ -305,6 +335,7 @@ def compose_config(
     from hydra import compose, initialize_config_dir
 
     from hydra_plugins.lrsweep_sweeper.study_protocol import check_study_name
+    from src.storage_guard import refuse_literal_password
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
@@ -316,4 +347,6 @@ def compose_config(
         check_study_name(str(cfg.study.name))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    # The sweeps these tools start would refuse it too, but only after printing their command.
+    refuse_literal_password(cfg)
     return cfg

@@ -19,7 +19,6 @@ Optuna is imported inside `sweep()`: Hydra imports every plugin module on every 
 import contextlib
 import gc
 import os
-import re
 import sys
 import threading
 import time
@@ -49,6 +48,7 @@ from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
 from hydra_plugins.lrsweep_sweeper.storage_url import (
     check_storage_url,
     hide_password,
+    raw_value,
     refuse_literal_password,
     storage_problem,
 )
@@ -202,21 +202,6 @@ class LrSweeper(Sweeper):
                 # collector (frozen at exit in trial processes) gets to them.
                 storage.engine.dispose()
 
-    def _raw(self, key: str) -> Any:
-        """A config value as written (interpolations unresolved), following `${other.key}`."""
-        raw = OmegaConf.to_container(self.config, resolve=False)
-        seen = set()
-        while key not in seen:
-            seen.add(key)
-            value: Any = raw
-            for part in key.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            match = re.fullmatch(r"\$\{([\w.]+)\}", value) if isinstance(value, str) else None
-            if match is None:
-                return value
-            key = match.group(1)
-        return None
-
     # ---- step 1: validate, before the study is touched ----
     def _plan(
         self, arguments: list[str]
@@ -240,7 +225,7 @@ class LrSweeper(Sweeper):
             )
         protocol.check_study_name(str(self.study_name))
         check_storage_url(self.storage_url)
-        raw_url = self._raw("hydra.sweeper.storage")
+        raw_url = raw_value(self.config, "hydra.sweeper.storage")
         refuse_literal_password(raw_url if isinstance(raw_url, str) else self.storage_url)
         if self.n_jobs < 1 or (self.n_trials is not None and self.n_trials < 1):
             raise SweepConfigError(f"n_jobs={self.n_jobs}, n_trials={self.n_trials}: must be >= 1")

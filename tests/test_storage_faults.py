@@ -1,0 +1,140 @@
+"""Storage faults (issue 16): passwords on every path, read-only commands on a storage that is not
+there, the driver a URL needs, storage errors in the middle of a sweep.
+
+Real entry points on real SQLite files; an unreachable server is a closed local port."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, run_module
+
+from hydra_plugins.lrsweep_sweeper.storage_url import (
+    check_storage_url,
+    hide_password,
+    refuse_literal_password,
+    storage_problem,
+)
+from src import refine, report, transfer
+
+SECRET = "s3cret-pw"
+TYPED = f"postgresql+psycopg2://user:{SECRET}@127.0.0.1:9/db"
+IN_QUERY = f"postgresql+psycopg2://user@127.0.0.1:9/db?sslmode=disable&password={SECRET}"
+UNREACHABLE = "postgresql+psycopg2://user@127.0.0.1:9/db"  # nothing listens on port 9
+
+
+def one_error_line(err: str, *needles: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# ---- 2. passwords ----
+
+
+def test_a_single_run_refuses_a_typed_password_before_writing_its_hydra_folder(workdir):
+    """Without -m Hydra writes config.yaml, overrides.yaml, hydra.yaml under .hydra/ before the
+    task runs: the refusal comes first."""
+    proc = run_module(
+        "src.train", *TINY, f"study.storage={TYPED}", cwd=workdir, check=False, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    one_error_line(proc.stderr, "holds a password", "user:***@127.0.0.1")
+    assert SECRET not in proc.stdout + proc.stderr
+    assert list(workdir.iterdir()) == []
+
+
+def test_a_password_query_parameter_is_refused_and_hidden():
+    with pytest.raises(ValueError, match="holds a password") as refused:
+        refuse_literal_password(IN_QUERY)
+    assert SECRET not in str(refused.value)
+    shown = hide_password(IN_QUERY)
+    assert "password=***" in shown and "sslmode=disable" in shown and SECRET not in shown
+    assert SECRET not in storage_problem(IN_QUERY, RuntimeError(f"bad password {SECRET}"))
+    # From the environment, as an interpolation Hydra stores unresolved: allowed.
+    refuse_literal_password("postgresql+psycopg2://user@h/db?password=${oc.env:PW}")
+
+
+def test_the_two_stage_script_refuses_a_password_before_printing_a_command(
+    workdir, monkeypatch, capsys
+):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import two_stage_sweep
+
+    monkeypatch.chdir(workdir)
+    assert two_stage_sweep.main([*TINY, f"study.storage='{IN_QUERY}'"]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""  # no `==== stage 1: python ...` header
+    one_error_line(printed.err, "holds a password", "password=***")
+    assert SECRET not in printed.err
+    assert list(workdir.iterdir()) == []
+
+
+# ---- 5. read-only commands: one line, exit 2, nothing created ----
+
+READERS = {
+    "report": lambda args: report.main(args),
+    "refine": lambda args: refine.main(args),
+    "transfer": lambda args: transfer.main(["base.study=s", *args]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(READERS))
+@pytest.mark.parametrize(
+    ("storage", "needle"),
+    [
+        (None, "no study database at outputs/lrsweep.db"),  # the default, never swept
+        ("sqlite:///deep/folder/missing.db", "no study database at deep/folder/missing.db"),
+        ("sqlite:///junk.db", "junk.db is not a SQLite database"),
+        ("garbage", "is not a database URL"),
+        ("nosuch://host/db", "SQLAlchemy knows no database 'nosuch'"),
+        (UNREACHABLE, "cannot be used: OperationalError"),
+    ],
+)
+def test_a_read_only_command_on_a_bad_storage_is_one_line_and_creates_nothing(
+    workdir, monkeypatch, capsys, command, storage, needle
+):
+    (workdir / "junk.db").write_text("not a database\n" * 100)
+    before = sorted(p.name for p in workdir.rglob("*"))
+    monkeypatch.chdir(workdir)
+    args = ["study.name=s"] + ([] if storage is None else [f"study.storage={storage}"])
+    assert READERS[command](args) == 2
+    one_error_line(capsys.readouterr().err, needle)
+    assert sorted(p.name for p in workdir.rglob("*")) == before
+
+
+# ---- 12. the driver a URL needs ----
+
+
+@pytest.mark.parametrize(
+    ("url", "advice"),
+    [
+        # SQLAlchemy 2 reads `postgresql://` as psycopg 3, which the postgres extra does not bring.
+        (
+            "postgresql://user@h/db",
+            "pip install 'psycopg[binary]', or write postgresql+psycopg2://",
+        ),
+        ("postgresql+psycopg://user@h/db", "(pip install 'psycopg[binary]')"),
+        ("postgresql+pg8000://user@h/db", "(pip install 'pg8000')"),
+    ],
+)
+def test_a_missing_driver_names_the_package_that_installs_it(url, advice):
+    # ValueError: Hydra execs plugin modules anew, so SweepConfigError may be another class object.
+    try:
+        import psycopg  # noqa: F401
+
+        if "pg8000" not in url:
+            pytest.skip("psycopg 3 is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ValueError, match="driver is not installed") as refused:
+        check_storage_url(url)
+    assert advice in str(refused.value)
+    assert "lrsweep[postgres]" not in str(refused.value).replace(
+        "postgresql+psycopg2:// and pip install 'lrsweep[postgres]'", ""
+    )
