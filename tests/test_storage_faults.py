@@ -5,9 +5,12 @@ Real entry points on real SQLite files; an unreachable server is a closed local 
 
 from __future__ import annotations
 
+import resource
+import signal
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 from conftest import TINY, run_module
 
@@ -17,6 +20,7 @@ from hydra_plugins.lrsweep_sweeper.storage_url import (
     refuse_literal_password,
     storage_problem,
 )
+from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR
 from src import refine, report, transfer
 
 SECRET = "s3cret-pw"
@@ -138,3 +142,41 @@ def test_a_missing_driver_names_the_package_that_installs_it(url, advice):
     assert "lrsweep[postgres]" not in str(refused.value).replace(
         "postgresql+psycopg2:// and pip install 'lrsweep[postgres]'", ""
     )
+
+
+# ---- 10. the storage fails in the middle of a sweep ----
+
+
+def _file_size_limit(limit: int):
+    """For the child process: no file may grow past `limit` bytes (RLIMIT_FSIZE), and a write
+    that would gets EFBIG instead of the default SIGXFSZ: the OS refusing the database's writes
+    from some trial on, as a full disk does."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_storage_that_fails_mid_sweep_is_one_line_and_the_rerun_completes_the_grid(workdir):
+    args = [
+        *TINY, "study.name=full", "sweep.points=16",
+        "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
+    ]  # fmt: skip
+    # 800 kB: the study and a few trials fit (the write-ahead log grows with every commit).
+    proc = run_module(
+        "src.train", "-m", *args, cwd=workdir, check=False, preexec_fn=_file_size_limit(800_000)
+    )
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    line = one_error_line(proc.stderr, "failed during the sweep", "run the same command again")
+    assert "sqlite:///outputs/lrsweep.db" in line
+    done = [x for x in proc.stdout.splitlines() if x.startswith("[") and "/16]" in x]
+    assert 0 < len(done) < 16  # it failed in the middle, not before the first trial
+
+    rerun = run_module("src.train", "-m", *args, cwd=workdir)
+    assert f"{len(done)} done before this run" in rerun.stdout
+    study = optuna.load_study(study_name="full", storage=f"sqlite:///{workdir}/outputs/lrsweep.db")
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    points = [t.user_attrs[POINT_ATTR] for t in complete]
+    assert len(points) == 16 and len(set(points)) == 16  # every point once, none lost

@@ -19,6 +19,25 @@ def fail(err: BaseException) -> NoReturn:
     raise SystemExit(2) from None
 
 
+EXIT_STORAGE_FAILED = 1
+
+
+def storage_failed(shown_url: str, reason: str, grace_period: float) -> NoReturn:
+    """The storage failed in the middle of a sweep (a full disk, a read-only file, a server gone):
+    one line and exit status 1 (the traceback with HYDRA_FULL_ERROR=1, re-raised by the caller).
+    Every write is one transaction, so the study holds no half-written trial."""
+    print(
+        f"error: storage {shown_url!r} failed during the sweep ({reason}); the study is "
+        "consistent: finished trials are kept and the trials this sweep held are failed "
+        f"(now, or by the next run once they stayed {grace_period:g} s without a heartbeat). "
+        "Fix the storage (free disk space, permissions, the server) and run the same command "
+        "again to resume",
+        file=sys.stderr,
+        flush=True,
+    )
+    raise SystemExit(EXIT_STORAGE_FAILED) from None
+
+
 def header(study_name: str, shown_url: str, points: int, done_before: int) -> None:
     print(
         f"[lrsweep] study '{study_name}' ({shown_url}): {points} grid points, "

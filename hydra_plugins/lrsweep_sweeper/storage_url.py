@@ -168,8 +168,8 @@ def refuse_literal_password(raw_url: str) -> None:
         )
 
 
-def storage_problem(url: str, err: BaseException) -> str:
-    """One line on why the storage at `url` could not be opened, without its password."""
+def storage_reason(url: str, err: BaseException) -> str:
+    """`<error type>: <the driver's first line>` of a storage error, without the password."""
     cause = err
     while cause.__cause__ is not None:  # Optuna's StorageInternalError wraps SQLAlchemy's
         cause = cause.__cause__
@@ -178,7 +178,31 @@ def storage_problem(url: str, err: BaseException) -> str:
     reason = f"{type(cause).__name__}: {lines[0]}"
     for password in passwords(url):
         reason = reason.replace(password, HIDDEN)
-    return f"storage {hide_password(url)!r} cannot be used: {reason}"
+    return reason
+
+
+def storage_problem(url: str, err: BaseException) -> str:
+    """One line on why the storage at `url` could not be opened, without its password."""
+    return f"storage {hide_password(url)!r} cannot be used: {storage_reason(url, err)}"
+
+
+def is_storage_error(err: BaseException) -> bool:
+    """Whether `err`, or an error it was raised from, is the database's (SQLAlchemy's, Optuna's
+    storage's, the SQLite module's): a storage fault, not a bug of the sweep."""
+    import sqlite3
+
+    import optuna
+    import sqlalchemy
+
+    kinds = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, sqlite3.Error)
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, kinds):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def raw_value(config: Any, key: str) -> Any:

@@ -684,11 +684,16 @@ def outcome(ret: Any) -> Outcome:
         if not math.isfinite(value):
             return Outcome(None, f"job returned a non-finite value ({value})")
         return Outcome(value, None)
-    try:
-        _ = ret.return_value  # re-raises the job's exception
-        return Outcome(None, "job failed")
-    except Exception as exc:
-        return Outcome(None, f"{type(exc).__name__}: {exc}")
+    # The job's exception as Hydra stored it: its `return_value` property re-raises it, after
+    # writing "Error executing job ..." to stderr, a line the sweep's own report repeats.
+    exc = getattr(ret, "_return_value", None)
+    if not isinstance(exc, BaseException):
+        try:
+            _ = ret.return_value  # re-raises the job's exception
+            return Outcome(None, "job failed")
+        except Exception as raised:
+            exc = raised
+    return Outcome(None, f"{type(exc).__name__}: {exc}")
 
 
 def tell(study: Any, storage: Any, number: int, trial_id: int, ret: Any) -> Outcome:

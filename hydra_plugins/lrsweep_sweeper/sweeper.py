@@ -48,9 +48,11 @@ from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
 from hydra_plugins.lrsweep_sweeper.storage_url import (
     check_storage_url,
     hide_password,
+    is_storage_error,
     raw_value,
     refuse_literal_password,
     storage_problem,
+    storage_reason,
 )
 
 
@@ -190,6 +192,11 @@ class LrSweeper(Sweeper):
                 # A Ctrl-C can surface as another error when it lands inside a library that
                 # wraps what it catches (OmegaConf does, composing a job's config).
                 if not (isinstance(err, KeyboardInterrupt) or interrupted.is_set()):
+                    if is_storage_error(err) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                        reason = storage_reason(self.storage_url, err)
+                        console.storage_failed(
+                            hide_password(self.storage_url), reason, self.grace_period
+                        )
                     raise
                 print(
                     "\n[lrsweep] interrupted: trials in flight are marked FAIL; "
