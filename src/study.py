@@ -79,8 +79,16 @@ if not OmegaConf.has_resolver("lrsweep.study_name"):
     OmegaConf.register_new_resolver("lrsweep.study_name", default_study_name)
 
 
-@functools.cache
 def storage(url: str) -> optuna.storages.BaseStorage:
+    """The storage of the sweep running this job in this process (the in-process launcher: one
+    engine and connection for both, `connections.py`), else this process's own."""
+    from hydra_plugins.lrsweep_sweeper.connections import storage_in_use
+
+    return storage_in_use(url) or _own_storage(url)
+
+
+@functools.cache
+def _own_storage(url: str) -> optuna.storages.BaseStorage:
     """One storage per URL and process (engine creation and schema checks cost ~0.1 s), opened
     as the sweeper opens it (a SQLite file in WAL mode: `study_protocol.open_storage`)."""
     from hydra_plugins.lrsweep_sweeper.storage_url import sqlite_path

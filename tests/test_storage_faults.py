@@ -5,6 +5,7 @@ Real entry points on real SQLite files; an unreachable server is a closed local 
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import sys
@@ -180,3 +181,22 @@ def test_a_storage_that_fails_mid_sweep_is_one_line_and_the_rerun_completes_the_
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     points = [t.user_attrs[POINT_ATTR] for t in complete]
     assert len(points) == 16 and len(set(points)) == 16  # every point once, none lost
+
+
+# ---- 16. many workers on one PostgreSQL study ----
+
+
+def test_sweep_workers_on_postgresql_hold_at_most_three_connections_each(workdir):
+    """Two sweep processes of the benchmark's trivial app on one fresh PostgreSQL study: every
+    point once, and at most 3 connections per process at any time (the storage's, the study
+    lock's, a heartbeat's for a moment); each held 5 (4 of them all along) before."""
+    url = os.environ.get("LRSWEEP_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server: set LRSWEEP_TEST_POSTGRES_URL")
+    pytest.importorskip("psycopg2", reason="pip install 'lrsweep[postgres]'")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from bench_workers import run_workers
+
+    result = run_workers(url, n=2, points=12, work_s=0.05, folder=workdir)
+    assert (result["complete"], result["duplicates"], result["lost"]) == (12, 0, 0)
+    assert 2 <= result["peak"] <= 2 * 3, result

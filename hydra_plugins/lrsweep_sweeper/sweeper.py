@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.lrsweep_sweeper import console
 from hydra_plugins.lrsweep_sweeper import study_protocol as protocol
 from hydra_plugins.lrsweep_sweeper.compose import TemplateConfigLoader
+from hydra_plugins.lrsweep_sweeper.connections import sharing
 from hydra_plugins.lrsweep_sweeper.grid import (
     Axis,
     SweepConfigError,
@@ -185,7 +186,7 @@ class LrSweeper(Sweeper):
             OSError,
         ) as err:  # unreachable server, not a database, a read-only folder, ...
             console.fail(SweepConfigError(storage_problem(self.storage_url, err)))
-        with protocol.interrupt_noted() as interrupted:
+        with protocol.interrupt_noted() as interrupted, sharing(self.storage_url, storage):
             try:
                 self._run(study, storage, lock, axes, fixed, grid)
             except BaseException as err:
@@ -208,6 +209,7 @@ class LrSweeper(Sweeper):
                 # The sweep's own connections, closed now rather than whenever the garbage
                 # collector (frozen at exit in trial processes) gets to them.
                 storage.engine.dispose()
+                lock.close()
 
     # ---- step 1: validate, before the study is touched ----
     def _plan(
