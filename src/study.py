@@ -84,7 +84,8 @@ def storage(url: str) -> optuna.storages.BaseStorage:
     engine and connection for both, `connections.py`), else this process's own."""
     from hydra_plugins.lrsweep_sweeper.connections import storage_in_use
 
-    return storage_in_use(url) or _own_storage(url)
+    shared = storage_in_use(url)
+    return shared if shared is not None else _own_storage(url)
 
 
 @functools.cache
@@ -118,11 +119,20 @@ def existing_storage(url: str) -> optuna.storages.BaseStorage:
     nothing is created: no folder, no database file."""
     import sqlalchemy
 
-    from hydra_plugins.lrsweep_sweeper.storage_url import (
-        check_storage_url,
-        sqlite_path,
-        storage_problem,
-    )
+    from hydra_plugins.lrsweep_sweeper.storage_url import storage_problem
+
+    _check_existing(url)
+    try:
+        return storage(url)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as err:
+        raise ConfigError(storage_problem(url, err)) from None
+
+
+@functools.cache
+def _check_existing(url: str) -> None:
+    """`existing_storage`'s checks of the URL and the SQLite file, once per URL and process that
+    passed them (a SQLite file's check reads all of it); a ConfigError when they fail."""
+    from hydra_plugins.lrsweep_sweeper.storage_url import check_storage_url, sqlite_path
 
     try:
         check_storage_url(url)
@@ -134,10 +144,6 @@ def existing_storage(url: str) -> optuna.storages.BaseStorage:
             f"storage {shown_url(url)!r}: no study database at {path}; sweep first "
             "(python -m src.train -m), or name the database with study.storage or paths.output_dir"
         )
-    try:
-        return storage(url)
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as err:
-        raise ConfigError(storage_problem(url, err)) from None
 
 
 def open_study(name: str, storage_url: str) -> optuna.Study:
