@@ -42,14 +42,17 @@ def one_error_line(err: str, *needles: str) -> str:
 # ---- 2. passwords ----
 
 
-def test_a_single_run_refuses_a_typed_password_before_writing_its_hydra_folder(workdir):
+@pytest.mark.parametrize(
+    ("url", "shown"), [(TYPED, "user:***@127.0.0.1"), (IN_QUERY, "password=***")]
+)
+def test_a_single_run_refuses_a_typed_password_before_writing_its_hydra_folder(workdir, url, shown):
     """Without -m Hydra writes config.yaml, overrides.yaml, hydra.yaml under .hydra/ before the
     task runs: the refusal comes first."""
     proc = run_module(
-        "src.train", *TINY, f"study.storage={TYPED}", cwd=workdir, check=False, timeout=60
+        "src.train", *TINY, f"study.storage='{url}'", cwd=workdir, check=False, timeout=60
     )
     assert proc.returncode == 2, proc.stderr
-    one_error_line(proc.stderr, "holds a password", "user:***@127.0.0.1")
+    one_error_line(proc.stderr, "holds a password", shown)
     assert SECRET not in proc.stdout + proc.stderr
     assert list(workdir.iterdir()) == []
 
