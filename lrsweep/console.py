@@ -19,6 +19,23 @@ def fail(err: BaseException) -> NoReturn:
     raise SystemExit(2) from None
 
 
+EXIT_STORAGE_FAILED = 1
+
+
+def storage_failed(shown_url: str, reason: str, grace_period: float) -> str:
+    """The one line for a storage that failed in the middle of a sweep (a full disk, a read-only
+    file, a server gone); adapters print it (the Hydra sweeper: exit status
+    `EXIT_STORAGE_FAILED`). Every write is one transaction, so the study holds no half-written
+    trial."""
+    return (
+        f"storage {shown_url!r} failed during the sweep ({reason}); the study is "
+        "consistent: finished trials are kept and the trials this sweep held are failed "
+        f"(now, or by the next run once they stayed {grace_period:g} s without a heartbeat). "
+        "Fix the storage (free disk space, permissions, the server) and run the same command "
+        "again to resume"
+    )
+
+
 def header(study_name: str, shown_url: str, points: int, done_before: int) -> None:
     print(
         f"[lrsweep] study '{study_name}' ({shown_url}): {points} grid points, "

@@ -28,12 +28,19 @@ from typing import Any
 
 from lrsweep import console
 from lrsweep import study_protocol as protocol
+from lrsweep.connections import sharing
 from lrsweep.grid import Axis, SweepConfigError, point_key
 from lrsweep.heartbeat import Heartbeat
-from lrsweep.storage_url import hide_password, storage_problem
+from lrsweep.storage_url import hide_password, is_storage_error, storage_problem, storage_reason
 
 # A claimed point: (trial number, trial id, its params).
 Claimed = tuple[int, int, dict[str, Any]]
+
+
+class StorageFailed(RuntimeError):
+    """The storage failed in the middle of the sweep (a full disk, a read-only file, a server
+    gone); its message is the one line to show (`console.storage_failed`). The study is
+    consistent: re-running resumes it."""
 
 
 class TooManyFailures(RuntimeError):
@@ -106,21 +113,29 @@ def open_sweep_study(spec: SweepSpec) -> tuple[Any, Any, protocol.StudyLock]:
 
 def run_sweep(spec: SweepSpec, launch: Launch) -> SweepResult:
     """Runs what is missing of `spec.grid` (module docstring). Raises SweepConfigError for bad
-    settings or an unusable storage (before any trial is claimed), TooManyFailures, and
-    KeyboardInterrupt on Ctrl-C once the trials in flight are failed (one line printed)."""
+    settings or an unusable storage (before any trial is claimed), TooManyFailures,
+    StorageFailed, and KeyboardInterrupt on Ctrl-C once the trials in flight are failed (one
+    line printed)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and stale-trial failing are "experimental" in Optuna: we rely on them knowingly.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study, storage, lock = open_sweep_study(spec)
-    with protocol.interrupt_noted() as interrupted:
+    # Jobs run in this process report through this sweep's storage: one engine, one connection.
+    with protocol.interrupt_noted() as interrupted, sharing(spec.storage_url, storage):
         try:
             launched = _Run(spec, launch, study, storage, lock).run()
         except BaseException as err:
             # A Ctrl-C can surface as another error when it lands inside a library that
             # wraps what it catches (OmegaConf does, composing a job's config).
             if not (isinstance(err, KeyboardInterrupt) or interrupted.is_set()):
+                if is_storage_error(err):
+                    reason = storage_reason(spec.storage_url, err)
+                    shown = hide_password(spec.storage_url)
+                    raise StorageFailed(
+                        console.storage_failed(shown, reason, spec.grace_period)
+                    ) from err
                 raise
             print(
                 "\n[lrsweep] interrupted: trials in flight are marked FAIL; "
@@ -132,6 +147,7 @@ def run_sweep(spec: SweepSpec, launch: Launch) -> SweepResult:
             # The sweep's own connections, closed now rather than whenever the garbage
             # collector (frozen at exit in trial processes) gets to them.
             storage.engine.dispose()
+            lock.close()
     if launched == 0:
         print(f"[lrsweep] nothing to run: all {len(spec.grid)} grid points are done", flush=True)
     return SweepResult(study, hide_password(spec.storage_url), launched)

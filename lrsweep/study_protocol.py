@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lrsweep.connections import SERVER_POOL, pool_kwargs
 from lrsweep.grid import Axis, SweepConfigError
 from lrsweep.heartbeat import Heartbeat
 from lrsweep.storage_url import sqlite_path
@@ -63,7 +64,10 @@ class StudyLock:
 
     def __init__(self, storage_url: str, study_name: str) -> None:
         self.storage_url, self.study_name = storage_url, study_name
-        self._engine = None  # PostgreSQL advisory locks: one engine, no pooled connections
+        # PostgreSQL advisory locks: an engine of the lock's own that keeps its one connection
+        # (connections.py: the storage's cannot take both roles without opening a fresh one for
+        # every round); `close` releases it.
+        self._engine: Any = None
 
     def __call__(self) -> contextlib.AbstractContextManager:
         path = sqlite_path(self.storage_url)
@@ -76,14 +80,17 @@ class StudyLock:
             return self._advisory_lock()
         return contextlib.nullcontext()
 
+    def close(self) -> None:
+        """Closes the lock's database connection, if it has one (a later use opens another)."""
+        if self._engine is not None:
+            self._engine.dispose()
+
     @contextlib.contextmanager
     def _advisory_lock(self) -> Iterator[None]:
         import sqlalchemy
 
         if self._engine is None:
-            self._engine = sqlalchemy.create_engine(
-                self.storage_url, poolclass=sqlalchemy.pool.NullPool
-            )
+            self._engine = sqlalchemy.create_engine(self.storage_url, **SERVER_POOL)
         digest = hashlib.sha256(f"lrsweep:{self.study_name}".encode()).digest()
         key = int.from_bytes(digest[:8], "big", signed=True)
         with self._engine.connect() as connection:
@@ -91,7 +98,15 @@ class StudyLock:
             try:
                 yield
             finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                try:
+                    connection.execute(
+                        sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key}
+                    )
+                except BaseException:
+                    # A pooled connection must not go back still holding the lock: closed, the
+                    # server releases it.
+                    connection.invalidate()
+                    raise
 
 
 class _SQLiteConnection(sqlite3.Connection):
@@ -152,12 +167,15 @@ def wal_suits(path: Path) -> bool:
 
 
 def engine_kwargs(storage_url: str) -> dict[str, Any]:
-    """The SQLAlchemy engine arguments lrsweep opens `storage_url` with: for a SQLite file, a
+    """The SQLAlchemy engine arguments lrsweep opens `storage_url` with: for a server, a pool that
+    keeps one connection (`connections.SERVER_POOL`); for a SQLite file, a
     60 s wait on a locked database (parallel jobs), and `_SQLiteConnection` unless the file is on
     a network file system (there SQLite's defaults, as before WAL)."""
     path = sqlite_path(storage_url)
-    if path is None:
-        return {}
+    if path is None:  # a server (one kept connection: connections.py), or SQLite in memory
+        from sqlalchemy.engine import make_url
+
+        return pool_kwargs(make_url(storage_url).drivername)
     if not wal_suits(path):
         return {"connect_args": {"timeout": 60}}
     return {"connect_args": {"timeout": 60, "factory": _SQLiteConnection}}

@@ -151,7 +151,8 @@ def check_sweep(cfg: DictConfig) -> None:
     """The stage-1 sweep's settings as the sweeper checks them (its grid, from `cfg.hydra`'s
     sweeper node, and its storage URL), for tools that run sweeps later (the two-stage script):
     bad input is refused before any step runs. Raises ConfigError."""
-    from hydra_plugins.lrsweep_sweeper.grid import build_axes, build_grid
+    from hydra_plugins.lrsweep_sweeper.grid import build_axes
+    from lrsweep.grid import build_grid
     from lrsweep.storage_url import check_storage_url
 
     sweeper = cfg.hydra.sweeper

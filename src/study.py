@@ -89,8 +89,17 @@ if not OmegaConf.has_resolver("lrsweep.study_name"):
     OmegaConf.register_new_resolver("lrsweep.study_name", default_study_name)
 
 
-@functools.cache
 def storage(url: str) -> optuna.storages.BaseStorage:
+    """The storage of the sweep running this job in this process (the in-process launcher: one
+    engine and connection for both, `connections.py`), else this process's own."""
+    from lrsweep.connections import storage_in_use
+
+    shared = storage_in_use(url)
+    return shared if shared is not None else _own_storage(url)
+
+
+@functools.cache
+def _own_storage(url: str) -> optuna.storages.BaseStorage:
     """One storage per URL and process (engine creation and schema checks cost ~0.1 s), opened
     as the sweeper opens it (a SQLite file in WAL mode: `study_protocol.open_storage`)."""
     from lrsweep.storage_url import sqlite_path
@@ -113,10 +122,45 @@ def shown_url(url: str) -> str:
     return hide_password(url)
 
 
+def existing_storage(url: str) -> optuna.storages.BaseStorage:
+    """`storage(url)` for a command that only reads (refine, report, transfer's `base.study`): a
+    URL that does not parse, a SQLite file that is missing, empty or not a database, and a
+    database that cannot be opened (a server that does not answer) are each one ConfigError, and
+    nothing is created: no folder, no database file."""
+    import sqlalchemy
+
+    from lrsweep.storage_url import storage_problem
+
+    _check_existing(url)
+    try:
+        return storage(url)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as err:
+        raise ConfigError(storage_problem(url, err)) from None
+
+
+@functools.cache
+def _check_existing(url: str) -> None:
+    """`existing_storage`'s checks of the URL and the SQLite file, once per URL and process that
+    passed them (a SQLite file's check reads all of it); a ConfigError when they fail."""
+    from lrsweep.storage_url import check_storage_url, sqlite_path
+
+    try:
+        check_storage_url(url)
+    except ValueError as err:  # the plugin's SweepConfigError
+        raise ConfigError(str(err)) from None
+    path = sqlite_path(url)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        raise ConfigError(
+            f"storage {shown_url(url)!r}: no study database at {path}; sweep first "
+            "(python -m src.train -m), or name the database with study.storage or paths.output_dir"
+        )
+
+
 def open_study(name: str, storage_url: str, identity: dict[str, Any] | None = None) -> optuna.Study:
-    """Load an existing study; a missing one is a ConfigError that lists the studies there are
-    and, given the `experiment_identity` looked for, how the nearest of them differs from it."""
-    store = storage(storage_url)
+    """Load an existing study (from `existing_storage`); a missing one is a ConfigError that lists
+    the studies there are and, given the `experiment_identity` looked for, how the nearest of
+    them differs from it."""
+    store = existing_storage(storage_url)
     try:
         return optuna.load_study(study_name=name, storage=store)
     except KeyError:
@@ -188,7 +232,7 @@ def load_frames(
 ) -> dict[str, pd.DataFrame]:
     """stage -> `trials_frame` of each stage's study that exists (stage 1's must; when it is
     missing, the error compares `identity` with the studies there: `open_study`)."""
-    existing = set(optuna.study.get_all_study_names(storage(storage_url)))
+    existing = set(optuna.study.get_all_study_names(existing_storage(storage_url)))
     frames = {}
     for stage, study_name in study_names(name).items():
         if stage != "stage1" and study_name not in existing:
@@ -332,6 +376,7 @@ def compose_config(
 
     from lrsweep.study_protocol import check_study_name
     from src.key_typos import typo_error
+    from src.storage_guard import refuse_literal_password
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -349,4 +394,6 @@ def compose_config(
         check_study_name(str(cfg.study.name))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    # The sweeps these tools start would refuse it too, but only after printing their command.
+    refuse_literal_password(cfg)
     return cfg

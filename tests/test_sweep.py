@@ -636,7 +636,7 @@ def test_sqlite_on_a_network_file_system_keeps_sqlite_defaults(tmp_path):
 
 
 def test_the_progress_line_says_a_trial_was_stopped_at_chance(capsys) -> None:
-    from hydra_plugins.lrsweep_sweeper import console
+    from lrsweep import console
 
     attrs = {"seconds": 0.5, "diverged": False, "stopped_at_chance": True, "epochs_run": 2}
     assert set(attrs) == set(console.PROGRESS_ATTRS)  # the sweeper reads what the line shows
@@ -645,8 +645,8 @@ def test_the_progress_line_says_a_trial_was_stopped_at_chance(capsys) -> None:
 
 
 def test_the_generic_end_table_counts_trials_stopped_at_chance(capsys) -> None:
-    from hydra_plugins.lrsweep_sweeper import console
-    from hydra_plugins.lrsweep_sweeper.grid import Axis
+    from lrsweep import console
+    from lrsweep.grid import Axis
 
     def done(point: str, value: float, **attrs) -> optuna.trial.FrozenTrial:
         return optuna.trial.create_trial(value=value, user_attrs={"point": point, **attrs})

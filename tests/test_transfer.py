@@ -216,7 +216,7 @@ def test_cli_study_input_best_then_best_yaml(workdir):
         (["base.lr=0.1", "base.width=-8"], "base.width=-8 is invalid"),
         (["base.lr=-1"], "base.lr=-1 is invalid"),
         (["base.lr=0.1", "rules.batch=cubic"], "rules.batch='cubic' is unknown"),
-        (["base.study=nope"], "base.study: no study 'nope'"),
+        (["base.study=nope"], "no study database at outputs/lrsweep.db"),
         (["base.lr=0.1", "model=resnet18", "rules.width=inverse"], "has no width"),
         (["base.lr=0.1", "model=resnet18", "target.depth=4"], "has no depth"),
         (["target.batch_size=64"], "exactly one of base.lr"),

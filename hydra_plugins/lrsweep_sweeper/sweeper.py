@@ -18,7 +18,6 @@ Optuna is imported inside `sweep()`: Hydra imports every plugin module on every 
 # where dataclasses cannot resolve string annotations.
 import gc
 import os
-import re
 import sys
 import uuid
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from hydra_plugins.lrsweep_sweeper.grid import build_axes, param_overrides
 from lrsweep import console
 from lrsweep import study_protocol as protocol
 from lrsweep.grid import Axis, SweepConfigError, build_grid
-from lrsweep.storage_url import check_storage_url, refuse_literal_password
+from lrsweep.storage_url import check_storage_url, raw_value, refuse_literal_password
 
 _ABSENT = object()  # OmegaConf.select's default for a key the job config does not have
 
@@ -145,7 +144,7 @@ class LrSweeper(Sweeper):
                 gc.enable()
 
     def _sweep(self, arguments: list[str]) -> None:
-        from lrsweep.runner import TooManyFailures, run_sweep
+        from lrsweep.runner import StorageFailed, TooManyFailures, run_sweep
 
         try:
             axes, fixed, grid = self._plan(arguments)
@@ -164,9 +163,11 @@ class LrSweeper(Sweeper):
             report = run_later_stages(plan, spec, self._run_stage)
         except ValueError as err:  # SweepConfigError, or the `check` hook's ConfigError
             console.fail(err)
-        except TooManyFailures as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(1) from None
+        except (TooManyFailures, StorageFailed) as err:
+            if isinstance(err, StorageFailed) and os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(console.EXIT_STORAGE_FAILED) from None
         except KeyboardInterrupt:
             raise SystemExit(130) from None
         print(report.text)
@@ -225,21 +226,6 @@ class LrSweeper(Sweeper):
             result.shown_url,
         )
 
-    def _raw(self, key: str) -> Any:
-        """A config value as written (interpolations unresolved), following `${other.key}`."""
-        raw = OmegaConf.to_container(self.config, resolve=False)
-        seen = set()
-        while key not in seen:
-            seen.add(key)
-            value: Any = raw
-            for part in key.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            match = re.fullmatch(r"\$\{([\w.]+)\}", value) if isinstance(value, str) else None
-            if match is None:
-                return value
-            key = match.group(1)
-        return None
-
     # ---- step 1: validate, before the study is touched ----
     def _plan(
         self, arguments: list[str]
@@ -268,7 +254,7 @@ class LrSweeper(Sweeper):
         self.storage_url = self.storage_url or f"sqlite:///{Path('lrsweep.db').absolute()}"
         protocol.check_study_name(str(self.study_name))
         check_storage_url(self.storage_url)
-        raw_url = self._raw("hydra.sweeper.storage")
+        raw_url = raw_value(self.config, "hydra.sweeper.storage")
         refuse_literal_password(raw_url if isinstance(raw_url, str) else self.storage_url)
         if self.n_jobs < 1 or (self.n_trials is not None and self.n_trials < 1):
             raise SweepConfigError(f"n_jobs={self.n_jobs}, n_trials={self.n_trials}: must be >= 1")
@@ -345,9 +331,16 @@ class LrSweeper(Sweeper):
             if ret.status == JobStatus.COMPLETED:
                 results.append(JobResult(value=ret.return_value))
                 continue
-            try:
-                _ = ret.return_value  # re-raises the job's exception
-                results.append(JobResult(error="job failed"))
-            except Exception as exc:
-                results.append(JobResult(error=f"{type(exc).__name__}: {exc}"))
+            # The job's exception as Hydra stored it: its `return_value` property re-raises it,
+            # after writing "Error executing job ..." to stderr, a line the sweep's own report
+            # repeats.
+            exc = getattr(ret, "_return_value", None)
+            if not isinstance(exc, BaseException):
+                try:
+                    _ = ret.return_value
+                    results.append(JobResult(error="job failed"))
+                    continue
+                except Exception as raised:
+                    exc = raised
+            results.append(JobResult(error=f"{type(exc).__name__}: {exc}"))
         return results
