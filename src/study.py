@@ -304,16 +304,22 @@ def compose_config(
     `return_hydra_config`: with the `hydra` node (its run and sweep folders)."""
     from hydra import compose, initialize_config_dir
 
-    from hydra_plugins.lrsweep_sweeper.study_protocol import check_study_name
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             config_name=config_name,
             overrides=list(overrides),
             return_hydra_config=return_hydra_config,
         )
-    try:  # the name names folders (reports): refused before anything is read or written
-        check_study_name(str(cfg.study.name))
+    check_name(str(cfg.study.name))  # it names folders: refused before anything is touched
+    return cfg
+
+
+def check_name(name: str) -> None:
+    """The study-name check of every command (the sweeper's `check_study_name`: one folder name
+    under outputs/), raising ConfigError."""
+    from hydra_plugins.lrsweep_sweeper.study_protocol import check_study_name
+
+    try:
+        check_study_name(name)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return cfg

@@ -43,7 +43,7 @@ from src.devices import gpu_for_slot
 from src.errors import ConfigError
 from src.inprocess import run_hydra_main
 from src.scaling import parametrisation
-from src.study import CONF_DIR, TrialReporter
+from src.study import CONF_DIR, TrialReporter, check_name
 
 SCHEDULES = ("constant", "cosine")
 METRICS = ("val_acc",)  # a diverged trial must score a finite value: 0.0 accuracy
@@ -126,6 +126,8 @@ def check_config(cfg: DictConfig) -> None:
         "null or an integer >= 0 (set by the sweeper)",
     )
     resolve_device(cfg.device, cfg.get("worker_slot"))
+    if OmegaConf.select(cfg, "study.name") is not None:  # it names folders: trials, reports
+        check_name(str(cfg.study.name))
     for group in ("data", "model", "optimizer"):
         target = OmegaConf.select(cfg, f"{group}._target_")
         if not _importable(str(target)):

@@ -44,7 +44,16 @@ MAX_NAME_BYTES = 200
 
 
 def check_study_name(name: str) -> None:
-    """A study name that is safe as one folder name; else SweepConfigError."""
+    """A study name that is safe as one folder name; else SweepConfigError. Every command that
+    takes a study name applies this one check (the sweeper, `src.train.check_config`,
+    `src.study.compose_config`)."""
+    if not name.strip() or name.strip(". ") == "":
+        # `.` (or blanks) names the sweeps folder itself: every such study would share its trial
+        # folders.
+        raise SweepConfigError(
+            f"study name {name!r} is invalid: it names a folder under outputs/, so it must hold "
+            "a character other than '.' and blanks"
+        )
     if "/" in name or "\\" in name or ".." in name or "\x00" in name:
         raise SweepConfigError(
             f"study name {name!r} is invalid: it names a folder under outputs/, so it may not "

@@ -45,7 +45,7 @@ from hydra_plugins.lrsweep_sweeper.grid import (
     param_overrides,
     point_key,
 )
-from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
+from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat, check_timing
 from hydra_plugins.lrsweep_sweeper.storage_url import (
     check_storage_url,
     hide_password,
@@ -244,6 +244,7 @@ class LrSweeper(Sweeper):
         refuse_literal_password(raw_url if isinstance(raw_url, str) else self.storage_url)
         if self.n_jobs < 1 or (self.n_trials is not None and self.n_trials < 1):
             raise SweepConfigError(f"n_jobs={self.n_jobs}, n_trials={self.n_trials}: must be >= 1")
+        check_timing(self.heartbeat_interval, self.grace_period)
         axes, fixed = build_axes(self.params, arguments, self.points)
         if not axes:
             raise SweepConfigError("nothing to sweep: hydra.sweeper.params is empty")
