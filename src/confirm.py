@@ -22,7 +22,7 @@ import pandas as pd
 from src.errors import ConfigError
 from src.overrides import ChoiceOverride, replace_overrides
 from src.stats import aggregate, finest_stage, interpolated_optimum, rank
-from src.study import compose_config, create_child_study, load_frames, study_names
+from src.study import compose_config, create_child_study, load_frames, open_study, study_names
 
 
 def confirm_candidates(
@@ -85,6 +85,7 @@ def prepare_confirm(overrides: Sequence[str], top_k: int = 3, n_seeds: int = 3) 
         parent=names[plan.stage],
         stage="confirm",
         meta={"candidates": plan.lrs, "seeds": plan.seeds},
+        identity=open_study(name, storage_url).user_attrs.get("config"),  # stage 1's experiment
     )
     print(f"confirm: lrs {[f'{x:.4g}' for x in plan.lrs]} from {plan.stage}, seeds {plan.seeds}")
     return replace_overrides(

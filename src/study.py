@@ -117,12 +117,27 @@ def open_study(name: str, storage_url: str) -> optuna.Study:
 
 
 def create_child_study(
-    name: str, storage_url: str, parent: str, stage: str, meta: dict[str, Any] | None = None
+    name: str,
+    storage_url: str,
+    parent: str,
+    stage: str,
+    meta: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> optuna.Study:
-    """The study a later stage sweeps into, tagged with its parent and stage; reused if it exists."""
+    """The study a later stage sweeps into, tagged with its parent and stage; reused if it exists.
+    `identity` (`experiment_identity`, the parent's) is recorded when this creates the study: the
+    sweeper adopts no study without one, and checks a reused one against its own."""
+    store = storage(storage_url)
+    try:
+        store.get_study_id_from_name(name)
+        created = False
+    except KeyError:
+        created = True
     study = optuna.create_study(
-        study_name=name, storage=storage(storage_url), direction="maximize", load_if_exists=True
+        study_name=name, storage=store, direction="maximize", load_if_exists=True
     )
+    if created and identity is not None:
+        study.set_user_attr("config", identity)
     study.set_user_attr("parent_study", parent)
     study.set_user_attr("stage", stage)
     for key, value in (meta or {}).items():

@@ -8,14 +8,23 @@ status and a message are checked (`src.train.run_multirun`, `src.inprocess.run_h
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+import optuna
+import pandas as pd
 import pytest
-from conftest import TINY
+import sqlalchemy
+from conftest import ROOT, TINY
+from optuna.distributions import CategoricalDistribution, distribution_to_json
 
+from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR
 from src import range_test
 from src.inprocess import run_hydra_main
 from src.train import run_multirun
+
+State = optuna.trial.TrialState
+SCRIPT = ROOT / "scripts" / "two_stage_sweep.py"
 
 
 def at(folder: Path) -> list[str]:
@@ -79,3 +88,105 @@ def test_a_grace_period_of_twice_the_heartbeat_interval_is_accepted(tmp_path):
     overrides = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2"]
     assert run_multirun([*at(tmp_path), "study.name=g", "sweep.points=2", *overrides]) == 0
     assert (tmp_path / "outputs" / "lrsweep.db").exists()
+
+
+# ---- fault 1: a finished study takes a grown grid; a study it cannot share is refused ----
+
+
+def study_of(folder: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/outputs/lrsweep.db")
+
+
+def trial_rows(study: optuna.Study) -> list[tuple[int, str, dict, float | None]]:
+    """(number, state, params, value) of every trial: to assert that nothing ran again."""
+    return [(t.number, t.state.name, t.params, t.value) for t in study.trials]
+
+
+def each_point_once(study: optuna.Study) -> bool:
+    """Every trial COMPLETE, and no grid point run twice."""
+    points = [t.user_attrs[POINT_ATTR] for t in study.trials]
+    return len(points) == len(set(points)) and all(t.state == State.COMPLETE for t in study.trials)
+
+
+@pytest.mark.parametrize(
+    "first, then, new",
+    [
+        (["sweep.points=3"], ["sweep.points=3", "sweep.seeds=[0,1,2]"], 6),  # more seeds
+        (["sweep.points=3"], ["sweep.points=3", "sweep.seeds=[5]"], 3),  # other seeds
+        (["sweep.points=3"], ["sweep.points=5"], 2),  # more points: 3 of 5 LRs are done
+        (["lr=0.05,0.1"], ["sweep.points=3"], 3),  # an LR list, then the log grid
+        (["sweep.points=3"], ["lr=0.05,0.1", "seed=0,1"], 4),  # the log grid, then a list
+    ],
+)
+def test_a_grown_grid_runs_only_its_missing_points(tmp_path, first, then, new):
+    args = [*at(tmp_path), "study.name=grown"]
+    assert run_multirun([*args, *first]) == 0
+    before = trial_rows(study_of(tmp_path, "grown"))
+    assert run_multirun([*args, *then]) == 0
+    study = study_of(tmp_path, "grown")
+    assert trial_rows(study)[: len(before)] == before  # the finished trials are untouched
+    assert len(study.trials) == len(before) + new and each_point_once(study)
+
+
+def test_a_study_swept_over_other_axes_is_refused_before_a_trial_is_claimed(tmp_path, capsys):
+    args = [*at(tmp_path), "study.name=axes", "sweep.points=2"]
+    assert run_multirun(args) == 0
+    before = trial_rows(study_of(tmp_path, "axes"))
+    capsys.readouterr()
+    assert run_multirun([*args, "model.width=32,16"]) == 2
+    one_error_line(capsys, "study 'axes'", "['lr', 'model.width', 'seed']", "study.name=")
+    assert trial_rows(study_of(tmp_path, "axes")) == before
+
+
+def test_a_study_made_by_another_tool_is_not_adopted(tmp_path, capsys):
+    (tmp_path / "outputs").mkdir()
+    url = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    optuna.create_study(study_name="foreign", storage=url, direction="maximize")
+    assert run_multirun([*at(tmp_path), "study.name=foreign", "sweep.points=2"]) == 2
+    one_error_line(capsys, "study 'foreign'", "not made by an lrsweep sweep", "study.name=")
+    study = study_of(tmp_path, "foreign")
+    assert study.trials == [] and study.user_attrs == {}
+
+
+def test_a_value_the_study_cannot_record_is_refused_in_one_line(tmp_path, capsys):
+    """A study whose seeds an earlier lrsweep recorded as a categorical of its list (Optuna
+    then takes no other seed list): more seeds are refused, naming the parameter."""
+    args = [*at(tmp_path), "study.name=old", "sweep.points=2"]
+    assert run_multirun(args) == 0
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/outputs/lrsweep.db")
+    old = distribution_to_json(CategoricalDistribution([0]))
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE trial_params SET distribution_json = :d, param_value = 0 "
+                            "WHERE param_name = 'seed'"),
+            {"d": old},
+        )  # fmt: skip
+    engine.dispose()
+    before = trial_rows(study_of(tmp_path, "old"))
+    capsys.readouterr()
+    assert run_multirun([*args, "sweep.seeds=[0,1]"]) == 2
+    one_error_line(capsys, "study 'old' recorded seed as a choice of [0]", "[0, 1]", "study.name=")
+    assert trial_rows(study_of(tmp_path, "old")) == before
+
+
+def test_the_two_stage_search_takes_more_seeds_and_runs_only_theirs(tmp_path, monkeypatch):
+    """The README's workflow: the whole search, then the same with `sweep.seeds=[0,1,2]`."""
+    spec = importlib.util.spec_from_file_location("two_stage_sweep", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.chdir(tmp_path)
+    args = ["--confirm-top", "1", "--confirm-seeds", "1", *at(tmp_path), "sweep.points=4"]
+    assert script.main([*args, "study.name=s"]) == 0
+    before = {n: trial_rows(study_of(tmp_path, n)) for n in ("s", "s-stage2")}
+    assert script.main([*args, "study.name=s", "sweep.seeds=[0,1,2]"]) == 0
+
+    stage1 = study_of(tmp_path, "s")
+    assert trial_rows(stage1)[: len(before["s"])] == before["s"]
+    assert {t.params["seed"] for t in stage1.trials[len(before["s"]) :]} == {1, 2}
+    assert len(stage1.trials) == 12 and each_point_once(stage1)
+    stage2 = study_of(tmp_path, "s-stage2")
+    assert trial_rows(stage2)[: len(before["s-stage2"])] == before["s-stage2"]
+    assert each_point_once(stage2)
+    trials = pd.read_csv(tmp_path / "outputs" / "reports" / "s" / "trials.csv")
+    seeds = trials[trials["stage"] == "stage1"].groupby("lr")["seed"].nunique()
+    assert len(seeds) == 4 and (seeds == 3).all()  # the report's stage-1 means: 3 seeds each

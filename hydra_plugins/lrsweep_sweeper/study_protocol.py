@@ -224,10 +224,15 @@ def open_study(
     identity: dict[str, Any],
     axes: Sequence[Axis],
     metric_name: str | None,
-) -> Any:
-    """The study, created or loaded, checked to hold this experiment, and described."""
+) -> tuple[Any, dict[str, Any]]:
+    """The study, created or loaded, checked to take this run (`sharing`: the experiment, the
+    axes, the distributions its values are recorded with) before anything is written to it, then
+    described; and the distributions (axis name -> distribution) for `record_params`."""
     import optuna
 
+    from hydra_plugins.lrsweep_sweeper import sharing
+
+    existed = sharing.study_exists(storage, study_name)
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,
@@ -239,26 +244,24 @@ def open_study(
         raise SweepConfigError(
             f"study '{study_name}' is {study.direction.name.lower()}, not {direction}"
         )
-    recorded = study.user_attrs.get("config")
-    if recorded is not None and recorded != identity:
-        differ = sorted(
-            k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k)
-        )
-        raise SweepConfigError(
-            f"study '{study_name}' holds another experiment (differs in {differ}); "
-            "set study.name to a new name"
-        )
-    if recorded is None:
+    attrs = study.user_attrs
+    sharing.check_identity(study_name, existed, attrs.get("config"), identity)
+    sharing.check_axes(study_name, attrs.get("grid", {}), axes)
+    study_id = storage.get_study_id_from_name(study_name)
+    dists = sharing.run_distributions(
+        study_name, axes, sharing.recorded_distributions(study, storage, study_id)
+    )
+    if attrs.get("config") is None:
         study.set_user_attr("config", identity)
     # The study describes itself: every value each axis was swept over (reruns may add some).
-    grid = dict(study.user_attrs.get("grid", {}))
+    grid = dict(attrs.get("grid", {}))
     for axis in axes:
         known = list(grid.get(axis.name, []))
         grid[axis.name] = known + [v for v in axis.values if v not in known]
     study.set_user_attr("grid", grid)
     if metric_name and study.metric_names is None:
         study.set_metric_names([metric_name])
-    return study
+    return study, dists
 
 
 class StaleTrials:
@@ -640,17 +643,6 @@ def running_elsewhere(
 ) -> int:
     """The grid's RUNNING trials among `rows` that this run does not hold (`ours`: by number)."""
     return sum(1 for r in rows if r.state == "RUNNING" and r.number not in ours and r.point in grid)
-
-
-def distributions(axes: Sequence[Axis]) -> dict[str, Any]:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
-    return {
-        axis.name: FloatDistribution(min(axis.values), max(axis.values), log=axis.log)
-        if axis.interval
-        else CategoricalDistribution(axis.values)
-        for axis in axes
-    }
 
 
 def record_params(

@@ -167,7 +167,7 @@ class LrSweeper(Sweeper):
                 storage = protocol.open_storage(
                     self.storage_url, self.heartbeat_interval, self.grace_period
                 )
-                study = protocol.open_study(
+                study, dists = protocol.open_study(
                     storage,
                     self.study_name,
                     self.direction,
@@ -185,7 +185,7 @@ class LrSweeper(Sweeper):
             console.fail(SweepConfigError(storage_problem(self.storage_url, err)))
         with protocol.interrupt_noted() as interrupted:
             try:
-                self._run(study, storage, lock, axes, fixed, grid)
+                self._run(study, storage, lock, dists, fixed, grid, axes)
             except BaseException as err:
                 # A Ctrl-C can surface as another error when it lands inside a library that
                 # wraps what it catches (OmegaConf does, composing a job's config).
@@ -277,9 +277,10 @@ class LrSweeper(Sweeper):
         study: Any,
         storage: Any,
         lock: protocol.StudyLock,
-        axes: list[Axis],
+        dists: dict[str, Any],
         fixed: list[str],
         grid: dict[str, dict[str, Any]],
+        axes: list[Axis],
     ) -> None:
         study_id = storage.get_study_id_from_name(self.study_name)
         shown_url = hide_password(self.storage_url)
@@ -293,7 +294,7 @@ class LrSweeper(Sweeper):
             lock=lock,
             grid=grid,
             fixed=fixed,
-            dists=protocol.distributions(axes),
+            dists=dists,
             index=index,
             done=done,
             # Looked at once per poll: a point waits at most one poll more than its grace period.
