@@ -9,15 +9,21 @@ status and a message are checked (`src.train.run_multirun`, `src.inprocess.run_h
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 import sqlalchemy
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, run_module, start_module
 from optuna.distributions import CategoricalDistribution, distribution_to_json
 
+from hydra_plugins.lrsweep_sweeper.interrupts import interrupt_deferred, interrupt_noted
 from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR
 from src import range_test
 from src.inprocess import run_hydra_main
@@ -190,3 +196,86 @@ def test_the_two_stage_search_takes_more_seeds_and_runs_only_theirs(tmp_path, mo
     trials = pd.read_csv(tmp_path / "outputs" / "reports" / "s" / "trials.csv")
     seeds = trials[trials["stage"] == "stage1"].groupby("lr")["seed"].nunique()
     assert len(seeds) == 4 and (seeds == 3).all()  # the report's stage-1 means: 3 seeds each
+
+
+# ---- fault 11: SIGTERM stops a sweep as Ctrl-C does ----
+
+SLOW = ["epochs=40", "batch_size=8"]  # about 1 s per trial: time to stop the sweep mid-trial
+
+
+def test_sigterm_raises_keyboard_interrupt_and_notes_the_signal():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), interrupt_noted() as noted:
+        signal.raise_signal(signal.SIGTERM)
+    assert noted.is_set() and noted.signum == signal.SIGTERM and noted.exit_status == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_sigterm_during_a_claim_arrives_when_the_claim_is_done():
+    arrived = []
+    with pytest.raises(KeyboardInterrupt), interrupt_noted() as noted, interrupt_deferred():
+        signal.raise_signal(signal.SIGTERM)
+        arrived.append("claim registered")  # the signal is held back: this line runs
+    assert arrived == ["claim registered"] and noted.signum == signal.SIGTERM
+
+
+def test_an_in_process_sweep_gives_back_the_callers_sigterm_handler(tmp_path):
+    def mine(signum, frame):
+        raise AssertionError("not to be called")
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert run_multirun([*at(tmp_path), "study.name=h", "sweep.points=2"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_for_running_trial(proc: subprocess.Popen, folder: Path, name: str) -> None:
+    """Returns once the study `name` holds a RUNNING trial (read after the sweep's header line:
+    the study exists then)."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f"[lrsweep] study '{name}'"):
+            break
+    deadline = time.monotonic() + 60
+    while not study_of(folder, name).get_trials(states=(State.RUNNING,)):
+        assert time.monotonic() < deadline, "no trial started:\n" + "".join(seen)
+        time.sleep(0.05)  # polling the study's state, the event waited for
+
+
+def test_sigterm_fails_the_trial_in_flight_exits_143_and_the_rerun_does_not_wait(tmp_path):
+    # A grace period far above the test's timeout: a rerun that waited for it would fail.
+    args = [*TINY, "study.name=term", "sweep.points=2", *SLOW, "hydra.sweeper.grace_period=600"]
+    proc = start_module("src.train", "-m", *args, cwd=tmp_path)
+    wait_for_running_trial(proc, tmp_path, "term")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1].startswith("[lrsweep] interrupted by SIGTERM")
+    study = study_of(tmp_path, "term")
+    assert not study.get_trials(states=(State.RUNNING,))
+    assert len(study.get_trials(states=(State.FAIL,))) == 1
+
+    rerun = run_module("src.train", "-m", *args, cwd=tmp_path, timeout=120)
+    assert "waiting for" not in rerun.stdout
+    assert len(study_of(tmp_path, "term").get_trials(states=(State.COMPLETE,))) == 2
+
+
+def test_two_stage_script_sigterm_stops_the_search_with_143(tmp_path):
+    args = [*TINY, "study.name=term2", "sweep.points=3", *SLOW]
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_running_trial(proc, tmp_path, "term2")
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stdout + stderr
+    assert "==== refine" not in stdout  # the search stopped at the interrupted step
+    assert not study_of(tmp_path, "term2").get_trials(states=(State.RUNNING,))

@@ -9,7 +9,7 @@ Each step is safe to repeat, in any number of processes or machines sharing the 
 3. still under the lock, `claim` (of the WAITING trials `queue_ahead` saw and queued): the
    heartbeat first, then WAITING -> RUNNING (succeeds for one process only; on SQLite only under
    the lock, as Optuna reads the state before its write begins); a claim that finds an older
-   trial of the same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C back
+   trial of the same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C or SIGTERM back
    until the claimed trials are registered as in flight;
 4. `tell`: a job's outcome, never raising for the job's fault.
 
@@ -34,6 +34,10 @@ from hydra.core.utils import JobStatus
 
 from hydra_plugins.lrsweep_sweeper.grid import Axis, SweepConfigError
 from hydra_plugins.lrsweep_sweeper.heartbeat import Heartbeat
+from hydra_plugins.lrsweep_sweeper.interrupts import (  # noqa: F401 (the protocol's step 3)
+    interrupt_deferred,
+    interrupt_noted,
+)
 from hydra_plugins.lrsweep_sweeper.storage_url import sqlite_path
 
 POINT_ATTR = "grid_point"  # trial user attr: the canonical JSON of the trial's grid point
@@ -582,60 +586,6 @@ def older_twin(study: Any, storage: Any, study_id: int, number: int, key: str) -
         ),
         None,
     )
-
-
-@contextlib.contextmanager
-def interrupt_deferred() -> Iterator[None]:
-    """Holds back Ctrl-C (SIGINT) until the block ends, then raises KeyboardInterrupt.
-
-    Around a claim and the bookkeeping of its result: an interrupt in between would leave a
-    trial RUNNING that no one knows is ours. Deferred, it arrives when the trial is registered
-    as in flight, and the sweeper's handler fails it at once."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous in (signal.SIG_IGN, None):  # ignored (or not set from Python): nothing to defer
-        yield
-        return
-    received: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def interrupt_noted() -> Iterator[Any]:
-    """Ctrl-C raises KeyboardInterrupt as usual, and also sets the event yielded: whatever error
-    it turns into on its way up, the caller knows it was an interrupt."""
-    import signal
-    import threading
-
-    noted = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous in (
-        signal.SIG_IGN,
-        None,
-    ):
-        yield noted
-        return
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        noted.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield noted
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def running_elsewhere(

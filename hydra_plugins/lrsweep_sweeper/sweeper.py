@@ -20,6 +20,7 @@ import contextlib
 import gc
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -191,12 +192,13 @@ class LrSweeper(Sweeper):
                 # wraps what it catches (OmegaConf does, composing a job's config).
                 if not (isinstance(err, KeyboardInterrupt) or interrupted.is_set()):
                     raise
+                by = f" by {interrupted.name}" if interrupted.signum == signal.SIGTERM else ""
                 print(
-                    "\n[lrsweep] interrupted: trials in flight are marked FAIL; "
+                    f"\n[lrsweep] interrupted{by}: trials in flight are marked FAIL; "
                     "run the same command again to resume",
                     file=sys.stderr,
                 )
-                raise SystemExit(130) from None
+                raise SystemExit(interrupted.exit_status) from None
             finally:
                 # The sweep's own connections, closed now rather than whenever the garbage
                 # collector (frozen at exit in trial processes) gets to them.
