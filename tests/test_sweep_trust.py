@@ -9,11 +9,13 @@ status and a message are checked (`src.train.run_multirun`, `src.inprocess.run_h
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import optuna
@@ -21,10 +23,17 @@ import pandas as pd
 import pytest
 import sqlalchemy
 from conftest import ROOT, TINY, run_module, start_module
-from optuna.distributions import CategoricalDistribution, distribution_to_json
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+)
 
+from hydra_plugins.lrsweep_sweeper import sharing
+from hydra_plugins.lrsweep_sweeper.grid import Axis, SweepConfigError
 from hydra_plugins.lrsweep_sweeper.interrupts import interrupt_deferred, interrupt_noted
-from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR
+from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR, record_params
 from src import range_test
 from src.inprocess import run_hydra_main
 from src.train import run_multirun
@@ -279,3 +288,51 @@ def test_two_stage_script_sigterm_stops_the_search_with_143(tmp_path):
     assert proc.returncode == 143, stdout + stderr
     assert "==== refine" not in stdout  # the search stopped at the interrupted step
     assert not study_of(tmp_path, "term2").get_trials(states=(State.RUNNING,))
+
+
+@pytest.fixture(params=["sqlite", "in-memory", "postgres"])
+def a_storage(request, tmp_path):
+    """(storage, a fresh study name) on SQLite, Optuna's in-memory storage (the fallback paths)
+    and, when LRSWEEP_TEST_POSTGRES_URL names a server, PostgreSQL."""
+    name = f"s-{uuid.uuid4().hex[:8]}"
+    if request.param == "sqlite":
+        yield optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db"), name
+    elif request.param == "in-memory":
+        yield optuna.storages.InMemoryStorage(), name
+    else:
+        url = os.environ.get("LRSWEEP_TEST_POSTGRES_URL")
+        if not url:
+            pytest.skip("no PostgreSQL server: set LRSWEEP_TEST_POSTGRES_URL")
+        storage = optuna.storages.RDBStorage(url)
+        yield storage, name
+        optuna.delete_study(study_name=name, storage=storage)
+        storage.engine.dispose()
+
+
+def test_a_grown_grid_is_recorded_beside_the_studys_first_distributions(a_storage):
+    storage, name = a_storage
+    study = optuna.create_study(storage=storage, study_name=name)
+    study_id = storage.get_study_id_from_name(name)
+    first = [
+        Axis("lr", [1e-3, 1e-1], log=True, interval=True),
+        Axis("seed", [0]),
+        Axis("opt", ["a"]),
+    ]
+    grown = [Axis("lr", [0.05, 0.1]), Axis("seed", [0, 1, 2]), Axis("opt", ["a"])]
+    for axes in (first, grown):
+        dists = sharing.run_distributions(
+            name, axes, sharing.recorded_distributions(study, storage, study_id)
+        )
+        for values in itertools.product(*(axis.values for axis in axes)):
+            params = {axis.name: v for axis, v in zip(axes, values, strict=True)}
+            trial_id = storage.create_new_trial(study_id)
+            record_params(storage, trial_id, params, dists)  # Optuna's own check: no raise
+    recorded = sharing.recorded_distributions(study, storage, study_id)
+    assert recorded == {
+        "lr": FloatDistribution(1e-3, 1e-1, log=True),
+        "seed": IntDistribution(0, 0),
+        "opt": CategoricalDistribution(["a"]),
+    }
+    assert [t.params["seed"] for t in study.trials] == [0, 0, 0, 1, 2, 0, 1, 2]
+    with pytest.raises(SweepConfigError, match="recorded opt as a choice of"):
+        sharing.run_distributions(name, [Axis("opt", ["a", "b"])], recorded)
