@@ -34,7 +34,7 @@ from hydra_plugins.lrsweep_sweeper import sharing
 from hydra_plugins.lrsweep_sweeper.grid import Axis, SweepConfigError
 from hydra_plugins.lrsweep_sweeper.interrupts import interrupt_deferred, interrupt_noted
 from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR, record_params
-from src import range_test
+from src import range_test, refine, report, transfer
 from src.inprocess import run_hydra_main
 from src.train import run_multirun
 
@@ -74,6 +74,17 @@ def test_range_test_refuses_an_unsafe_study_name_and_writes_nothing(
     assert status == 2
     one_error_line(capsys, "study name")
     assert list(tmp_path.rglob("*")) == [tmp_path / "deep", workdir]  # nothing written anywhere
+
+
+@pytest.mark.parametrize("module", [refine, report, transfer])
+def test_every_command_taking_a_study_name_refuses_an_unsafe_one(
+    tmp_path, monkeypatch, capsys, module
+):
+    monkeypatch.chdir(tmp_path)
+    key = "base.study" if module is transfer else "study.name"
+    assert module.main([f"{key}=../../x"]) == 2
+    one_error_line(capsys, "study name '../../x'")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_sweep_refuses_the_study_name_dot(tmp_path, monkeypatch, capsys):
