@@ -174,25 +174,38 @@ def test_a_study_made_by_another_tool_is_not_adopted(tmp_path, capsys):
     assert study.trials == [] and study.user_attrs == {}
 
 
-def test_a_value_the_study_cannot_record_is_refused_in_one_line(tmp_path, capsys):
-    """A study whose seeds an earlier lrsweep recorded as a categorical of its list (Optuna
-    then takes no other seed list): more seeds are refused, naming the parameter."""
-    args = [*at(tmp_path), "study.name=old", "sweep.points=2"]
+def test_a_value_outside_a_recorded_choice_is_refused_in_one_line(tmp_path, capsys):
+    """Optuna keeps one list of choices per categorical parameter in a study: a run that adds a
+    choice is refused, naming the parameter, before any trial."""
+    args = [*at(tmp_path), "study.name=tags", "sweep.points=2"]
+    assert run_multirun([*args, "+tag=a,b"]) == 0
+    before = trial_rows(study_of(tmp_path, "tags"))
+    capsys.readouterr()
+    assert run_multirun([*args, "+tag=a,b,c"]) == 2
+    one_error_line(capsys, "recorded +tag as a choice of ['a', 'b']", '"c"', "study.name=")
+    assert trial_rows(study_of(tmp_path, "tags")) == before
+
+
+def test_seeds_an_earlier_lrsweep_recorded_as_a_choice_take_more_seeds(tmp_path):
+    """Earlier lrsweeps recorded a seed list as a categorical of it, which Optuna extends with no
+    other seed: those records become integers of the same values, and the new seeds run."""
+    args = [*at(tmp_path), "study.name=old", "sweep.points=2", "sweep.seeds=[3,0]"]
     assert run_multirun(args) == 0
     engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/outputs/lrsweep.db")
-    old = distribution_to_json(CategoricalDistribution([0]))
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # as the earlier lrsweep recorded them: choice indices
         connection.execute(
-            sqlalchemy.text("UPDATE trial_params SET distribution_json = :d, param_value = 0 "
-                            "WHERE param_name = 'seed'"),
-            {"d": old},
+            sqlalchemy.text("UPDATE trial_params SET distribution_json = :d, param_value = "
+                            "CASE WHEN param_value = 3 THEN 0 ELSE 1 END WHERE param_name = 'seed'"),
+            {"d": distribution_to_json(CategoricalDistribution([3, 0]))},
         )  # fmt: skip
     engine.dispose()
     before = trial_rows(study_of(tmp_path, "old"))
-    capsys.readouterr()
-    assert run_multirun([*args, "sweep.seeds=[0,1]"]) == 2
-    one_error_line(capsys, "study 'old' recorded seed as a choice of [0]", "[0, 1]", "study.name=")
-    assert trial_rows(study_of(tmp_path, "old")) == before
+    assert sorted(p["seed"] for _, _, p, _ in before) == [0, 0, 3, 3]
+    assert run_multirun([*args[:-1], "sweep.seeds=[0,1,2,3]"]) == 0
+    study = study_of(tmp_path, "old")
+    assert trial_rows(study)[:4] == before  # the same values, now as integers
+    assert {t.distributions["seed"] for t in study.trials[:4]} == {IntDistribution(0, 3)}
+    assert len(study.trials) == 8 and each_point_once(study)
 
 
 def test_the_two_stage_search_takes_more_seeds_and_runs_only_theirs(tmp_path, monkeypatch):
@@ -331,9 +344,10 @@ def test_a_grown_grid_is_recorded_beside_the_studys_first_distributions(a_storag
     ]
     grown = [Axis("lr", [0.05, 0.1]), Axis("seed", [0, 1, 2]), Axis("opt", ["a"])]
     for axes in (first, grown):
-        dists = sharing.run_distributions(
+        dists, conversions = sharing.run_distributions(
             name, axes, sharing.recorded_distributions(study, storage, study_id)
         )
+        assert conversions == {}
         for values in itertools.product(*(axis.values for axis in axes)):
             params = {axis.name: v for axis, v in zip(axes, values, strict=True)}
             trial_id = storage.create_new_trial(study_id)
@@ -347,3 +361,24 @@ def test_a_grown_grid_is_recorded_beside_the_studys_first_distributions(a_storag
     assert [t.params["seed"] for t in study.trials] == [0, 0, 0, 1, 2, 0, 1, 2]
     with pytest.raises(SweepConfigError, match="recorded opt as a choice of"):
         sharing.run_distributions(name, [Axis("opt", ["a", "b"])], recorded)
+
+
+def test_a_categorical_of_numbers_is_converted_to_the_same_integers(a_storage):
+    storage, name = a_storage
+    if getattr(storage, "engine", None) is None:
+        pytest.skip("only an RDBStorage's records are converted")
+    study = optuna.create_study(storage=storage, study_name=name)
+    study_id = storage.get_study_id_from_name(name)
+    old = CategoricalDistribution([2, 0])
+    for seed in (2, 0):
+        trial_id = storage.create_new_trial(study_id)
+        storage.set_trial_param(trial_id, "seed", old.to_internal_repr(seed), old)
+    recorded = sharing.recorded_distributions(study, storage, study_id)
+    dists, conversions = sharing.run_distributions(
+        name, [Axis("seed", [0, 1, 2])], recorded, can_convert=True
+    )
+    assert conversions == {"seed": IntDistribution(0, 2)} and dists == conversions
+    sharing.convert_params(storage, study_id, conversions)
+    record_params(storage, storage.create_new_trial(study_id), {"seed": 1}, dists)
+    assert [t.params["seed"] for t in study.trials] == [2, 0, 1]
+    assert {t.distributions["seed"] for t in study.trials} == {IntDistribution(0, 2)}

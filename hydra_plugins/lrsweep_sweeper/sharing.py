@@ -16,6 +16,9 @@ written to, and refused in one line that names the difference:
   distributions over this run's values (never as a categorical of this run's list, which breaks
   on the next seed added), of the kind and log flag the study first recorded; other values
   (strings, booleans) keep the study's categorical choices, and a value outside them is refused.
+  A study where an earlier lrsweep recorded a list of numbers (seeds, LRs) as a categorical has
+  those records converted to the int or float distribution of the same values when a run adds
+  values (`convert_params`).
 """
 
 # No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules.
@@ -136,19 +139,81 @@ def distribution_for(axis: Axis, recorded: Any = None) -> Any:
     return FloatDistribution(float(low), float(high), log=log)
 
 
+def converted(recorded: Any) -> Any:
+    """The int or float distribution (over its choices' range) that a categorical of numbers
+    becomes, as earlier lrsweeps recorded a list of seeds or LRs; None for any other."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if not isinstance(recorded, CategoricalDistribution) or not recorded.choices:
+        return None
+    choices = recorded.choices
+    if not all(map(_is_number, choices)):
+        return None
+    if all(isinstance(c, int) for c in choices):
+        return IntDistribution(min(choices), max(choices))
+    return FloatDistribution(float(min(choices)), float(max(choices)))
+
+
 def run_distributions(
-    study_name: str, axes: Sequence[Axis], recorded: dict[str, Any]
-) -> dict[str, Any]:
-    """Axis name -> the distribution `record_params` records its values with (`distribution_for`);
-    a value the study cannot take beside its earlier trials is one line naming it."""
-    dists = {}
+    study_name: str, axes: Sequence[Axis], recorded: dict[str, Any], can_convert: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Axis name -> the distribution `record_params` records its values with (`distribution_for`),
+    and the parameters whose records must first be converted (`converted`; only where
+    `can_convert`: `convert_params` rewrites them) for this run's values to join them. A value the
+    study cannot take beside its earlier trials is one line naming it."""
+    dists, conversions = {}, {}
     for axis in axes:
         previous = recorded.get(axis.name)
         try:
-            dists[axis.name] = distribution_for(axis, previous)
+            try:
+                dists[axis.name] = distribution_for(axis, previous)
+            except ValueError:
+                upgrade = converted(previous) if can_convert else None
+                if upgrade is None:
+                    raise
+                dists[axis.name] = distribution_for(axis, upgrade)
+                conversions[axis.name] = upgrade
         except ValueError as err:
             raise SweepConfigError(
                 f"study '{study_name}' recorded {axis.name} as {_describe(previous)}: this run's "
                 f"{axis.name} values {json.dumps(axis.values)} cannot join it ({err}); {NEW_NAME}"
             ) from None
-    return dists
+    return dists, conversions
+
+
+def convert_params(storage: Any, study_id: int, conversions: dict[str, Any]) -> None:
+    """Rewrite every record of each named parameter in the study from its categorical of numbers
+    to `conversions[name]`, the same values (Optuna stores a categorical's index), in one
+    transaction of an RDBStorage: the study then takes new seeds or LRs beside them."""
+    import sqlalchemy
+    from optuna.distributions import (
+        CategoricalDistribution,
+        distribution_to_json,
+        json_to_distribution,
+    )
+
+    select = sqlalchemy.text(
+        "SELECT p.param_id, p.param_value, p.distribution_json FROM trial_params p "
+        "JOIN trials t ON t.trial_id = p.trial_id WHERE t.study_id = :study AND p.param_name = :name"
+    )
+    update = sqlalchemy.text(
+        "UPDATE trial_params SET param_value = :value, distribution_json = :dist "
+        "WHERE param_id = :id"
+    )
+    with storage.engine.begin() as connection:
+        for name, dist in conversions.items():
+            text = distribution_to_json(dist)
+            for param_id, value, old in connection.execute(
+                select, {"study": study_id, "name": name}
+            ).all():
+                old = json_to_distribution(old)
+                if isinstance(old, CategoricalDistribution):
+                    external = old.to_external_repr(value)
+                    connection.execute(
+                        update,
+                        {"value": dist.to_internal_repr(external), "dist": text, "id": param_id},
+                    )

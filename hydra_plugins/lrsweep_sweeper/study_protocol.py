@@ -252,9 +252,14 @@ def open_study(
     sharing.check_identity(study_name, existed, attrs.get("config"), identity)
     sharing.check_axes(study_name, attrs.get("grid", {}), axes)
     study_id = storage.get_study_id_from_name(study_name)
-    dists = sharing.run_distributions(
-        study_name, axes, sharing.recorded_distributions(study, storage, study_id)
+    dists, conversions = sharing.run_distributions(
+        study_name,
+        axes,
+        sharing.recorded_distributions(study, storage, study_id),
+        can_convert=getattr(storage, "engine", None) is not None,
     )
+    if conversions:  # the study's records of an earlier lrsweep, made to take more values
+        sharing.convert_params(storage, study_id, conversions)
     if attrs.get("config") is None:
         study.set_user_attr("config", identity)
     # The study describes itself: every value each axis was swept over (reruns may add some).
