@@ -31,7 +31,7 @@ from optuna.distributions import (
 )
 
 from hydra_plugins.lrsweep_sweeper import sharing
-from hydra_plugins.lrsweep_sweeper.grid import Axis, SweepConfigError
+from hydra_plugins.lrsweep_sweeper.grid import Axis
 from hydra_plugins.lrsweep_sweeper.interrupts import interrupt_deferred, interrupt_noted
 from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR, record_params
 from src import range_test, refine, report, transfer
@@ -359,7 +359,8 @@ def test_a_grown_grid_is_recorded_beside_the_studys_first_distributions(a_storag
         "opt": CategoricalDistribution(["a"]),
     }
     assert [t.params["seed"] for t in study.trials] == [0, 0, 0, 1, 2, 0, 1, 2]
-    with pytest.raises(SweepConfigError, match="recorded opt as a choice of"):
+    # ValueError: Hydra re-executes plugin modules on each run, making new SweepConfigError classes
+    with pytest.raises(ValueError, match="recorded opt as a choice of"):
         sharing.run_distributions(name, [Axis("opt", ["a", "b"])], recorded)
 
 
