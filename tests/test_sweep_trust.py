@@ -194,8 +194,8 @@ def test_seeds_an_earlier_lrsweep_recorded_as_a_choice_take_more_seeds(tmp_path)
     engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/outputs/lrsweep.db")
     with engine.begin() as connection:  # as the earlier lrsweep recorded them: choice indices
         connection.execute(
-            sqlalchemy.text("UPDATE trial_params SET distribution_json = :d, param_value = "
-                            "CASE WHEN param_value = 3 THEN 0 ELSE 1 END WHERE param_name = 'seed'"),
+            sqlalchemy.text("UPDATE trial_params SET distribution_json = :d, param_value = CASE "
+                            "WHEN param_value = 3 THEN 0 ELSE 1 END WHERE param_name = 'seed'"),
             {"d": distribution_to_json(CategoricalDistribution([3, 0]))},
         )  # fmt: skip
     engine.dispose()

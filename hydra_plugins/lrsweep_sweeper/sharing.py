@@ -119,14 +119,15 @@ def distribution_for(axis: Axis, recorded: Any = None) -> Any:
     )
 
     values = axis.values
-    if isinstance(recorded, CategoricalDistribution) or not all(map(_is_number, values)):
+    if isinstance(recorded, CategoricalDistribution):
+        missing = [v for v in values if v not in recorded.choices]
+        if missing:
+            raise ValueError(f"{missing} not among its choices")
+        return recorded  # the study's own choices: this run's values are among them
+    if not all(map(_is_number, values)):
         if recorded is None:
             return CategoricalDistribution(values)
-        if isinstance(recorded, CategoricalDistribution) and all(
-            v in recorded.choices for v in values
-        ):
-            return recorded  # the study's own choices: this run's values are among them
-        raise ValueError(f"{values} not all among them")
+        raise ValueError(f"{[v for v in values if not _is_number(v)]} are not numbers")
     log = axis.log if recorded is None else recorded.log
     if log and min(values) <= 0:
         raise ValueError(f"{values} are not all > 0")
@@ -198,7 +199,8 @@ def convert_params(storage: Any, study_id: int, conversions: dict[str, Any]) -> 
 
     select = sqlalchemy.text(
         "SELECT p.param_id, p.param_value, p.distribution_json FROM trial_params p "
-        "JOIN trials t ON t.trial_id = p.trial_id WHERE t.study_id = :study AND p.param_name = :name"
+        "JOIN trials t ON t.trial_id = p.trial_id "
+        "WHERE t.study_id = :study AND p.param_name = :name"
     )
     update = sqlalchemy.text(
         "UPDATE trial_params SET param_value = :value, distribution_json = :dist "

@@ -9,8 +9,8 @@ Each step is safe to repeat, in any number of processes or machines sharing the 
 3. still under the lock, `claim` (of the WAITING trials `queue_ahead` saw and queued): the
    heartbeat first, then WAITING -> RUNNING (succeeds for one process only; on SQLite only under
    the lock, as Optuna reads the state before its write begins); a claim that finds an older
-   trial of the same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C or SIGTERM back
-   until the claimed trials are registered as in flight;
+   trial of the same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C or
+   SIGTERM back until the claimed trials are registered as in flight;
 4. `tell`: a job's outcome, never raising for the job's fault.
 
 Optuna's GridSampler is not used: on Optuna 5 it does not compose with enqueued trials and
@@ -49,9 +49,9 @@ MAX_NAME_BYTES = 200
 
 def check_study_name(name: str) -> None:
     """A study name that is safe as one folder name; else SweepConfigError. Every command that
-    takes a study name applies this one check (the sweeper, `src.train.check_config`,
-    `src.study.compose_config`)."""
-    if not name.strip() or name.strip(". ") == "":
+    takes a study name applies this one check (the sweeper; the others through
+    `src.study.check_name`)."""
+    if not name.strip(". "):
         # `.` (or blanks) names the sweeps folder itself: every such study would share its trial
         # folders.
         raise SweepConfigError(

@@ -186,7 +186,7 @@ class LrSweeper(Sweeper):
             console.fail(SweepConfigError(storage_problem(self.storage_url, err)))
         with protocol.interrupt_noted() as interrupted:
             try:
-                self._run(study, storage, lock, dists, fixed, grid, axes)
+                self._run(study, storage, lock, axes, fixed, grid, dists)
             except BaseException as err:
                 # A Ctrl-C can surface as another error when it lands inside a library that
                 # wraps what it catches (OmegaConf does, composing a job's config).
@@ -279,10 +279,10 @@ class LrSweeper(Sweeper):
         study: Any,
         storage: Any,
         lock: protocol.StudyLock,
-        dists: dict[str, Any],
+        axes: list[Axis],
         fixed: list[str],
         grid: dict[str, dict[str, Any]],
-        axes: list[Axis],
+        dists: dict[str, Any],
     ) -> None:
         study_id = storage.get_study_id_from_name(self.study_name)
         shown_url = hide_password(self.storage_url)
