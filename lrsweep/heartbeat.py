@@ -7,6 +7,27 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+# A grace period must cover at least this many heartbeat intervals: a beat that lands a little
+# late (a busy machine, a slow commit) must not make a live trial look dead to another sweep,
+# which would fail it and run its point a second time.
+MIN_GRACE_INTERVALS = 2
+
+
+def check_timing(interval: float, grace_period: float) -> None:
+    """Refuse (ValueError, one line) a heartbeat interval below 1 s or a grace period shorter
+    than `MIN_GRACE_INTERVALS` heartbeat intervals."""
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 1:
+        raise ValueError(
+            f"hydra.sweeper.heartbeat_interval={interval!r} is invalid: a number of seconds >= 1"
+        )
+    if grace_period < MIN_GRACE_INTERVALS * interval:
+        raise ValueError(
+            f"hydra.sweeper.grace_period={grace_period!r} is invalid: it must be at least "
+            f"{MIN_GRACE_INTERVALS}x hydra.sweeper.heartbeat_interval ({interval!r} s), i.e. >= "
+            f"{MIN_GRACE_INTERVALS * interval:g} s, or live sweeps sharing the study fail each "
+            "other's trials and run their points twice"
+        )
+
 
 class Heartbeat:
     """Records a heartbeat every `interval` seconds for each trial added, until discarded."""

@@ -18,6 +18,7 @@ lane that launches batches of `n_jobs`.
 
 import contextlib
 import gc
+import signal
 import sys
 import threading
 import time
@@ -35,6 +36,15 @@ from lrsweep.storage_url import hide_password, is_storage_error, storage_problem
 
 # A claimed point: (trial number, trial id, its params).
 Claimed = tuple[int, int, dict[str, Any]]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the sweep once its trials in flight were failed; `exit_status`
+    is the conventional status of a process stopped by that signal (130, 143)."""
+
+    def __init__(self, exit_status: int = 130) -> None:
+        super().__init__(exit_status)
+        self.exit_status = exit_status
 
 
 class StorageFailed(RuntimeError):
@@ -79,9 +89,10 @@ class SweepResult:
 Launch = Callable[[list[Claimed], int], Sequence[protocol.JobResult]]
 
 
-def open_sweep_study(spec: SweepSpec) -> tuple[Any, Any, protocol.StudyLock]:
-    """(study, storage, lock): the study created or loaded under its lock, checked to hold this
-    experiment. Bad settings or an unusable storage: SweepConfigError, with one line to show."""
+def open_sweep_study(spec: SweepSpec) -> tuple[Any, dict[str, Any], Any, protocol.StudyLock]:
+    """(study, distributions, storage, lock): the study created or loaded under its lock, checked
+    to take this run (`study_sharing`), and the distributions its grid values are recorded with.
+    Bad settings or an unusable storage: SweepConfigError, with one line to show."""
     import optuna
     import sqlalchemy
 
@@ -91,7 +102,7 @@ def open_sweep_study(spec: SweepSpec) -> tuple[Any, Any, protocol.StudyLock]:
             storage = protocol.open_storage(
                 spec.storage_url, spec.heartbeat_interval, spec.grace_period
             )
-            study = protocol.open_study(
+            study, dists = protocol.open_study(
                 storage,
                 spec.study_name,
                 spec.direction,
@@ -108,24 +119,24 @@ def open_sweep_study(spec: SweepSpec) -> tuple[Any, Any, protocol.StudyLock]:
         OSError,
     ) as err:  # unreachable server, not a database, a read-only folder, ...
         raise SweepConfigError(storage_problem(spec.storage_url, err)) from None
-    return study, storage, lock
+    return study, dists, storage, lock
 
 
 def run_sweep(spec: SweepSpec, launch: Launch) -> SweepResult:
     """Runs what is missing of `spec.grid` (module docstring). Raises SweepConfigError for bad
     settings or an unusable storage (before any trial is claimed), TooManyFailures,
-    StorageFailed, and KeyboardInterrupt on Ctrl-C once the trials in flight are failed (one
-    line printed)."""
+    StorageFailed, and Interrupted (a KeyboardInterrupt) on Ctrl-C or SIGTERM once the trials in
+    flight are failed (one line printed)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and stale-trial failing are "experimental" in Optuna: we rely on them knowingly.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study, storage, lock = open_sweep_study(spec)
+    study, dists, storage, lock = open_sweep_study(spec)
     # Jobs run in this process report through this sweep's storage: one engine, one connection.
     with protocol.interrupt_noted() as interrupted, sharing(spec.storage_url, storage):
         try:
-            launched = _Run(spec, launch, study, storage, lock).run()
+            launched = _Run(spec, launch, study, dists, storage, lock).run()
         except BaseException as err:
             # A Ctrl-C can surface as another error when it lands inside a library that
             # wraps what it catches (OmegaConf does, composing a job's config).
@@ -137,12 +148,13 @@ def run_sweep(spec: SweepSpec, launch: Launch) -> SweepResult:
                         console.storage_failed(shown, reason, spec.grace_period)
                     ) from err
                 raise
+            by = f" by {interrupted.name}" if interrupted.signum == signal.SIGTERM else ""
             print(
-                "\n[lrsweep] interrupted: trials in flight are marked FAIL; "
+                f"\n[lrsweep] interrupted{by}: trials in flight are marked FAIL; "
                 "run the same command again to resume",
                 file=sys.stderr,
             )
-            raise KeyboardInterrupt from None
+            raise Interrupted(interrupted.exit_status) from None
         finally:
             # The sweep's own connections, closed now rather than whenever the garbage
             # collector (frozen at exit in trial processes) gets to them.
@@ -157,13 +169,19 @@ class _Run:
     """The lanes of one sweep and what they share; `mutex` guards the counters and `in_flight`."""
 
     def __init__(
-        self, spec: SweepSpec, launch: Launch, study: Any, storage: Any, lock: Any
+        self,
+        spec: SweepSpec,
+        launch: Launch,
+        study: Any,
+        dists: dict[str, Any],
+        storage: Any,
+        lock: Any,
     ) -> None:
         self.spec, self.launch = spec, launch
         self.study, self.storage, self.lock = study, storage, lock
         self.study_id = storage.get_study_id_from_name(spec.study_name)
         self.grid = spec.grid
-        self.dists = protocol.distributions(spec.axes)
+        self.dists = dists
         self.index = protocol.TrialIndex(study, storage, self.study_id)
         self.done: set[str] = protocol.done_points(self.index.rows(), self.grid)
         # Looked at once per poll: a point waits at most one poll more than its grace period.

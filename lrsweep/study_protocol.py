@@ -9,8 +9,8 @@ Each step is safe to repeat, in any number of processes or machines sharing the 
 3. still under the lock, `claim` (of the WAITING trials `queue_ahead` saw and queued): the
    heartbeat first, then WAITING -> RUNNING (succeeds for one process only; on SQLite only under
    the lock, as Optuna reads the state before its write begins); a claim that finds an older
-   trial of the same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C back
-   until the claimed trials are registered as in flight;
+   trial of the same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C or
+   SIGTERM back until the claimed trials are registered as in flight;
 4. `tell`: a job's outcome, never raising for the job's fault.
 
 Optuna's GridSampler is not used: on Optuna 5 it does not compose with enqueued trials and
@@ -33,6 +33,10 @@ from typing import Any, NamedTuple
 from lrsweep.connections import SERVER_POOL, pool_kwargs
 from lrsweep.grid import Axis, SweepConfigError
 from lrsweep.heartbeat import Heartbeat
+from lrsweep.interrupts import (  # noqa: F401 (the protocol's step 3)
+    interrupt_deferred,
+    interrupt_noted,
+)
 from lrsweep.storage_url import sqlite_path
 
 POINT_ATTR = "grid_point"  # trial user attr: the canonical JSON of the trial's grid point
@@ -43,7 +47,16 @@ MAX_NAME_BYTES = 200
 
 
 def check_study_name(name: str) -> None:
-    """A study name that is safe as one folder name; else SweepConfigError."""
+    """A study name that is safe as one folder name; else SweepConfigError. Every command that
+    takes a study name applies this one check (the sweeper; the others through
+    `src.study.check_name`)."""
+    if not name.strip(". "):
+        # `.` (or blanks) names the sweeps folder itself: every such study would share its trial
+        # folders.
+        raise SweepConfigError(
+            f"study name {name!r} is invalid: it names a folder under outputs/, so it must hold "
+            "a character other than '.' and blanks"
+        )
     if "/" in name or "\\" in name or ".." in name or "\x00" in name:
         raise SweepConfigError(
             f"study name {name!r} is invalid: it names a folder under outputs/, so it may not "
@@ -231,10 +244,15 @@ def open_study(
     identity: dict[str, Any],
     axes: Sequence[Axis],
     metric_name: str | None,
-) -> Any:
-    """The study, created or loaded, checked to hold this experiment, and described."""
+) -> tuple[Any, dict[str, Any]]:
+    """The study, created or loaded, checked to take this run (`sharing`: the experiment, the
+    axes, the distributions its values are recorded with) before anything is written to it, then
+    described; and the distributions (axis name -> distribution) for `record_params`."""
     import optuna
 
+    from lrsweep import study_sharing as sharing
+
+    existed = sharing.study_exists(storage, study_name)
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,
@@ -246,26 +264,29 @@ def open_study(
         raise SweepConfigError(
             f"study '{study_name}' is {study.direction.name.lower()}, not {direction}"
         )
-    recorded = study.user_attrs.get("config")
-    if recorded is not None and recorded != identity:
-        differ = sorted(
-            k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k)
-        )
-        raise SweepConfigError(
-            f"study '{study_name}' holds another experiment (differs in {differ}); "
-            "set study.name to a new name"
-        )
-    if recorded is None:
+    attrs = study.user_attrs
+    sharing.check_identity(study_name, existed, attrs.get("config"), identity)
+    sharing.check_axes(study_name, attrs.get("grid", {}), axes)
+    study_id = storage.get_study_id_from_name(study_name)
+    dists, conversions = sharing.run_distributions(
+        study_name,
+        axes,
+        sharing.recorded_distributions(study, storage, study_id),
+        can_convert=getattr(storage, "engine", None) is not None,
+    )
+    if conversions:  # the study's records of an earlier lrsweep, made to take more values
+        sharing.convert_params(storage, study_id, conversions)
+    if attrs.get("config") is None:
         study.set_user_attr("config", identity)
     # The study describes itself: every value each axis was swept over (reruns may add some).
-    grid = dict(study.user_attrs.get("grid", {}))
+    grid = dict(attrs.get("grid", {}))
     for axis in axes:
         known = list(grid.get(axis.name, []))
         grid[axis.name] = known + [v for v in axis.values if v not in known]
     study.set_user_attr("grid", grid)
     if metric_name and study.metric_names is None:
         study.set_metric_names([metric_name])
-    return study
+    return study, dists
 
 
 class StaleTrials:
@@ -588,76 +609,11 @@ def older_twin(study: Any, storage: Any, study_id: int, number: int, key: str) -
     )
 
 
-@contextlib.contextmanager
-def interrupt_deferred() -> Iterator[None]:
-    """Holds back Ctrl-C (SIGINT) until the block ends, then raises KeyboardInterrupt.
-
-    Around a claim and the bookkeeping of its result: an interrupt in between would leave a
-    trial RUNNING that no one knows is ours. Deferred, it arrives when the trial is registered
-    as in flight, and the sweeper's handler fails it at once."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous in (signal.SIG_IGN, None):  # ignored (or not set from Python): nothing to defer
-        yield
-        return
-    received: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def interrupt_noted() -> Iterator[Any]:
-    """Ctrl-C raises KeyboardInterrupt as usual, and also sets the event yielded: whatever error
-    it turns into on its way up, the caller knows it was an interrupt."""
-    import signal
-    import threading
-
-    noted = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous in (
-        signal.SIG_IGN,
-        None,
-    ):
-        yield noted
-        return
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        noted.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield noted
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def running_elsewhere(
     rows: Sequence[TrialRow], grid: dict[str, dict[str, Any]], ours: dict[int, int]
 ) -> int:
     """The grid's RUNNING trials among `rows` that this run does not hold (`ours`: by number)."""
     return sum(1 for r in rows if r.state == "RUNNING" and r.number not in ours and r.point in grid)
-
-
-def distributions(axes: Sequence[Axis]) -> dict[str, Any]:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
-    return {
-        axis.name: FloatDistribution(min(axis.values), max(axis.values), log=axis.log)
-        if axis.interval
-        else CategoricalDistribution(axis.values)
-        for axis in axes
-    }
 
 
 def record_params(

@@ -9,9 +9,10 @@ Every step runs inside this process, exactly as the command in its header
 records), the other steps through their modules' own functions. Python, torch, Hydra and the data
 are loaded once instead of once per step. The overrides are composed and checked before anything
 runs (bad input: one line, exit 2, nothing written); the first step that fails stops the search with
-its exit code; Ctrl-C stops it with 130 (trials in flight are marked FAIL). Every step is resumable,
-so re-running the command after an interruption finishes the remaining trials. The overrides are the
-stage-1 Hydra overrides (`python -m src.train -m <overrides>`):
+its exit code; Ctrl-C stops it with 130, SIGTERM (preemption, `timeout`) with 143, trials in flight
+marked FAIL. Every step is resumable, so re-running the command after an interruption finishes the
+remaining trials. The overrides are the stage-1 Hydra overrides
+(`python -m src.train -m <overrides>`):
 
 0. with --auto-bounds: python -m src.range_test <overrides> study.name=<name>-auto (the overrides
              `range_test.*` go to it alone); the bounds of its
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lrsweep.interrupts import interrupt_noted  # noqa: E402
 from src import range_test, refine, report  # noqa: E402
 from src.checks import check_sweep  # noqa: E402
 from src.cli import run_cli  # noqa: E402
@@ -57,7 +59,6 @@ from src.train import check_config, check_output_dirs, run_multirun  # noqa: E40
 
 AUTO_SUFFIX = "-auto"
 RANGE_TEST_PREFIX = "range_test."
-EXIT_INTERRUPTED = 130
 
 
 def header(title: str, command: list[str]) -> None:
@@ -153,12 +154,14 @@ def _main(argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Bad input (a ConfigError here, e.g. from planning the confirm step) is one line, status 2;
-    Ctrl-C outside a sweep (a sweep reports its own) is one line, status 130."""
-    try:
-        return run_cli(_main, argv)
-    except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    Ctrl-C or SIGTERM outside a sweep (a sweep reports its own) is one line, status 130 or 143
+    (128 + the signal's number)."""
+    with interrupt_noted() as interrupted:
+        try:
+            return run_cli(_main, argv)
+        except KeyboardInterrupt:
+            print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+            return interrupted.exit_status
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ def prepare_confirm(overrides: Sequence[str], top_k: int = 3, n_seeds: int = 3) 
         stage="confirm",
         meta={"candidates": plan.lrs, "seeds": plan.seeds},
         direction=direction,
+        identity=open_study(name, storage_url).user_attrs.get("config"),  # stage 1's experiment
     )
     print(f"confirm: lrs {[f'{x:.4g}' for x in plan.lrs]} from {plan.stage}, seeds {plan.seeds}")
     return replace_overrides(

@@ -167,6 +167,7 @@ def _main(argv: Sequence[str] | None) -> int:
         stage="stage2",
         meta={"proposal": {"low": proposal.low, "high": proposal.high, "reason": proposal.reason}},
         direction=direction,
+        identity=study.user_attrs.get("config"),  # stage 1's experiment
     )
     from src.train import run_multirun  # imports torch: only when a sweep runs
 

@@ -191,11 +191,22 @@ def create_child_study(
     stage: str,
     meta: dict[str, Any] | None = None,
     direction: str = "maximize",
+    identity: dict[str, Any] | None = None,
 ) -> optuna.Study:
-    """The study a later stage sweeps into, tagged with its parent and stage; reused if it exists."""
+    """The study a later stage sweeps into, tagged with its parent and stage; reused if it exists.
+    `identity` (`experiment_identity`, the parent's) is recorded when this creates the study: the
+    sweeper adopts no study without one, and checks a reused one against its own."""
+    store = storage(storage_url)
+    try:
+        store.get_study_id_from_name(name)
+        created = False
+    except KeyError:
+        created = True
     study = optuna.create_study(
-        study_name=name, storage=storage(storage_url), direction=direction, load_if_exists=True
+        study_name=name, storage=store, direction=direction, load_if_exists=True
     )
+    if created and identity is not None:
+        study.set_user_attr("config", identity)
     study.set_user_attr("parent_study", parent)
     study.set_user_attr("stage", stage)
     for key, value in (meta or {}).items():
@@ -374,7 +385,6 @@ def compose_config(
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException
 
-    from lrsweep.study_protocol import check_study_name
     from src.key_typos import typo_error
     from src.storage_guard import refuse_literal_password
 
@@ -390,10 +400,18 @@ def compose_config(
         if typo is None:
             raise
         raise typo from err
-    try:  # the name names folders (reports): refused before anything is read or written
-        check_study_name(str(cfg.study.name))
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    check_name(str(cfg.study.name))  # it names folders: refused before anything is touched
     # The sweeps these tools start would refuse it too, but only after printing their command.
     refuse_literal_password(cfg)
     return cfg
+
+
+def check_name(name: str) -> None:
+    """The study-name check of every command (the sweeper's `check_study_name`: one folder name
+    under outputs/), raising ConfigError."""
+    from lrsweep.study_protocol import check_study_name
+
+    try:
+        check_study_name(name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

@@ -45,7 +45,7 @@ from src.data import Batches, Splits, as_splits
 from src.devices import gpu_for_slot
 from src.errors import ConfigError
 from src.inprocess import run_hydra_main
-from src.study import CONF_DIR, TrialReporter
+from src.study import CONF_DIR, TrialReporter, check_name
 
 SCHEDULES = ("constant", "cosine")
 # What a trial returns. A diverged trial scores 0.0 accuracy, or an infinite loss (the sweeper
@@ -129,6 +129,8 @@ def check_config(cfg: DictConfig) -> None:
         "null or an integer >= 0 (set by the sweeper)",
     )
     resolve_device(cfg.device, cfg.get("worker_slot"))
+    if OmegaConf.select(cfg, "study.name") is not None:  # it names folders: trials, reports
+        check_name(str(cfg.study.name))
     for group in ("data", "model", "optimizer"):
         target = OmegaConf.select(cfg, f"{group}._target_")
         check_importable(group, str(target))

@@ -81,8 +81,9 @@ def base_from_study(name: str, storage_url: str, reports: Path) -> Base:
     `src.report.choose`."""
     from lrsweep.stats import aggregate
     from src.report import choose
-    from src.study import load_frames, open_study
+    from src.study import check_name, load_frames, open_study
 
+    check_name(name)  # it names the report folder read and written: one safe folder name
     try:
         study = open_study(name, storage_url)
     except ConfigError as err:  # a missing study: the message lists the studies there are

@@ -24,6 +24,7 @@ from lrsweep import study_protocol
 from lrsweep.grid import point_key
 from lrsweep.heartbeat import Heartbeat
 from lrsweep.study_protocol import POINT_ATTR
+from src.study import compose_config, experiment_identity
 
 State = optuna.trial.TrialState
 
@@ -67,6 +68,8 @@ def test_a_running_trial_without_heartbeat_is_failed_and_its_point_rerun(workdir
     url = db_url(workdir)
     (workdir / "outputs").mkdir()
     study = optuna.create_study(storage=url, study_name="stuck", direction="maximize")
+    # What lrsweep records first in a study it makes: a study without it is not adopted.
+    study.set_user_attr("config", experiment_identity(compose_config(TINY)))
     params = {"lr": 0.05, "seed": 0}
     study.enqueue_trial(params, user_attrs={POINT_ATTR: point_key(params)})
     orphan = study.ask()  # WAITING -> RUNNING; this storage records no heartbeat

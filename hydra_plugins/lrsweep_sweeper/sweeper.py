@@ -34,6 +34,7 @@ from hydra_plugins.lrsweep_sweeper.grid import build_axes, param_overrides
 from lrsweep import console
 from lrsweep import study_protocol as protocol
 from lrsweep.grid import Axis, SweepConfigError, build_grid
+from lrsweep.heartbeat import check_timing
 from lrsweep.storage_url import check_storage_url, raw_value, refuse_literal_password
 
 _ABSENT = object()  # OmegaConf.select's default for a key the job config does not have
@@ -168,8 +169,8 @@ class LrSweeper(Sweeper):
                 raise
             print(f"error: {err}", file=sys.stderr, flush=True)
             raise SystemExit(console.EXIT_STORAGE_FAILED) from None
-        except KeyboardInterrupt:
-            raise SystemExit(130) from None
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (runner.Interrupted): 130, 143
+            raise SystemExit(getattr(err, "exit_status", 130)) from None
         print(report.text)
         console.dashboard(result.shown_url)
 
@@ -258,6 +259,7 @@ class LrSweeper(Sweeper):
         refuse_literal_password(raw_url if isinstance(raw_url, str) else self.storage_url)
         if self.n_jobs < 1 or (self.n_trials is not None and self.n_trials < 1):
             raise SweepConfigError(f"n_jobs={self.n_jobs}, n_trials={self.n_trials}: must be >= 1")
+        check_timing(self.heartbeat_interval, self.grace_period)
         axes, fixed = build_axes(self.params, arguments, self.points)
         if not axes:
             raise SweepConfigError("nothing to sweep: hydra.sweeper.params is empty")
