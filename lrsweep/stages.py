@@ -147,9 +147,9 @@ def run_later_stages(
     plan: SearchPlan, stage1: SweepSpec, run_stage: Callable[[SweepSpec], SweepResult]
 ) -> SearchReport:
     """Stage 2, the confirm step and the report after `stage1` ran (module docstring)."""
+    from lrsweep.bounds import propose_bounds
+    from lrsweep.confirm import plan_confirm
     from lrsweep.stats import aggregate
-    from src.confirm import plan_confirm
-    from src.refine import propose_bounds
 
     names = study_names(stage1.study_name)
     url, direction = stage1.storage_url, stage1.direction
@@ -206,9 +206,10 @@ def write_search_report(
     import pandas as pd
     import yaml
 
+    from lrsweep.choice import SELECTION_NOTE, choose, resolution
+    from lrsweep.curve import curve_figure
     from lrsweep.frames import TRIAL_COLUMNS
     from lrsweep.stats import aggregate, format_table
-    from src.report import SELECTION_NOTE, choose, curve_figure, resolution
 
     out = plan.report_dir
     out.mkdir(parents=True, exist_ok=True)

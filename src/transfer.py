@@ -28,7 +28,7 @@ that size) is one line `error: ...` and exit status 2.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,21 +51,10 @@ from src.checks import check_lr
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import format_value, override_key, replace_overrides
+from src.sizes import WIDTH_KEYS, model_sizes, width_key
 from src.study import compose_config, report_dir
 
-WIDTH_KEYS = ("width", "channels")  # the model config key that holds a model's width
 OWN_PREFIXES = ("base.", "target.", "rules.")  # transfer's own keys: never passed on to training
-
-
-def width_key(model: Mapping[str, Any]) -> str | None:
-    """The key of `model`'s config that holds its width (`width`, `channels`), None without one."""
-    return next((k for k in WIDTH_KEYS if k in model), None)
-
-
-def model_sizes(model: Mapping[str, Any]) -> dict[str, Any]:
-    """{"width": ..., "depth": ...} of a model config, None where it has no such key."""
-    key = width_key(model)
-    return {"width": model[key] if key else None, "depth": model.get("depth")}
 
 
 @dataclass(frozen=True)
@@ -78,9 +67,9 @@ class Base:
 
 def base_from_study(name: str, storage_url: str, reports: Path) -> Base:
     """The study's LR: its report's best.yaml (in the folder `reports`) when it exists, else
-    `src.report.choose`."""
+    `lrsweep.choice.choose`."""
+    from lrsweep.choice import choose
     from lrsweep.stats import aggregate
-    from src.report import choose
     from src.study import check_name, load_frames, open_study
 
     check_name(name)  # it names the report folder read and written: one safe folder name

@@ -9,7 +9,7 @@ overrides) it runs the normal search as subprocesses: stage 1 (`python -m src.tr
 identity, hence of the default study name), and every step is resumable: re-running the command
 runs only the missing trials. Then per scale:
 
-- the measured optimum: `src.report.choose` over the stages, its interpolated optimum (a parabola in
+- the measured optimum: `lrsweep.choice.choose` over the stages, its interpolated optimum (a parabola in
   log10(lr) over the finest stage's top points) when there is one, else the best LR;
 - for every rule of the axis (`lrsweep.scaling.RULES`), the LR it predicts from the smallest scale's
   optimum, and measured / predicted;
@@ -58,7 +58,7 @@ class ScaleResult:
 
 def axis_key(axis: str, model: dict) -> str:
     """The override key that sets `axis` for this model."""
-    from src.transfer import width_key
+    from src.sizes import width_key
 
     if axis == "batch":
         return "batch_size"
@@ -113,8 +113,8 @@ def _step(title: str, args: list[str]) -> None:
 
 def measure_scale(scale: int, overrides: list[str], points: int | None) -> ScaleResult:
     """Stage 1 and 2 of one scale (resumable subprocesses), then its optimum."""
+    from lrsweep.choice import choose
     from src.refine import main as refine_main
-    from src.report import choose
     from src.study import compose_config, load_frames
 
     _step("stage 1", ["-m", "src.train", "-m", *overrides])

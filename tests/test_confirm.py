@@ -8,21 +8,22 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from study_helpers import GRID, agg_of, make_study, parabola
 
+from lrsweep import confirm as confirm_plan
 from src import confirm
 from src.study import trials_frame
 
 
 def test_confirm_candidates_top_k_plus_extra():
     agg = agg_of({0.1: 0.8, 0.2: 0.9, 0.3: 0.85, 0.4: 0.7})
-    assert confirm.confirm_candidates(agg, 3) == [0.2, 0.3, 0.1]
-    assert confirm.confirm_candidates(agg, 2, [0.25]) == [0.2, 0.3, 0.25]
+    assert confirm_plan.confirm_candidates(agg, 3) == [0.2, 0.3, 0.1]
+    assert confirm_plan.confirm_candidates(agg, 2, [0.25]) == [0.2, 0.3, 0.25]
     already_there = [0.2 * (1 + 1e-12), None]
-    assert confirm.confirm_candidates(agg, 2, already_there) == [0.2, 0.3]
+    assert confirm_plan.confirm_candidates(agg, 2, already_there) == [0.2, 0.3]
 
 
 def test_fresh_seeds():
-    assert confirm.fresh_seeds([0, 1, 2], 3) == [3, 4, 5]
-    assert confirm.fresh_seeds([], 2) == [0, 1]
+    assert confirm_plan.fresh_seeds([0, 1, 2], 3) == [3, 4, 5]
+    assert confirm_plan.fresh_seeds([], 2) == [0, 1]
 
 
 def test_plan_confirm_uses_the_finest_stage_and_fresh_seeds(tmp_path):
@@ -30,12 +31,12 @@ def test_plan_confirm_uses_the_finest_stage_and_fresh_seeds(tmp_path):
     s1 = make_study(url, "a", {x: parabola(x) for x in GRID}, seeds=(0, 1))
     fine = [float(x) for x in np.logspace(-2.6, -1.4, 7)]
     s2 = make_study(url, "a-stage2", {x: parabola(x, 10**-1.95) for x in fine}, seeds=(0, 1, 4))
-    plan = confirm.plan_confirm({"stage1": trials_frame(s1), "stage2": trials_frame(s2)}, 3, 2)
+    plan = confirm_plan.plan_confirm({"stage1": trials_frame(s1), "stage2": trials_frame(s2)}, 3, 2)
     assert plan.stage == "stage2" and plan.seeds == [5, 6]
     assert plan.lrs[:3] == [fine[3], fine[4], fine[2]]  # by distance to the peak 10**-1.95
     assert plan.lrs[3] == pytest.approx(10**-1.95, rel=1e-3)  # the interpolated optimum
     assert plan.lrs[4:] == [GRID[5]]  # stage 1's best, to weigh stage 2's gain on fresh seeds
-    only1 = confirm.plan_confirm({"stage1": trials_frame(s1)}, top_k=1, n_seeds=1)
+    only1 = confirm_plan.plan_confirm({"stage1": trials_frame(s1)}, top_k=1, n_seeds=1)
     assert (only1.stage, only1.lrs[0], only1.seeds) == ("stage1", GRID[5], [2])
 
 
@@ -44,7 +45,7 @@ def test_prepare_confirm_creates_the_study_and_quotes_the_choice(tmp_path):
     make_study(url, "a", {x: parabola(x) for x in GRID})
     base = [f"study.storage={url}", "study.name=a", "epochs=3"]
     out = confirm.prepare_confirm(base, top_k=2, n_seeds=2)
-    plan = confirm.plan_confirm(
+    plan = confirm_plan.plan_confirm(
         {"stage1": trials_frame(optuna.load_study(study_name="a", storage=url))}, 2, 2
     )
     choice = "'choice(" + ",".join(repr(x) for x in plan.lrs) + ")'"

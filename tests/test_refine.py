@@ -6,9 +6,10 @@ import optuna
 import pytest
 from study_helpers import GRID, add_trial, make_study
 
+from lrsweep import bounds
+from lrsweep.grid import SweepConfigError
 from lrsweep.stats import aggregate
 from src import refine
-from src.errors import ConfigError
 from src.study import compose_config, trials_frame
 
 STEP = GRID[1] / GRID[0]
@@ -33,7 +34,7 @@ def peak_at(i, width=10):
 
 
 def propose(study):
-    return refine.propose_bounds(aggregate(trials_frame(study)), GRID[0], GRID[-1])
+    return bounds.propose_bounds(aggregate(trials_frame(study)), GRID[0], GRID[-1])
 
 
 def test_an_lr_that_diverges_on_one_seed_does_not_win(tmp_path):
@@ -44,7 +45,7 @@ def test_an_lr_that_diverges_on_one_seed_does_not_win(tmp_path):
             study, 0.1, seed, diverged=True
         )
         add_trial(study, 1.0, seed, diverged=True)
-    p = refine.propose_bounds(aggregate(trials_frame(study)), 0.01, 1.0)
+    p = bounds.propose_bounds(aggregate(trials_frame(study)), 0.01, 1.0)
     assert p.best_lr == 0.01
 
 
@@ -106,13 +107,13 @@ def test_failed_points_are_not_grid_points(tmp_path):
 
 def test_all_diverged_is_a_config_error(tmp_path):
     study = grid_study(tmp_path, means=peak_at(4), diverged=range(10))
-    with pytest.raises(ConfigError, match="at least 2 LRs"):
+    with pytest.raises(SweepConfigError, match="at least 2 LRs"):
         propose(study)
 
 
 def test_fewer_than_two_finished_points_is_a_config_error(tmp_path):
     study = grid_study(tmp_path, means=peak_at(4), diverged=range(5, 10), failed=range(1, 5))
-    with pytest.raises(ConfigError, match="got 1 of 10"):
+    with pytest.raises(SweepConfigError, match="got 1 of 10"):
         propose(study)
 
 

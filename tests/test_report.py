@@ -11,8 +11,10 @@ import pytest
 import yaml
 from study_helpers import GRID, add_trial, agg_of, make_study, parabola
 
+from lrsweep import choice as choosing
+from lrsweep import curve
+from lrsweep.confirm import plan_confirm
 from src import report
-from src.confirm import plan_confirm
 from src.study import TRIAL_COLUMNS, compose_config, experiment_identity, trials_frame
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -25,22 +27,22 @@ def test_choose_prefers_confirm_then_the_finest_stage():
     s1 = agg_of({GRID[3]: 0.8, GRID[4]: 0.85, GRID[5]: 0.7}, n=3, std=0.01)
     s2 = agg_of({0.001: 0.86, 0.002: 0.88, 0.003: 0.87}, n=3, std=0.01)
     conf = agg_of({0.002: 0.87, 0.003: 0.875}, n=3, std=0.002)
-    assert report.choose({"stage1": s1}).lr == GRID[4]
-    c = report.choose({"stage1": s1, "stage2": s2})
+    assert choosing.choose({"stage1": s1}).lr == GRID[4]
+    c = choosing.choose({"stage1": s1, "stage2": s2})
     assert (c.stage, c.lr, c.good_range) == ("stage2", 0.002, (0.002, 0.003))
     assert c.stage2_gain.gain == pytest.approx(0.03)
     assert c.stage2_gain.exceeds_noise is True  # 0.03 > t(0.975, 4) * 0.01 * sqrt(2/3) = 0.0227
-    c = report.choose({"stage1": s1, "stage2": s2, "confirm": conf})
+    c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": conf})
     assert (c.stage, c.lr, c.good_range) == ("confirm", 0.003, (0.003, 0.003))
 
 
 def test_stage2_gain_within_noise_and_unknown_noise():
     s1 = agg_of({0.1: 0.85, 0.2: 0.8}, n=3, std=0.02)
     s2 = agg_of({0.1: 0.86, 0.15: 0.855}, n=3, std=0.02)
-    gain = report.stage2_gain({"stage1": s1, "stage2": s2})
+    gain = choosing.stage2_gain({"stage1": s1, "stage2": s2})
     assert (gain.outcome, gain.exceeds_noise) == ("within noise", False)
     assert "not larger than the noise" in gain.verdict
-    gain = report.stage2_gain({"stage1": agg_of({0.1: 0.85}), "stage2": agg_of({0.1: 0.86})})
+    gain = choosing.stage2_gain({"stage1": agg_of({0.1: 0.85}), "stage2": agg_of({0.1: 0.86})})
     assert (gain.outcome, gain.exceeds_noise, gain.noise) == ("unknown", None, None)
     assert "noise unknown" in gain.verdict
 
@@ -79,7 +81,7 @@ def test_stage2_gain_one_rule_for_a_gain_and_a_loss(source, delta, outcome, word
             "confirm": agg_of({0.1: 0.85, 0.12: 0.85 + delta}, n=3, std=0.01),  # ... fresh: delta
         }
         noise = CONFIRM_NOISE
-    gain = report.stage2_gain(aggs)
+    gain = choosing.stage2_gain(aggs)
     assert (gain.stage1_lr, gain.stage2_lr, gain.measured_on) == (0.1, 0.12, source)
     assert gain.gain == pytest.approx(delta) and gain.noise == pytest.approx(noise)
     assert gain.outcome == outcome
@@ -94,11 +96,11 @@ def test_stage2_gain_zero_std_is_no_evidence_of_zero_noise():
     (1/360 on digits) is not a gain. The stds count as 1/n_val; unknown n_val: noise unknown."""
     conf = agg_of({0.1: 0.85, 0.12: 0.85 + 1 / 360}, n=3, std=0.0)
     aggs = {"stage1": S1, "stage2": agg_of({0.12: 0.95, 0.15: 0.80}, n=1), "confirm": conf}
-    gain = report.stage2_gain(aggs, resolution=1 / 360)
+    gain = choosing.stage2_gain(aggs, resolution=1 / 360)
     assert (gain.outcome, gain.exceeds_noise) == ("within noise", False)
     assert gain.noise == pytest.approx(2.7764451051977987 * math.sqrt(2 / 3) / 360)
     assert "stds floored at 1/n_val" in gain.verdict
-    gain = report.stage2_gain(aggs)
+    gain = choosing.stage2_gain(aggs)
     assert (gain.outcome, gain.noise) == ("unknown", None)
     assert "zero spread, n_val unknown" in gain.verdict
 
@@ -106,7 +108,7 @@ def test_stage2_gain_zero_std_is_no_evidence_of_zero_noise():
 def test_stage2_gain_on_fresh_seeds_from_the_confirm_step():
     s2 = agg_of({0.12: 0.90, 0.15: 0.855}, n=1)  # stage 2's best flatters itself by 0.05 ...
     conf = agg_of({0.1: 0.852, 0.12: 0.855}, n=3, std=0.01)  # ... fresh seeds: +0.003
-    gain = report.stage2_gain({"stage1": S1, "stage2": s2, "confirm": conf})
+    gain = choosing.stage2_gain({"stage1": S1, "stage2": s2, "confirm": conf})
     assert gain.measured_on == "confirm" and gain.gain == pytest.approx(0.003)
     assert gain.noise == pytest.approx(CONFIRM_NOISE)
     assert gain.exceeds_noise is False and "fresh seeds" in gain.verdict
@@ -247,7 +249,7 @@ def test_one_seed_says_the_good_range_is_unknown(tmp_path, monkeypatch, capsys):
     url = f"sqlite:///{tmp_path}/s.db"
     make_study(url, "a", {x: parabola(x) for x in GRID}, seeds=(0,))
     _, best = run_report(tmp_path, monkeypatch)
-    assert best["good_range"] == report.GOOD_RANGE_UNKNOWN
+    assert best["good_range"] == choosing.GOOD_RANGE_UNKNOWN
     assert "good range            unknown (one seed" in capsys.readouterr().out
 
 
@@ -261,7 +263,7 @@ def test_curve_legends_say_one_seed_and_mark_stopped_and_diverged():
     s1["diverged"] = [0, 0, 0, 1]
     s2 = agg_of({0.005: 0.91, 0.01: 0.92, 0.02: 0.915}, n=1)
     aggs = {"stage1": s1, "stage2": s2}
-    fig = report.curve_figure(aggs, report.choose(aggs), "t", "acc")
+    fig = curve.curve_figure(aggs, choosing.choose(aggs), "t", "acc")
     whole, zoom = fig.axes
     for ax in (whole, zoom):  # the zoom has its own legend
         labels = _labels(ax)
@@ -274,8 +276,8 @@ def test_curve_legends_say_one_seed_and_mark_stopped_and_diverged():
 
 def test_curve_shades_the_good_range_with_several_seeds():
     s1 = agg_of({1e-3: 0.8, 1e-2: 0.9, 1e-1: 0.89}, n=3, std=0.02)
-    choice = report.choose({"stage1": s1})
-    fig = report.curve_figure({"stage1": s1}, choice, "t", "acc")
+    choice = choosing.choose({"stage1": s1})
+    fig = curve.curve_figure({"stage1": s1}, choice, "t", "acc")
     (ax,) = fig.axes
     assert "good range [0.01, 0.1]" in _labels(ax) and "stage1 (mean ± std, 3 seeds)" in _labels(ax)
     assert len(ax.patches) == 1  # the shaded span

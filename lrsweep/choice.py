@@ -1,0 +1,205 @@
+"""The choice of a search: the chosen LR, its good range and interpolated optimum, stage 2's
+gain over stage 1, the chosen LR's test score. Pure calculations on the stages' per-LR statistics
+(`lrsweep.stats.aggregate`, stage -> table); no I/O.
+
+The choice: the best mean of the confirm stage when it has a finished trial, else of the finest
+sweep stage (stage 2 if it has a finished trial, else stage 1). `good_range` (the LRs within one std of
+the best mean) is taken in that same stage, and is unknown when the best LR has one seed; the interpolated optimum is fitted on the finest sweep stage (the dense grid).
+
+Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
+seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. One rule for
+both: the 95% Welch t interval of the difference of the two means (`lrsweep.stats.welch_difference`,
+Welch-Satterthwaite degrees of freedom); a std below one validation example (1 / n_val, the
+`val_examples` the trials record) counts as that much, since the same score on every seed is no
+evidence of zero noise. "gain" (stage 2 helped) when the whole interval lies above 0, "loss" when
+it lies below, "within noise" otherwise; "unknown" with a single seed on either side, or a zero
+std where n_val is not recorded. `noise` is the interval's half-width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from lrsweep.grid import SweepConfigError
+from lrsweep.stats import finest_stage, fit_optimum, rank, sign, top_set, welch_difference
+
+# best.yaml's `good_range` and the printed line when the chosen LR has one seed.
+GOOD_RANGE_UNKNOWN = "unknown (one seed: no spread to measure)"
+
+Outcome = Literal["gain", "loss", "within noise", "unknown"]
+
+
+@dataclass(frozen=True)
+class Stage2Gain:
+    """Stage 2's best LR against stage 1's (rules: module docstring)."""
+
+    stage1_lr: float  # each stage's best LR in its own sweep
+    stage2_lr: float
+    stage1_mean: float  # their means where measured (`measured_on`)
+    stage2_mean: float
+    gain: float  # stage2_mean - stage1_mean: negative for a loss
+    noise: float | None  # half-width of the 95% interval; None: unknown
+    exceeds_noise: bool | None  # gain > noise: stage 2 helped; None when the noise is unknown
+    outcome: Outcome
+    measured_on: Literal["confirm", "sweeps"]
+    verdict: str
+    interval: tuple[float, float] | None = None  # 95% Welch t interval of the gain
+    df: float | None = None  # its degrees of freedom
+
+
+def _row_at(agg: pd.DataFrame, lr: float) -> pd.Series | None:
+    rows = agg[np.isclose(agg["lr"], lr, rtol=1e-9, atol=0) & (agg["n"] > 0)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def judge_gain(gain: float, noise: float | None) -> Outcome:
+    """The one rule: "gain" only if gain > noise (the 95% interval lies above 0), "loss" if
+    -gain > noise, else "within noise"; "unknown" without a measured noise."""
+    if noise is None:
+        return "unknown"
+    if gain > noise:
+        return "gain"
+    if -gain > noise:
+        return "loss"
+    return "within noise"
+
+
+def stage2_gain(
+    aggs: Mapping[str, pd.DataFrame],
+    resolution: float | None = None,
+    direction: str = "maximize",
+) -> Stage2Gain | None:
+    """Is stage 2's best LR really better than stage 1's? None without both stages. `resolution`:
+    one validation example (1 / n_val), the floor of a std; None when unknown. The gain is
+    positive when stage 2's LR did better (a higher mean maximising, a lower one minimising)."""
+    if not all(s in aggs and len(rank(aggs[s])) for s in ("stage1", "stage2")):
+        return None
+    b1, b2 = rank(aggs["stage1"], direction).iloc[0], rank(aggs["stage2"], direction).iloc[0]
+    c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
+    c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
+    if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
+        r1, r2, source, where = c1, c2, "confirm", f"on {int(c2['n'])} fresh seeds"
+    else:
+        r1, r2, source, where = b1, b2, "sweeps", "in the sweeps"
+    m1, m2 = float(r1["mean"]), float(r2["mean"])
+    diff = welch_difference(r1, r2, floor=resolution)
+    noise = None if diff is None else diff.half_width
+    gain = sign(direction) * (m2 - m1)
+    outcome = judge_gain(gain, noise)
+    scores = (
+        f"{where}, stage 2's best lr={b2['lr']:.4g} scored {m2:.4f} vs stage 1's best "
+        f"lr={b1['lr']:.4g} {m1:.4f}: gain {gain:+.4f}"
+    )
+    if diff is None:
+        why = "one seed per LR" if min(r1["n"], r2["n"]) < 2 else "zero spread, n_val unknown"
+        verdict = f"{scores}, noise unknown ({why})"
+    else:
+        judged = {
+            "gain": "larger than the noise: stage 2 helped",
+            "loss": "a loss larger than the noise: stage 2 did worse",
+            "within noise": "not larger than the noise",
+        }[outcome]
+        floored = ", stds floored at 1/n_val" if diff.floored else ""
+        verdict = (
+            f"{scores}, 95% interval [{diff.low:+.4f}, {diff.high:+.4f}] (Welch t, "
+            f"df={diff.df:.1f}{floored}): {judged}"
+        )
+    return Stage2Gain(
+        stage1_lr=float(b1["lr"]),
+        stage2_lr=float(b2["lr"]),
+        stage1_mean=m1,
+        stage2_mean=m2,
+        gain=gain,
+        noise=noise,
+        exceeds_noise=None if noise is None else outcome == "gain",
+        outcome=outcome,
+        measured_on=source,
+        verdict=verdict,
+        interval=None if diff is None else (diff.low, diff.high),
+        df=None if diff is None else diff.df,
+    )
+
+
+@dataclass(frozen=True)
+class Choice:
+    stage: str  # where the chosen LR comes from
+    lr: float
+    mean: float
+    std: float
+    n: int
+    good_range: tuple[float, float] | None  # None: unknown (one seed, no spread to measure)
+    interpolated_optimum: float | None
+    stage2_gain: Stage2Gain | None = None
+    optimum_note: str = ""  # how the interpolated optimum was found, or why there is none
+
+
+def choose(
+    aggs: Mapping[str, pd.DataFrame],
+    resolution: float | None = None,
+    direction: str = "maximize",
+) -> Choice:
+    """The chosen LR (rules: module docstring). `aggs`: stage -> `lrsweep.stats.aggregate`;
+    `resolution`: one validation example, 1 / n_val (None: unknown)."""
+    sweep = finest_stage(aggs)
+    stage = "confirm" if "confirm" in aggs and len(rank(aggs["confirm"])) else sweep
+    ranked = rank(aggs[stage], direction) if stage in aggs else pd.DataFrame()
+    if not len(ranked):
+        raise SweepConfigError(
+            "report: no finished non-diverged trial in any stage; nothing to choose from"
+        )
+    best = ranked.iloc[0]
+    good = top_set(ranked, direction)["lr"] if best["n"] >= 2 else None  # one seed: no std
+    optimum, note = (
+        fit_optimum(aggs[sweep], direction=direction) if sweep in aggs else (None, "no sweep")
+    )
+    return Choice(
+        stage=stage,
+        lr=float(best["lr"]),
+        mean=float(best["mean"]),
+        std=float(best["std"]),
+        n=int(best["n"]),
+        good_range=None if good is None else (float(good.min()), float(good.max())),
+        interpolated_optimum=optimum,
+        stage2_gain=stage2_gain(aggs, resolution, direction),
+        optimum_note=note,
+    )
+
+
+SELECTION_NOTE = (
+    "the chosen LR's validation score where it was chosen: optimistic, this score chose it"
+)
+
+
+@dataclass(frozen=True)
+class Score:
+    """The chosen LR's accuracy on the test split, over the trials that chose it."""
+
+    mean: float
+    std: float  # ddof=1; 0 for one trial
+    n: int
+
+
+def test_score(frame: pd.DataFrame, lr: float) -> Score | None:
+    """The mean test accuracy of the COMPLETE trials of `lr` in a `trials_frame` (the confirm
+    seeds when the confirm step chose), or None when they recorded none (no test split)."""
+    rows = frame[
+        np.isclose(frame["lr"], lr, rtol=1e-9, atol=0)
+        & (frame["state"] == "COMPLETE")
+        & frame["test_acc"].notna()
+    ]
+    values = rows["test_acc"].astype(float).to_numpy()
+    if not len(values):
+        return None
+    std = float(values.std(ddof=1)) if len(values) >= 2 else 0.0
+    return Score(float(values.mean()), std, len(values))
+
+
+def resolution(frames: Mapping[str, pd.DataFrame]) -> float | None:
+    """One validation example, 1 / n_val, from the trials' `val_examples` (None if unrecorded)."""
+    sizes = pd.concat([f["val_examples"] for f in frames.values()]).dropna()
+    return 1.0 / float(sizes.max()) if len(sizes) else None
