@@ -29,8 +29,22 @@ from hydra_plugins.lrsweep_sweeper.study_protocol import POINT_ATTR, TrialRow
 State = optuna.trial.TrialState
 
 
+_opened: list[optuna.storages.RDBStorage] = []
+
+
 def load(workdir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir}/outputs/lrsweep.db")
+    """The study `name` of the sweep run in `workdir`, through a storage whose pooled
+    connections are closed after the test (an open connection keeps SQLite's `-wal` file)."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{workdir}/outputs/lrsweep.db")
+    _opened.append(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.fixture(autouse=True)
+def _close_loaded_studies():
+    yield
+    while _opened:
+        _opened.pop().engine.dispose()
 
 
 def complete_points(study: optuna.Study) -> collections.Counter:
@@ -129,7 +143,9 @@ def test_optuna_dashboard_serves_the_study(swept):
         assert len(detail["trials"]) == 8
         assert all(t["state"] == "Complete" for t in detail["trials"])
     finally:
-        server.terminate()
+        # SIGINT, not SIGTERM: the server exits through KeyboardInterrupt and closes its
+        # database connections, leaving no `-wal` file beside the study.
+        server.send_signal(signal.SIGINT)
         server.wait(timeout=10)
 
 
@@ -378,13 +394,14 @@ def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
     assert [(t.state, t.user_attrs["duplicate_of"]) for t in trials[1:]] == [(State.FAIL, 0)] * 2
 
 
-def test_a_sqlite_study_is_written_in_wal_mode_with_normal_sync(swept):
+def test_a_sqlite_study_is_written_in_wal_mode_with_normal_sync(workdir):
     """The sweep's database is in write-ahead-log mode (stored in the file: every later reader
     and writer uses it), lrsweep's connections commit with synchronous=NORMAL (1), and no log is
     left beside the file once the sweep has exited."""
     import sqlite3
 
-    workdir, _ = swept
+    # A study of its own: no other test's reader (or dashboard) holds a connection to it.
+    run_module("src.train", *sweep_args("wal", "sweep.points=2"), cwd=workdir)
     db = workdir / "outputs" / "lrsweep.db"
     # The sweep closed its connections at exit: the log is folded into the file, which alone
     # holds the whole study (it can be copied as it is).
@@ -396,10 +413,13 @@ def test_a_sqlite_study_is_written_in_wal_mode_with_normal_sync(swept):
     finally:
         plain.close()
     storage = study_protocol.open_storage(f"sqlite:///{db}")
-    with storage.engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    try:
+        with storage.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    finally:
+        storage.engine.dispose()
     # Any Optuna client still reads the whole study.
-    assert len(load(workdir, "grid").trials) == 8
+    assert len(load(workdir, "wal").trials) == 2
 
 
 def test_a_file_that_is_no_database_is_left_alone_by_the_connection(tmp_path):
