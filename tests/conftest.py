@@ -78,3 +78,24 @@ def run_python(*args: str, cwd: Path, timeout: float = 120) -> str:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def sweep_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """`python -m src.train -m <args>` run in this process (`src.train.run_multirun`) in `cwd`:
+    a CompletedProcess with the exit status the command would have had and what it printed. For
+    the checks of a refusal's message and exit status: milliseconds where a new process costs
+    seconds. Exit codes of real processes and signals keep their subprocess tests."""
+    from src.train import run_multirun
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        overrides = list(args[1:] if args[:1] == ("-m",) else args)
+        capsys.readouterr()  # only this run's output
+        with monkeypatch.context() as patch:
+            patch.delenv("HYDRA_FULL_ERROR", raising=False)
+            patch.chdir(cwd)
+            status = run_multirun(overrides)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["src.train", "-m", *overrides], status, out, err)
+
+    return run
