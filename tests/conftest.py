@@ -81,21 +81,25 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sweep_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    """`python -m src.train -m <args>` run in this process (`src.train.run_multirun`) in `cwd`:
-    a CompletedProcess with the exit status the command would have had and what it printed. For
-    the checks of a refusal's message and exit status: milliseconds where a new process costs
-    seconds. Exit codes of real processes and signals keep their subprocess tests."""
-    from src.train import run_multirun
+def train_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """`python -m src.train <args>` (`-m` first for a sweep) run in this process, in `cwd`: a
+    CompletedProcess with the exit status the command would have had and what it printed
+    (`src.inprocess.run_hydra_main`, the way `src.train.run_multirun` runs a sweep). For the
+    checks of a refusal's message and exit status: milliseconds where a new process costs
+    seconds. Exit statuses of real processes and signals keep their subprocess tests."""
+    from src import train
+    from src.inprocess import run_hydra_main
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        overrides = list(args[1:] if args[:1] == ("-m",) else args)
         capsys.readouterr()  # only this run's output
         with monkeypatch.context() as patch:
             patch.delenv("HYDRA_FULL_ERROR", raising=False)
             patch.chdir(cwd)
-            status = run_multirun(overrides)
+            if args[:1] == ("-m",):
+                status = train.run_multirun(list(args[1:]))
+            else:
+                status = run_hydra_main(train.main, list(args), argv0=train.__file__)
         out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(["src.train", "-m", *overrides], status, out, err)
+        return subprocess.CompletedProcess(["src.train", *args], status, out, err)
 
     return run

@@ -188,8 +188,8 @@ def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(wo
         ("model=mlp_mup optimizer=adam", "muP needs a muP model"),
     ],
 )
-def test_bad_sweep_input_is_one_line_and_touches_no_study(workdir, override, message, sweep_here):
-    proc = sweep_here(*sweep_args("bad", *override.split()), cwd=workdir)
+def test_bad_sweep_input_is_one_line_and_touches_no_study(workdir, override, message, train_here):
+    proc = train_here(*sweep_args("bad", *override.split()), cwd=workdir)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
@@ -197,9 +197,9 @@ def test_bad_sweep_input_is_one_line_and_touches_no_study(workdir, override, mes
     assert not (workdir / "outputs" / "lrsweep.db").exists()
 
 
-def test_study_of_another_experiment_is_refused(swept, sweep_here):
+def test_study_of_another_experiment_is_refused(swept, train_here):
     workdir, _ = swept
-    proc = sweep_here(*sweep_args("grid", "sweep.points=4", "epochs=3"), cwd=workdir)
+    proc = train_here(*sweep_args("grid", "sweep.points=4", "epochs=3"), cwd=workdir)
     assert proc.returncode == 2 and "holds another experiment" in proc.stderr
     assert len(load(workdir, "grid").trials) == 8
 

@@ -40,10 +40,10 @@ def sweep(workdir: Path, name: str, *extra: str, timeout: float = 120, check: bo
     )  # fmt: skip
 
 
-def refuse(sweep_here, workdir: Path, name: str, *extra: str):
-    """The sweep of `sweep` run in this process (`sweep_here`): for the refusals, which stop
+def refuse(train_here, workdir: Path, name: str, *extra: str):
+    """The sweep of `sweep` run in this process (`train_here`): for the refusals, which stop
     before any trial."""
-    return sweep_here(*TINY, f"study.name={name}", *extra, cwd=workdir)
+    return train_here("-m", *TINY, f"study.name={name}", *extra, cwd=workdir)
 
 
 def assert_one_line_error(proc, *needles: str) -> str:
@@ -145,10 +145,10 @@ def test_a_claimed_trial_has_a_heartbeat_and_a_ctrl_c_during_the_claim_fails_it(
 
 
 @pytest.mark.parametrize("name", ["../../etc/x", "a/b", "..", "a\\b", "x" * 300])
-def test_an_unsafe_study_name_is_refused_before_anything_is_touched(tmp_path, name, sweep_here):
+def test_an_unsafe_study_name_is_refused_before_anything_is_touched(tmp_path, name, train_here):
     workdir = tmp_path / "deep" / "work"
     workdir.mkdir(parents=True)
-    proc = refuse(sweep_here, workdir, name, "sweep.points=2")
+    proc = refuse(train_here, workdir, name, "sweep.points=2")
     assert_one_line_error(proc, "study name")
     assert list(tmp_path.rglob("*")) == [tmp_path / "deep", workdir]  # nothing written anywhere
 
@@ -166,8 +166,8 @@ def test_report_refuses_an_unsafe_study_name(workdir, monkeypatch, capsys):
 # ---- 4. grids too large to enqueue ----
 
 
-def test_a_grid_above_the_maximum_is_refused_with_the_reason(workdir, sweep_here):
-    proc = refuse(sweep_here, workdir, "huge", "sweep.points=100000")
+def test_a_grid_above_the_maximum_is_refused_with_the_reason(workdir, train_here):
+    proc = refuse(train_here, workdir, "huge", "sweep.points=100000")
     assert_one_line_error(proc, "100000 points", "at most 10000", "coarser grid")
     assert not (workdir / "outputs").exists()
 
@@ -263,10 +263,10 @@ def _truncated(workdir: Path) -> str:
     ],
     ids=["notaurl", "unknown-scheme", "no-driver", "not-a-database", "truncated"],
 )
-def test_a_storage_problem_is_one_line_and_changes_nothing(workdir, make_url, needle, sweep_here):
+def test_a_storage_problem_is_one_line_and_changes_nothing(workdir, make_url, needle, train_here):
     url = make_url(workdir)
     before = tree(workdir)
-    proc = refuse(sweep_here, workdir, "s", "sweep.points=2", f"study.storage={url}")
+    proc = refuse(train_here, workdir, "s", "sweep.points=2", f"study.storage={url}")
     assert_one_line_error(proc, needle)
     assert tree(workdir) == before  # no checkpoint, no lock file, no trial folder, no new bytes
 
@@ -286,14 +286,14 @@ def _make_read_only(folder: Path) -> Callable[[], None]:
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX only")
-def test_a_read_only_outputs_folder_is_one_line_and_changes_nothing(workdir, sweep_here):
+def test_a_read_only_outputs_folder_is_one_line_and_changes_nothing(workdir, train_here):
     outputs = workdir / "outputs"
     outputs.mkdir()
     before = tree(workdir)
     undo = _make_read_only(outputs)
     try:
         assert not os.access(outputs, os.W_OK) or os.geteuid() == 0
-        proc = refuse(sweep_here, workdir, "ro", "sweep.points=2")
+        proc = refuse(train_here, workdir, "ro", "sweep.points=2")
     finally:
         undo()
     assert_one_line_error(proc, "cannot be used")
@@ -325,13 +325,13 @@ def _mismatched(path: Path) -> None:
     ids=["corrupt", "mismatched"],
 )
 def test_a_bad_checkpoint_under_m_is_exit_2_before_the_study(
-    checkpointed, spoil, needle, sweep_here
+    checkpointed, spoil, needle, train_here
 ):
     (checkpoint,) = (checkpointed / "outputs" / "init").glob("*.pt")
     good = checkpoint.read_bytes()
     spoil(checkpoint)
     try:
-        proc = refuse(sweep_here, checkpointed, f"bad-{needle[:5]}", "sweep.points=2")
+        proc = refuse(train_here, checkpointed, f"bad-{needle[:5]}", "sweep.points=2")
     finally:
         checkpoint.write_bytes(good)
     assert_one_line_error(proc, needle)
@@ -339,16 +339,16 @@ def test_a_bad_checkpoint_under_m_is_exit_2_before_the_study(
     assert f"bad-{needle[:5]}" not in names
 
 
-def test_an_unbuildable_model_under_m_is_exit_2_and_writes_nothing(workdir, sweep_here):
-    proc = refuse(sweep_here, workdir, "w0", "sweep.points=2", "model.width=0")
+def test_an_unbuildable_model_under_m_is_exit_2_and_writes_nothing(workdir, train_here):
+    proc = refuse(train_here, workdir, "w0", "sweep.points=2", "model.width=0")
     assert_one_line_error(proc, "width")
     assert not (workdir / "outputs").exists()  # no study, no checkpoint
 
 
-def test_the_check_creates_no_checkpoint(workdir, sweep_here):
+def test_the_check_creates_no_checkpoint(workdir, train_here):
     """The sweep's check loads the initial weights when they exist and never creates them: a
     sweep refused later (here: its storage) leaves no file behind."""
-    proc = refuse(sweep_here, workdir, "c", "sweep.points=2", "study.storage=foo://bar")
+    proc = refuse(train_here, workdir, "c", "sweep.points=2", "study.storage=foo://bar")
     assert_one_line_error(proc, "foo")
     assert not (workdir / "outputs").exists()
 
@@ -356,9 +356,9 @@ def test_the_check_creates_no_checkpoint(workdir, sweep_here):
 # ---- 2. passwords (without a server; the full check runs in test_postgres.py) ----
 
 
-def test_a_password_typed_into_the_url_is_refused_and_never_shown(workdir, sweep_here):
+def test_a_password_typed_into_the_url_is_refused_and_never_shown(workdir, train_here):
     url = "postgresql+psycopg2://user:s3cret-pw@127.0.0.1:9/db"
-    proc = refuse(sweep_here, workdir, "pw", "sweep.points=2", f"study.storage={url}")
+    proc = refuse(train_here, workdir, "pw", "sweep.points=2", f"study.storage={url}")
     line = assert_one_line_error(proc, "holds a password", "user:***@127.0.0.1", "oc.env")
     assert "s3cret-pw" not in proc.stdout + proc.stderr + line
     assert not (workdir / "outputs").exists()
