@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, run_module
+from conftest import TINY, hydra_main_here, run_module, two_stage_main
 from torch import nn
 from torch_lr_finder import LRFinder
 
@@ -224,10 +222,10 @@ def test_cli_prints_the_bounds_as_its_last_line_and_writes_the_plot(tmp_path):
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["init", "reports"]
 
 
-def test_cli_bad_input_is_one_line_and_status_2(tmp_path):
-    proc = run_module(
-        "src.range_test", *TINY, "range_test.start_lr=0", cwd=tmp_path, check=False, timeout=120
-    )
+def test_cli_bad_input_is_one_line_and_status_2(tmp_path, cli_here):
+    from src import range_test as module
+
+    proc = cli_here(hydra_main_here(module), *TINY, "range_test.start_lr=0", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: range_test.start_lr=0 is invalid: a number > 0"), (
         proc.stderr
@@ -235,19 +233,8 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path):
     assert not (tmp_path / "outputs").exists()  # nothing written before the check
 
 
-def test_two_stage_auto_bounds_refuses_explicit_bounds(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "two_stage_sweep.py"),
-            "--auto-bounds",
-            "sweep.low=1e-3",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_two_stage_auto_bounds_refuses_explicit_bounds(tmp_path, cli_here):
+    proc = cli_here(two_stage_main(), "--auto-bounds", "sweep.low=1e-3", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: --auto-bounds sets sweep.low and sweep.high; drop sweep.low=1e-3"

@@ -194,8 +194,10 @@ def test_cli_study_input_best_then_best_yaml(workdir):
         (["--measure", "--axis", "width", "--scales", "1,2,3", "model=resnet18"], "has no width"),
     ],
 )
-def test_cli_bad_input_one_line_exit_2(workdir, args, message):
-    proc = run_module("src.transfer", *args, cwd=workdir, check=False)
+def test_cli_bad_input_one_line_exit_2(workdir, args, message, cli_here):
+    from src import transfer
+
+    proc = cli_here(transfer.main, *args, cwd=workdir)  # `python -m src.transfer <args>`
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
