@@ -122,6 +122,41 @@ def test_cli_base_lr_prints_factors_command_and_target_lr_last(workdir):
     assert not (workdir / "outputs" / "reports").exists()  # no study: nothing written
 
 
+@pytest.mark.parametrize(
+    ("args", "factors", "target_lr", "command"),
+    [
+        (  # muP: the width does not move the LR
+            ["model=mlp_mup", "optimizer=muadamw", "base.width=128", "target.width=2048"],
+            ["width: rule mup, x1 (128 -> 2048)", "depth: rule inverse_sqrt, x1 (2 -> 2)"],
+            "0.01",
+            "model=mlp_mup optimizer=muadamw batch_size=32 model.width=2048 model.depth=2",
+        ),
+        (  # depth: 1/sqrt(depth), 4x deeper halves the LR
+            ["optimizer=adamw", "base.depth=2", "target.depth=8"],
+            ["width: rule inverse, x1 (128 -> 128)", "depth: rule inverse_sqrt, x0.5 (2 -> 8)"],
+            "0.005",
+            "optimizer=adamw batch_size=32 model.width=128 model.depth=8",
+        ),
+        (  # a rule chosen on the command line replaces the default
+            ["optimizer=adamw", "rules.depth=none", "target.depth=8"],
+            ["depth: rule none, x1 (2 -> 8)"],
+            "0.01",
+            "optimizer=adamw batch_size=32 model.width=128 model.depth=8",
+        ),
+    ],
+    ids=["mup-width", "depth", "depth-rule-none"],
+)
+def test_cli_width_mup_and_depth_factors(workdir, cli_here, args, factors, target_lr, command):
+    from src import transfer
+
+    proc = cli_here(transfer.main, "base.lr=0.01", *args, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    for factor in factors:
+        assert factor in proc.stdout
+    assert _last_line(proc.stdout) == f"target_lr={target_lr}"
+    assert f"python -m src.train {command} warmup_epochs=1 lr={target_lr}" in proc.stdout
+
+
 def _optuna_study(workdir, name: str) -> None:
     """A stage-1 study built with Optuna's API, as the sweeper records it (params, config attr)."""
     dists = {"lr": FloatDistribution(1e-6, 10.0, log=True), "seed": IntDistribution(0, 100)}
