@@ -240,3 +240,25 @@ def test_two_stage_auto_bounds_refuses_explicit_bounds(tmp_path, cli_here):
         "error: --auto-bounds sets sweep.low and sweep.high; drop sweep.low=1e-3"
     ]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_two_stage_auto_bounds_sweeps_inside_the_range_tests_bounds(tmp_path, cli_here):
+    """The normal path: the range test's printed bounds become stage 1's grid, and every step
+    goes into the `-auto` studies."""
+    import optuna
+
+    args = ["--auto-bounds", "--points", "3", "--confirm-top", "1", "--confirm-seeds", "1"]
+    proc = cli_here(two_stage_main(), *args, *TINY, "sweep.points=4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "==== range test: python -m src.range_test" in proc.stdout
+    (bounds,) = re.findall(r"(?m)^sweep\.low=(\S+) sweep\.high=(\S+)$", proc.stdout)
+    low, high = float(bounds[0]), float(bounds[1])
+    assert math.log10(high / low) == pytest.approx(3.0, abs=0.01)  # three decades
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    names = optuna.get_all_study_names(storage)
+    (stage1,) = [n for n in names if n.endswith("-auto")]
+    assert sorted(names) == sorted([stage1, f"{stage1}-stage2", f"{stage1}-confirm"])
+    grid = optuna.load_study(study_name=stage1, storage=storage).user_attrs["grid"]["lr"]
+    np.testing.assert_allclose(grid, np.logspace(math.log10(low), math.log10(high), 4))
+    assert f"sweep.low={low!r}" in proc.stdout and f"sweep.high={high!r}" in proc.stdout
+    assert (tmp_path / "outputs" / "reports" / stage1 / "best.yaml").exists()
