@@ -372,6 +372,27 @@ def test_a_shown_url_hides_its_password():
     assert "pw" not in hide_password("not a url but u:pw@h")
 
 
+def test_a_storage_that_fails_is_named_without_its_password(workdir, train_here, monkeypatch):
+    """A run whose storage cannot be reached (a password from the environment, as the README
+    says to pass one): one line naming the storage with `***` for the password, which is
+    printed nowhere; and a driver message that quotes the password gets `***` too."""
+    from hydra_plugins.lrsweep_sweeper.storage_url import storage_problem
+
+    monkeypatch.setenv("LRSWEEP_TEST_UNREACHABLE_PW", "s3cret-pw")
+    url = "postgresql+psycopg2://user:${oc.env:LRSWEEP_TEST_UNREACHABLE_PW}@127.0.0.1:9/db"
+    proc = refuse(train_here, workdir, "pw", "sweep.points=2", f"study.storage={url}")
+    line = assert_one_line_error(proc, "cannot be used", "user:***@127.0.0.1:9/db")
+    assert "s3cret-pw" not in proc.stdout + proc.stderr + line
+    assert not (workdir / "outputs").exists()
+    # The driver's own message is quoted: a password in it is hidden as well.
+    real = "postgresql+psycopg2://user:s3cret-pw@127.0.0.1:9/db"
+    try:
+        raise RuntimeError("wrapper") from RuntimeError("login user:s3cret-pw refused")
+    except RuntimeError as err:
+        line = storage_problem(real, err)
+    assert "s3cret-pw" not in line and "login user:*** refused" in line
+
+
 def test_a_wal_study_in_a_read_only_folder_is_named_as_such_not_as_damaged(workdir):
     """A healthy study in WAL mode needs its `-shm` index beside it: in a folder that does not
     allow one, the error says so (and never calls the file damaged); nothing is written."""
