@@ -304,6 +304,46 @@ def test_mup_checkpoint_restores_infshape_and_trains_identically(workdir):
 # ---------------------------------------------------------------- the measured check
 
 
+@pytest.mark.parametrize(
+    ("axis", "overrides", "key", "rules"),
+    [
+        ("width", [], "model.width", {"mup": 1.0, "inverse": 0.25, "none": 1.0}),
+        ("width", ["model=cnn"], "model.channels", {"mup": 1.0, "inverse": 0.25, "none": 1.0}),
+        ("width", ["model=mlp_mup", "optimizer=muadamw"], "model.width", None),
+        ("depth", [], "model.depth", {"inverse_sqrt": 0.5, "none": 1.0}),
+    ],
+    ids=["width-mlp", "width-cnn", "width-mup", "depth-mlp"],
+)
+def test_measure_on_the_width_and_depth_axes_sets_the_models_key(axis, overrides, key, rules):
+    """`--measure --axis width|depth`: the override each scale gets (the end to end run on the
+    batch axis is below) and the rules' predictions from the smallest scale's optimum."""
+    from omegaconf import OmegaConf
+
+    from src.transfer_check import ScaleResult, axis_key, predictions
+
+    model = OmegaConf.to_container(compose_config(overrides).model, resolve=True)
+    assert axis_key(axis, model) == key
+    if rules is None:
+        return
+    results = [
+        ScaleResult(scale, f"s{scale}", 0.01, "interpolated", 0.01, 0.9, None)
+        for scale in (4, 8, 16)
+    ]
+    predicted = predictions(axis, results)
+    assert predicted.keys() == rules.keys()
+    for name, at_16 in rules.items():  # 4x the smallest scale
+        assert predicted[name][0] == pytest.approx(0.01)
+        assert predicted[name][-1] == pytest.approx(0.01 * at_16)
+
+
+def test_measure_on_a_model_without_the_axis_is_refused():
+    from src.errors import ConfigError
+    from src.transfer_check import axis_key
+
+    with pytest.raises(ConfigError, match="--axis depth: model src.models.resnet18 has no depth"):
+        axis_key("depth", {"_target_": "src.models.resnet18"})
+
+
 def test_measure_end_to_end_tiny(workdir):
     out = workdir / "check"
     proc = run_module(
