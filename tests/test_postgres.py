@@ -162,7 +162,7 @@ def test_the_advisory_lock_holds_a_sweep_until_released(server, workdir):
     def hold() -> None:
         with lock():
             held.set()
-            release.wait(60)
+            release.wait(600)  # released by the test; longer than it waits for the sweep
 
     holder = threading.Thread(target=hold)
     holder.start()
