@@ -164,16 +164,17 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(workdir):
     assert trials[min(trials)].user_attrs["diverged"] is False
 
 
-def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(workdir):
-    # FailingSGD passes the pre-sweep checks but raises inside every job.
+def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(workdir, train_here):
+    # FailingSGD passes the pre-sweep checks but raises inside every job. In this process.
     args = sweep_args("fail", "sweep.points=2", "optimizer._target_=tests.byo_example.FailingSGD")
-    proc = run_module("src.train", *args, "hydra.sweeper.max_failure_rate=1.0", cwd=workdir)
+    proc = train_here(*args, "hydra.sweeper.max_failure_rate=1.0", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
     trials = load(workdir, "fail").trials
     assert [t.state for t in trials] == [State.FAIL, State.FAIL]
     assert all("on purpose" in t.user_attrs["error"] for t in trials)
     assert proc.stderr.count("FAILED") == 2
     # With the default max_failure_rate=0 the first failure aborts, with a message, exit != 0.
-    proc = run_module("src.train", *args, cwd=workdir, check=False)
+    proc = train_here(*args, cwd=workdir)
     assert proc.returncode != 0 and "max_failure_rate" in proc.stderr
 
 

@@ -306,8 +306,13 @@ def test_a_read_only_outputs_folder_is_one_line_and_changes_nothing(workdir, tra
 @pytest.fixture(scope="module")
 def checkpointed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A work folder whose outputs/init holds the TINY model's initial weights."""
+    from src import train
+    from src.inprocess import run_hydra_main
+
     workdir = tmp_path_factory.mktemp("ckpt")
-    run_module("src.train", *TINY, "lr=0.05", cwd=workdir)
+    with pytest.MonkeyPatch.context() as patch:  # `python -m src.train`, in this process
+        patch.chdir(workdir)
+        assert run_hydra_main(train.main, [*TINY, "lr=0.05"], argv0=train.__file__) == 0
     return workdir
 
 
