@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,10 +99,22 @@ def storage(url: str) -> optuna.storages.BaseStorage:
     return shared if shared is not None else _own_storage(url)
 
 
-@functools.cache
 def _own_storage(url: str) -> optuna.storages.BaseStorage:
     """One storage per URL and process (engine creation and schema checks cost ~0.1 s), opened
-    as the sweeper opens it (a SQLite file in WAL mode: `study_protocol.open_storage`)."""
+    as the sweeper opens it (a SQLite file in WAL mode: `study_protocol.open_storage`). A
+    relative SQLite path (the default `sqlite:///outputs/lrsweep.db`) is another file in another
+    working directory (sweeps run one after another in one process, `run_multirun`): its storage
+    is kept per directory."""
+    from lrsweep.storage_url import sqlite_path
+
+    path = sqlite_path(url)
+    return _storage(url, os.getcwd() if path is not None and not path.is_absolute() else None)
+
+
+@functools.cache
+def _storage(url: str, cwd: str | None) -> optuna.storages.BaseStorage:
+    """`_own_storage(url)`, opened once per URL (and working directory `cwd`, when the URL's SQLite
+    path is relative to it)."""
     from lrsweep.storage_url import sqlite_path
     from lrsweep.study_protocol import open_storage
 

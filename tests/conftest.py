@@ -78,3 +78,58 @@ def run_python(*args: str, cwd: Path, timeout: float = 120) -> str:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def cli_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """`run(main, *args, cwd=...)`: an entry point's `main(argv) -> status` (refine, report,
+    transfer, the two-stage script) called in this process in `cwd`, as its command line would
+    call it; a CompletedProcess with the status and what it printed. For the checks of a
+    refusal's message and exit status: milliseconds where a new process costs seconds. Exit
+    statuses of real processes and signals keep their subprocess tests."""
+
+    def run(main, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        capsys.readouterr()  # only this run's output
+        with monkeypatch.context() as patch:
+            patch.delenv("HYDRA_FULL_ERROR", raising=False)
+            patch.chdir(cwd)
+            status = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess([main.__module__, *args], status, out, err)
+
+    return run
+
+
+def hydra_main_here(module) -> object:
+    """`main(argv)` for a module whose `main` is a `@hydra.main` (src.train, src.range_test):
+    `python -m <module> <argv>` in this process (`src.inprocess.run_hydra_main`)."""
+    from src.inprocess import run_hydra_main
+
+    def main(argv: list[str]) -> int:
+        if module.__name__ == "src.train" and argv[:1] == ["-m"]:
+            return module.run_multirun(argv[1:])  # restores torch's threads and RNG too
+        return run_hydra_main(module.main, argv, argv0=module.__file__)
+
+    main.__module__ = module.__name__
+    return main
+
+
+@pytest.fixture
+def train_here(cli_here):
+    """`python -m src.train <args>` (`-m` first for a sweep) run in this process: see cli_here."""
+    from src import train
+
+    main = hydra_main_here(train)
+    return lambda *args, cwd: cli_here(main, *args, cwd=cwd)
+
+
+def two_stage_main() -> object:
+    """`scripts/two_stage_sweep.py`'s `main(argv)`, the script imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "two_stage_sweep", ROOT / "scripts" / "two_stage_sweep.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main

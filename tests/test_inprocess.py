@@ -133,3 +133,17 @@ def test_the_check_hooks_model_is_gone_before_the_trials(tmp_path):
     state = json.loads(out.strip().splitlines()[-1])
     assert state["status"] == 0
     assert state["seen"] == [[False]] * 3  # one check, three trials: never alive
+
+
+def test_sweeps_in_one_process_from_two_folders_each_write_their_own_study(tmp_path, train_here):
+    """The default storage is a relative SQLite path: a second sweep run in this process from
+    another folder writes that folder's study, not the one the first sweep opened."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        proc = train_here("-m", *TINY, "study.name=same", "sweep.points=2", cwd=tmp_path / folder)
+        assert proc.returncode == 0, proc.stderr
+    for folder in ("a", "b"):  # each trial's own reports (per-epoch values, attributes) there
+        db = tmp_path / folder / "outputs" / "lrsweep.db"
+        trials = optuna.load_study(study_name="same", storage=f"sqlite:///{db}").trials
+        assert [sorted(t.intermediate_values) for t in trials] == [[0, 1]] * 2, folder
+        assert [t.user_attrs.get("epochs_run") for t in trials] == [2, 2], folder

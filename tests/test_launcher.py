@@ -246,3 +246,24 @@ def test_run_job_hands_the_task_what_hydras_run_job_hands_it(tmp_path):
     assert ours["struct"] and ours["typed"] and not ours["has_hydra"] and ours["log_exists"]
     assert ours["out"] == ours["hydra_out"] == str(tmp_path / "out" / "<job>")
     assert set(ours["files"]) == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+
+
+def test_the_submitit_local_launcher_runs_each_point_once_in_its_own_process(sweeps, tmp_path):
+    """`hydra/launcher=submitit_local` (the README's cluster path, on this machine): each job in a
+    process of its own, every point once, the same values as in-process trials."""
+    proc = run_module(
+        "src.train", "-m", *TINY, "sweep.points=2", "sweep.seeds=[0]", "study.name=same",
+        "hydra/launcher=submitit_local", cwd=tmp_path,
+    )  # fmt: skip
+    assert "best lr=" in proc.stdout
+    study = optuna.load_study(study_name="same", storage=f"sqlite:///{tmp_path}/outputs/lrsweep.db")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # one process per job
+    in_process = optuna.load_study(
+        study_name="same", storage=f"sqlite:///{sweeps['lrsweep']}/outputs/lrsweep.db"
+    )
+    expected = {(t.params["lr"], t.params["seed"]): t.value for t in in_process.trials}
+    assert {(t.params["lr"], t.params["seed"]): t.value for t in trials} == {
+        point: expected[point] for point in expected if point[1] == 0
+    }

@@ -12,6 +12,7 @@ README tells users to pass one.
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import signal
 import subprocess
@@ -42,7 +43,10 @@ def server() -> dict:
             "no PostgreSQL server: set LRSWEEP_TEST_POSTGRES_URL "
             "(export LRSWEEP_TEST_POSTGRES_URL=$(scripts/test_postgres.sh))"
         )
-    pytest.importorskip("psycopg2", reason="pip install 'lrsweep[postgres]'")
+    if os.environ.get("CI") == "true":
+        import psycopg2  # noqa: F401  (CI installs lrsweep[postgres]: a missing driver fails)
+    else:
+        pytest.importorskip("psycopg2", reason="pip install 'lrsweep[postgres]'")
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -119,6 +123,34 @@ def test_a_sigkilled_workers_point_is_run_again(server, workdir):
     assert not study.get_trials(states=(State.RUNNING, State.WAITING))
 
 
+def wait_until_blocked_on_the_advisory_lock(
+    url: str, name: str, proc: subprocess.Popen, timeout: float = 120
+) -> None:
+    """Return once a server session waits (pg_stat_activity: wait_event_type `Lock`, event
+    `advisory`) in `pg_advisory_lock` on study `name`'s key; fail if `proc` exits first."""
+    import sqlalchemy
+
+    digest = hashlib.sha256(f"lrsweep:{name}".encode()).digest()  # StudyLock's key
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    query = sqlalchemy.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND wait_event = 'advisory' AND query LIKE :pattern"
+    )
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as connection:
+                waiting = connection.execute(query, {"pattern": f"%pg_advisory_lock({key})%"})
+                if waiting.scalar():
+                    return
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the sweep never waited for the lock"
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
 def test_the_advisory_lock_holds_a_sweep_until_released(server, workdir):
     """While another session holds the study's advisory lock, a sweep does not create, stale-fail
     or enqueue anything; once it is released the sweep runs."""
@@ -130,16 +162,17 @@ def test_the_advisory_lock_holds_a_sweep_until_released(server, workdir):
     def hold() -> None:
         with lock():
             held.set()
-            release.wait(60)
+            release.wait(600)  # released by the test; longer than it waits for the sweep
 
     holder = threading.Thread(target=hold)
     holder.start()
     try:
         assert held.wait(30)
         proc = start(server, sweep_args(server, name, "sweep.points=2"), workdir)
-        time.sleep(8)  # long enough for an unblocked sweep to create the study (about 4 s)
-        assert proc.poll() is None
+        # Not a sleep: the server itself says when the sweep's session waits for the lock.
+        wait_until_blocked_on_the_advisory_lock(server["url"], name, proc)
         assert name not in optuna.get_all_study_names(server["url"])
+        assert proc.poll() is None
     finally:
         release.set()
         holder.join()

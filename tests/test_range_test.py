@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, run_module
+from conftest import TINY, hydra_main_here, run_module, two_stage_main
 from torch import nn
 from torch_lr_finder import LRFinder
 
@@ -224,10 +222,10 @@ def test_cli_prints_the_bounds_as_its_last_line_and_writes_the_plot(tmp_path):
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["init", "reports"]
 
 
-def test_cli_bad_input_is_one_line_and_status_2(tmp_path):
-    proc = run_module(
-        "src.range_test", *TINY, "range_test.start_lr=0", cwd=tmp_path, check=False, timeout=120
-    )
+def test_cli_bad_input_is_one_line_and_status_2(tmp_path, cli_here):
+    from src import range_test as module
+
+    proc = cli_here(hydra_main_here(module), *TINY, "range_test.start_lr=0", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: range_test.start_lr=0 is invalid: a number > 0"), (
         proc.stderr
@@ -235,19 +233,8 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path):
     assert not (tmp_path / "outputs").exists()  # nothing written before the check
 
 
-def test_two_stage_auto_bounds_refuses_explicit_bounds(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "two_stage_sweep.py"),
-            "--auto-bounds",
-            "sweep.low=1e-3",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_two_stage_auto_bounds_refuses_explicit_bounds(tmp_path, cli_here):
+    proc = cli_here(two_stage_main(), "--auto-bounds", "sweep.low=1e-3", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: --auto-bounds sets sweep.low and sweep.high; drop sweep.low=1e-3"
@@ -281,3 +268,25 @@ def test_ramp_keeps_mup_per_layer_lr_ratios(tmp_path):
         losses.append(loss.item())
     assert ours.stop is None and len(ours.lrs) == 40
     assert np.allclose(ours.losses, losses, rtol=1e-5)
+
+
+def test_two_stage_auto_bounds_sweeps_inside_the_range_tests_bounds(tmp_path, cli_here):
+    """The normal path: the range test's printed bounds become stage 1's grid, and every step
+    goes into the `-auto` studies."""
+    import optuna
+
+    args = ["--auto-bounds", "--points", "3", "--confirm-top", "1", "--confirm-seeds", "1"]
+    proc = cli_here(two_stage_main(), *args, *TINY, "sweep.points=4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "==== range test: python -m src.range_test" in proc.stdout
+    (bounds,) = re.findall(r"(?m)^sweep\.low=(\S+) sweep\.high=(\S+)$", proc.stdout)
+    low, high = float(bounds[0]), float(bounds[1])
+    assert math.log10(high / low) == pytest.approx(3.0, abs=0.01)  # three decades
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    names = optuna.get_all_study_names(storage)
+    (stage1,) = [n for n in names if n.endswith("-auto")]
+    assert sorted(names) == sorted([stage1, f"{stage1}-stage2", f"{stage1}-confirm"])
+    grid = optuna.load_study(study_name=stage1, storage=storage).user_attrs["grid"]["lr"]
+    np.testing.assert_allclose(grid, np.logspace(math.log10(low), math.log10(high), 4))
+    assert f"sweep.low={low!r}" in proc.stdout and f"sweep.high={high!r}" in proc.stdout
+    assert (tmp_path / "outputs" / "reports" / stage1 / "best.yaml").exists()

@@ -28,8 +28,22 @@ from lrsweep.study_protocol import POINT_ATTR, JobResult, TrialRow
 State = optuna.trial.TrialState
 
 
+_opened: list[optuna.storages.RDBStorage] = []
+
+
 def load(workdir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir}/outputs/lrsweep.db")
+    """The study `name` of the sweep run in `workdir`, through a storage whose pooled
+    connections are closed after the test (an open connection keeps SQLite's `-wal` file)."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{workdir}/outputs/lrsweep.db")
+    _opened.append(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.fixture(autouse=True)
+def _close_loaded_studies():
+    yield
+    while _opened:
+        _opened.pop().engine.dispose()
 
 
 def complete_points(study: optuna.Study) -> collections.Counter:
@@ -129,7 +143,9 @@ def test_optuna_dashboard_serves_the_study(swept):
         assert len(detail["trials"]) == 8
         assert all(t["state"] == "Complete" for t in detail["trials"])
     finally:
-        server.terminate()
+        # SIGINT, not SIGTERM: the server exits through KeyboardInterrupt and closes its
+        # database connections, leaving no `-wal` file beside the study.
+        server.send_signal(signal.SIGINT)
         server.wait(timeout=10)
 
 
@@ -148,16 +164,17 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(workdir):
     assert trials[min(trials)].user_attrs["diverged"] is False
 
 
-def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(workdir):
-    # FailingSGD passes the pre-sweep checks but raises inside every job.
+def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(workdir, train_here):
+    # FailingSGD passes the pre-sweep checks but raises inside every job. In this process.
     args = sweep_args("fail", "sweep.points=2", "optimizer._target_=tests.byo_example.FailingSGD")
-    proc = run_module("src.train", *args, "hydra.sweeper.max_failure_rate=1.0", cwd=workdir)
+    proc = train_here(*args, "hydra.sweeper.max_failure_rate=1.0", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
     trials = load(workdir, "fail").trials
     assert [t.state for t in trials] == [State.FAIL, State.FAIL]
     assert all("on purpose" in t.user_attrs["error"] for t in trials)
     assert proc.stderr.count("FAILED") == 2
     # With the default max_failure_rate=0 the first failure aborts, with a message, exit != 0.
-    proc = run_module("src.train", *args, cwd=workdir, check=False)
+    proc = train_here(*args, cwd=workdir)
     assert proc.returncode != 0 and "max_failure_rate" in proc.stderr
 
 
@@ -172,8 +189,8 @@ def test_failed_job_is_recorded_and_within_max_failure_rate_the_sweep_goes_on(wo
         ("model=mlp_mup optimizer=adam", "muP needs a muP model"),
     ],
 )
-def test_bad_sweep_input_is_one_line_and_touches_no_study(workdir, override, message):
-    proc = run_module("src.train", *sweep_args("bad", *override.split()), cwd=workdir, check=False)
+def test_bad_sweep_input_is_one_line_and_touches_no_study(workdir, override, message, train_here):
+    proc = train_here(*sweep_args("bad", *override.split()), cwd=workdir)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
@@ -181,11 +198,9 @@ def test_bad_sweep_input_is_one_line_and_touches_no_study(workdir, override, mes
     assert not (workdir / "outputs" / "lrsweep.db").exists()
 
 
-def test_study_of_another_experiment_is_refused(swept):
+def test_study_of_another_experiment_is_refused(swept, train_here):
     workdir, _ = swept
-    proc = run_module(
-        "src.train", *sweep_args("grid", "sweep.points=4", "epochs=3"), cwd=workdir, check=False
-    )
+    proc = train_here(*sweep_args("grid", "sweep.points=4", "epochs=3"), cwd=workdir)
     assert proc.returncode == 2 and "holds another experiment" in proc.stderr
     assert len(load(workdir, "grid").trials) == 8
 
@@ -410,13 +425,14 @@ def test_claim_gives_way_to_an_older_trial_of_the_same_point(tmp_path):
     assert [(t.state, t.user_attrs["duplicate_of"]) for t in trials[1:]] == [(State.FAIL, 0)] * 2
 
 
-def test_a_sqlite_study_is_written_in_wal_mode_with_normal_sync(swept):
+def test_a_sqlite_study_is_written_in_wal_mode_with_normal_sync(workdir):
     """The sweep's database is in write-ahead-log mode (stored in the file: every later reader
     and writer uses it), lrsweep's connections commit with synchronous=NORMAL (1), and no log is
     left beside the file once the sweep has exited."""
     import sqlite3
 
-    workdir, _ = swept
+    # A study of its own: no other test's reader (or dashboard) holds a connection to it.
+    run_module("src.train", *sweep_args("wal", "sweep.points=2"), cwd=workdir)
     db = workdir / "outputs" / "lrsweep.db"
     # The sweep closed its connections at exit: the log is folded into the file, which alone
     # holds the whole study (it can be copied as it is).
@@ -428,10 +444,13 @@ def test_a_sqlite_study_is_written_in_wal_mode_with_normal_sync(swept):
     finally:
         plain.close()
     storage = study_protocol.open_storage(f"sqlite:///{db}")
-    with storage.engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    try:
+        with storage.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    finally:
+        storage.engine.dispose()
     # Any Optuna client still reads the whole study.
-    assert len(load(workdir, "grid").trials) == 8
+    assert len(load(workdir, "wal").trials) == 2
 
 
 def test_a_file_that_is_no_database_is_left_alone_by_the_connection(tmp_path):

@@ -40,6 +40,12 @@ def sweep(workdir: Path, name: str, *extra: str, timeout: float = 120, check: bo
     )  # fmt: skip
 
 
+def refuse(train_here, workdir: Path, name: str, *extra: str):
+    """The sweep of `sweep` run in this process (`train_here`): for the refusals, which stop
+    before any trial."""
+    return train_here("-m", *TINY, f"study.name={name}", *extra, cwd=workdir)
+
+
 def assert_one_line_error(proc, *needles: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
@@ -141,25 +147,29 @@ def test_a_claimed_trial_has_a_heartbeat_and_a_ctrl_c_during_the_claim_fails_it(
 
 
 @pytest.mark.parametrize("name", ["../../etc/x", "a/b", "..", "a\\b", "x" * 300])
-def test_an_unsafe_study_name_is_refused_before_anything_is_touched(tmp_path, name):
+def test_an_unsafe_study_name_is_refused_before_anything_is_touched(tmp_path, name, train_here):
     workdir = tmp_path / "deep" / "work"
     workdir.mkdir(parents=True)
-    proc = sweep(workdir, name, "sweep.points=2", timeout=60)
+    proc = refuse(train_here, workdir, name, "sweep.points=2")
     assert_one_line_error(proc, "study name")
     assert list(tmp_path.rglob("*")) == [tmp_path / "deep", workdir]  # nothing written anywhere
 
 
-def test_report_refuses_an_unsafe_study_name(workdir):
-    proc = run_module("src.report", "study.name=../../x", cwd=workdir, check=False)
-    assert_one_line_error(proc, "study name")
+def test_report_refuses_an_unsafe_study_name(workdir, monkeypatch, capsys):
+    from src import report
+
+    monkeypatch.chdir(workdir)
+    status = report.main(["study.name=../../x"])  # what `python -m src.report` runs
+    out, err = capsys.readouterr()
+    assert_one_line_error(subprocess.CompletedProcess([], status, out, err), "study name")
     assert not (workdir / "outputs").exists()
 
 
 # ---- 4. grids too large to enqueue ----
 
 
-def test_a_grid_above_the_maximum_is_refused_with_the_reason(workdir):
-    proc = sweep(workdir, "huge", "sweep.points=100000", timeout=60)
+def test_a_grid_above_the_maximum_is_refused_with_the_reason(workdir, train_here):
+    proc = refuse(train_here, workdir, "huge", "sweep.points=100000")
     assert_one_line_error(proc, "100000 points", "at most 10000", "coarser grid")
     assert not (workdir / "outputs").exists()
 
@@ -254,10 +264,10 @@ def _truncated(workdir: Path) -> str:
     ],
     ids=["notaurl", "unknown-scheme", "no-driver", "not-a-database", "truncated"],
 )
-def test_a_storage_problem_is_one_line_and_changes_nothing(workdir, make_url, needle):
+def test_a_storage_problem_is_one_line_and_changes_nothing(workdir, make_url, needle, train_here):
     url = make_url(workdir)
     before = tree(workdir)
-    proc = sweep(workdir, "s", "sweep.points=2", f"study.storage={url}", timeout=60)
+    proc = refuse(train_here, workdir, "s", "sweep.points=2", f"study.storage={url}")
     assert_one_line_error(proc, needle)
     assert tree(workdir) == before  # no checkpoint, no lock file, no trial folder, no new bytes
 
@@ -277,14 +287,14 @@ def _make_read_only(folder: Path) -> Callable[[], None]:
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX only")
-def test_a_read_only_outputs_folder_is_one_line_and_changes_nothing(workdir):
+def test_a_read_only_outputs_folder_is_one_line_and_changes_nothing(workdir, train_here):
     outputs = workdir / "outputs"
     outputs.mkdir()
     before = tree(workdir)
     undo = _make_read_only(outputs)
     try:
         assert not os.access(outputs, os.W_OK) or os.geteuid() == 0
-        proc = sweep(workdir, "ro", "sweep.points=2", timeout=60)
+        proc = refuse(train_here, workdir, "ro", "sweep.points=2")
     finally:
         undo()
     assert_one_line_error(proc, "is not writable")
@@ -297,8 +307,13 @@ def test_a_read_only_outputs_folder_is_one_line_and_changes_nothing(workdir):
 @pytest.fixture(scope="module")
 def checkpointed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A work folder whose outputs/init holds the TINY model's initial weights."""
+    from src import train
+    from src.inprocess import run_hydra_main
+
     workdir = tmp_path_factory.mktemp("ckpt")
-    run_module("src.train", *TINY, "lr=0.05", cwd=workdir)
+    with pytest.MonkeyPatch.context() as patch:  # `python -m src.train`, in this process
+        patch.chdir(workdir)
+        assert run_hydra_main(train.main, [*TINY, "lr=0.05"], argv0=train.__file__) == 0
     return workdir
 
 
@@ -315,12 +330,14 @@ def _mismatched(path: Path) -> None:
     [(_corrupt, "cannot be read"), (_mismatched, "does not match the model")],
     ids=["corrupt", "mismatched"],
 )
-def test_a_bad_checkpoint_under_m_is_exit_2_before_the_study(checkpointed, spoil, needle):
+def test_a_bad_checkpoint_under_m_is_exit_2_before_the_study(
+    checkpointed, spoil, needle, train_here
+):
     (checkpoint,) = (checkpointed / "outputs" / "init").glob("*.pt")
     good = checkpoint.read_bytes()
     spoil(checkpoint)
     try:
-        proc = sweep(checkpointed, f"bad-{needle[:5]}", "sweep.points=2", timeout=60)
+        proc = refuse(train_here, checkpointed, f"bad-{needle[:5]}", "sweep.points=2")
     finally:
         checkpoint.write_bytes(good)
     assert_one_line_error(proc, needle)
@@ -328,16 +345,16 @@ def test_a_bad_checkpoint_under_m_is_exit_2_before_the_study(checkpointed, spoil
     assert f"bad-{needle[:5]}" not in names
 
 
-def test_an_unbuildable_model_under_m_is_exit_2_and_writes_nothing(workdir):
-    proc = sweep(workdir, "w0", "sweep.points=2", "model.width=0", timeout=60)
+def test_an_unbuildable_model_under_m_is_exit_2_and_writes_nothing(workdir, train_here):
+    proc = refuse(train_here, workdir, "w0", "sweep.points=2", "model.width=0")
     assert_one_line_error(proc, "width")
     assert not (workdir / "outputs").exists()  # no study, no checkpoint
 
 
-def test_the_check_creates_no_checkpoint(workdir):
+def test_the_check_creates_no_checkpoint(workdir, train_here):
     """The sweep's check loads the initial weights when they exist and never creates them: a
     sweep refused later (here: its storage) leaves no file behind."""
-    proc = sweep(workdir, "c", "sweep.points=2", "study.storage=foo://bar", timeout=60)
+    proc = refuse(train_here, workdir, "c", "sweep.points=2", "study.storage=foo://bar")
     assert_one_line_error(proc, "foo")
     assert not (workdir / "outputs").exists()
 
@@ -345,9 +362,9 @@ def test_the_check_creates_no_checkpoint(workdir):
 # ---- 2. passwords (without a server; the full check runs in test_postgres.py) ----
 
 
-def test_a_password_typed_into_the_url_is_refused_and_never_shown(workdir):
+def test_a_password_typed_into_the_url_is_refused_and_never_shown(workdir, train_here):
     url = "postgresql+psycopg2://user:s3cret-pw@127.0.0.1:9/db"
-    proc = sweep(workdir, "pw", "sweep.points=2", f"study.storage={url}", timeout=60)
+    proc = refuse(train_here, workdir, "pw", "sweep.points=2", f"study.storage={url}")
     line = assert_one_line_error(proc, "holds a password", "user:***@127.0.0.1", "oc.env")
     assert "s3cret-pw" not in proc.stdout + proc.stderr + line
     assert not (workdir / "outputs").exists()
@@ -359,6 +376,27 @@ def test_a_shown_url_hides_its_password():
     assert hide_password("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert hide_password("sqlite:///outputs/lrsweep.db") == "sqlite:///outputs/lrsweep.db"
     assert "pw" not in hide_password("not a url but u:pw@h")
+
+
+def test_a_storage_that_fails_is_named_without_its_password(workdir, train_here, monkeypatch):
+    """A run whose storage cannot be reached (a password from the environment, as the README
+    says to pass one): one line naming the storage with `***` for the password, which is
+    printed nowhere; and a driver message that quotes the password gets `***` too."""
+    from lrsweep.storage_url import storage_problem
+
+    monkeypatch.setenv("LRSWEEP_TEST_UNREACHABLE_PW", "s3cret-pw")
+    url = "postgresql+psycopg2://user:${oc.env:LRSWEEP_TEST_UNREACHABLE_PW}@127.0.0.1:9/db"
+    proc = refuse(train_here, workdir, "pw", "sweep.points=2", f"study.storage={url}")
+    line = assert_one_line_error(proc, "cannot be used", "user:***@127.0.0.1:9/db")
+    assert "s3cret-pw" not in proc.stdout + proc.stderr + line
+    assert not (workdir / "outputs").exists()
+    # The driver's own message is quoted: a password in it is hidden as well.
+    real = "postgresql+psycopg2://user:s3cret-pw@127.0.0.1:9/db"
+    try:
+        raise RuntimeError("wrapper") from RuntimeError("login user:s3cret-pw refused")
+    except RuntimeError as err:
+        line = storage_problem(real, err)
+    assert "s3cret-pw" not in line and "login user:*** refused" in line
 
 
 def test_a_wal_study_in_a_read_only_folder_is_named_as_such_not_as_damaged(workdir):

@@ -153,6 +153,41 @@ def test_cli_base_lr_prints_factors_command_and_target_lr_last(workdir):
     assert not (workdir / "outputs" / "reports").exists()  # no study: nothing written
 
 
+@pytest.mark.parametrize(
+    ("args", "factors", "target_lr", "command"),
+    [
+        (  # muP: the width does not move the LR
+            ["model=mlp_mup", "optimizer=muadamw", "base.width=128", "target.width=2048"],
+            ["width: rule mup, x1 (128 -> 2048)", "depth: rule inverse_sqrt, x1 (2 -> 2)"],
+            "0.01",
+            "model=mlp_mup optimizer=muadamw batch_size=32 model.width=2048 model.depth=2",
+        ),
+        (  # depth: 1/sqrt(depth), 4x deeper halves the LR
+            ["optimizer=adamw", "base.depth=2", "target.depth=8"],
+            ["width: rule inverse, x1 (128 -> 128)", "depth: rule inverse_sqrt, x0.5 (2 -> 8)"],
+            "0.005",
+            "optimizer=adamw batch_size=32 model.width=128 model.depth=8",
+        ),
+        (  # a rule chosen on the command line replaces the default
+            ["optimizer=adamw", "rules.depth=none", "target.depth=8"],
+            ["depth: rule none, x1 (2 -> 8)"],
+            "0.01",
+            "optimizer=adamw batch_size=32 model.width=128 model.depth=8",
+        ),
+    ],
+    ids=["mup-width", "depth", "depth-rule-none"],
+)
+def test_cli_width_mup_and_depth_factors(workdir, cli_here, args, factors, target_lr, command):
+    from src import transfer
+
+    proc = cli_here(transfer.main, "base.lr=0.01", *args, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    for factor in factors:
+        assert factor in proc.stdout
+    assert _last_line(proc.stdout) == f"target_lr={target_lr}"
+    assert f"python -m src.train {command} warmup_epochs=1 lr={target_lr}" in proc.stdout
+
+
 def _optuna_study(workdir, name: str) -> None:
     """A stage-1 study built with Optuna's API, as the sweeper records it (params, config attr)."""
     dists = {"lr": FloatDistribution(1e-6, 10.0, log=True), "seed": IntDistribution(0, 100)}
@@ -225,8 +260,10 @@ def test_cli_study_input_best_then_best_yaml(workdir):
         (["--measure", "--axis", "width", "--scales", "1,2,3", "model=resnet18"], "has no width"),
     ],
 )
-def test_cli_bad_input_one_line_exit_2(workdir, args, message):
-    proc = run_module("src.transfer", *args, cwd=workdir, check=False)
+def test_cli_bad_input_one_line_exit_2(workdir, args, message, cli_here):
+    from src import transfer
+
+    proc = cli_here(transfer.main, *args, cwd=workdir)  # `python -m src.transfer <args>`
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -296,6 +333,46 @@ def test_mup_checkpoint_restores_infshape_and_trains_identically(workdir):
 
 
 # ---------------------------------------------------------------- the measured check
+
+
+@pytest.mark.parametrize(
+    ("axis", "overrides", "key", "rules"),
+    [
+        ("width", [], "model.width", {"mup": 1.0, "inverse": 0.25, "none": 1.0}),
+        ("width", ["model=cnn"], "model.channels", {"mup": 1.0, "inverse": 0.25, "none": 1.0}),
+        ("width", ["model=mlp_mup", "optimizer=muadamw"], "model.width", None),
+        ("depth", [], "model.depth", {"inverse_sqrt": 0.5, "none": 1.0}),
+    ],
+    ids=["width-mlp", "width-cnn", "width-mup", "depth-mlp"],
+)
+def test_measure_on_the_width_and_depth_axes_sets_the_models_key(axis, overrides, key, rules):
+    """`--measure --axis width|depth`: the override each scale gets (the end to end run on the
+    batch axis is below) and the rules' predictions from the smallest scale's optimum."""
+    from omegaconf import OmegaConf
+
+    from src.transfer_check import ScaleResult, axis_key, predictions
+
+    model = OmegaConf.to_container(compose_config(overrides).model, resolve=True)
+    assert axis_key(axis, model) == key
+    if rules is None:
+        return
+    results = [
+        ScaleResult(scale, f"s{scale}", 0.01, "interpolated", 0.01, 0.9, None)
+        for scale in (4, 8, 16)
+    ]
+    predicted = predictions(axis, results)
+    assert predicted.keys() == rules.keys()
+    for name, at_16 in rules.items():  # 4x the smallest scale
+        assert predicted[name][0] == pytest.approx(0.01)
+        assert predicted[name][-1] == pytest.approx(0.01 * at_16)
+
+
+def test_measure_on_a_model_without_the_axis_is_refused():
+    from src.errors import ConfigError
+    from src.transfer_check import axis_key
+
+    with pytest.raises(ConfigError, match="--axis depth: model src.models.resnet18 has no depth"):
+        axis_key("depth", {"_target_": "src.models.resnet18"})
 
 
 def test_measure_end_to_end_tiny(workdir):

@@ -14,7 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, two_stage_main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -129,15 +129,9 @@ def test_two_stage_script_runs_the_whole_search_in_one_process(search):
     assert headers[1].startswith("==== refine + stage 2: python -m src.refine --run --points 4 ")
 
 
-def test_two_stage_script_bad_override_is_one_line_before_anything_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, *TINY, "study.name=bad", "optimizer.lr_decay=0.5"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_two_stage_script_bad_override_is_one_line_before_anything_runs(tmp_path, cli_here):
+    args = [*TINY, "study.name=bad", "optimizer.lr_decay=0.5"]
+    proc = cli_here(two_stage_main(), *args, cwd=tmp_path)  # `python <SCRIPT> <args>`
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: Could not override 'optimizer.lr_decay'")

@@ -12,6 +12,10 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class LrSweepConf:
     _target_: str = "hydra_plugins.lrsweep_sweeper.sweeper.LrSweeper"
+    # The sweeper gets `sampler` as written: Hydra would instantiate a `{_target_: ...}` node
+    # first (a GridSampler without its search space fails there; another sampler would be
+    # named by its object's repr in the refusal).
+    _recursive_: bool = False
     # Search space, in Hydra's override grammar: choice(...), range(...), interval(a, b),
     # tag(log, interval(a, b)) (`points` values, numpy.logspace), or a plain list (a choice).
     # Axes from the command line (`seed=0,1,2`) join them. The grid is their product.
