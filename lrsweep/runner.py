@@ -84,6 +84,14 @@ class SweepResult:
     study: Any  # the Optuna study (its storage's connections closed; reopened on use)
     shown_url: str  # the storage URL as printed (password hidden)
     launched: int  # trials this run launched
+    storage: Any = None  # the study's storage
+
+    def close(self) -> None:
+        """Closes the connections a read of `study` after the sweep opened: the last connection
+        to a SQLite file in WAL mode folds the log into the file and removes it."""
+        engine = getattr(self.storage, "engine", None)
+        if engine is not None:
+            engine.dispose()
 
 
 Launch = Callable[[list[Claimed], int], Sequence[protocol.JobResult]]
@@ -162,7 +170,7 @@ def run_sweep(spec: SweepSpec, launch: Launch) -> SweepResult:
             lock.close()
     if launched == 0:
         print(f"[lrsweep] nothing to run: all {len(spec.grid)} grid points are done", flush=True)
-    return SweepResult(study, hide_password(spec.storage_url), launched)
+    return SweepResult(study, hide_password(spec.storage_url), launched, storage)
 
 
 class _Run:

@@ -134,14 +134,16 @@ def wait_until_blocked_on_the_advisory_lock(
     key = int.from_bytes(digest[:8], "big", signed=True)
     query = sqlalchemy.text(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND wait_event = 'advisory' AND query LIKE :pattern"
+        " AND wait_event = 'advisory' AND query ~ :pattern"
     )
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     deadline = time.monotonic() + timeout
     try:
         while True:
             with engine.connect() as connection:
-                waiting = connection.execute(query, {"pattern": f"%pg_advisory_lock({key})%"})
+                # psycopg2 writes a bound negative number with a space before it.
+                pattern = rf"pg_advisory_lock\(\s*{key}\)"
+                waiting = connection.execute(query, {"pattern": pattern})
                 if waiting.scalar():
                     return
             assert proc.poll() is None, proc.communicate()

@@ -59,7 +59,7 @@ def test_interior_peak_takes_the_neighbours(tmp_path):
 def test_peak_at_low_edge_moves_the_range_below(tmp_path):
     p = propose(grid_study(tmp_path, means=peak_at(0)))
     assert p.edge == "low" and p.best_lr == GRID[0]
-    assert p.low == pytest.approx(GRID[0] / STEP**refine.EDGE_STEPS)
+    assert p.low == pytest.approx(GRID[0] / STEP**bounds.EDGE_STEPS)
     assert p.low < GRID[0] and p.high == GRID[1]
 
 
@@ -67,7 +67,7 @@ def test_peak_at_high_edge_moves_the_range_above(tmp_path):
     p = propose(grid_study(tmp_path, means=peak_at(9)))
     assert p.edge == "high" and p.best_lr == GRID[9]
     assert p.low == GRID[8]
-    assert p.high == pytest.approx(GRID[9] * STEP**refine.EDGE_STEPS)
+    assert p.high == pytest.approx(GRID[9] * STEP**bounds.EDGE_STEPS)
     assert p.high > GRID[-1]
 
 
@@ -102,7 +102,7 @@ def test_failed_points_are_not_grid_points(tmp_path):
     # The top LRs raised: nothing is known there, so the best (GRID[6]) is at the edge.
     p = propose(grid_study(tmp_path, means=peak_at(9), failed=(7, 8, 9)))
     assert p.best_lr == GRID[6] and p.edge == "high"
-    assert p.high == pytest.approx(GRID[6] * STEP**refine.EDGE_STEPS)
+    assert p.high == pytest.approx(GRID[6] * STEP**bounds.EDGE_STEPS)
 
 
 def test_all_diverged_is_a_config_error(tmp_path):
@@ -118,7 +118,7 @@ def test_fewer_than_two_finished_points_is_a_config_error(tmp_path):
 
 
 def test_stage2_overrides_replace_keys_and_keep_floats_exact():
-    p = refine.Proposal(1 / 3, 0.1 * 3, "r", 0.1, 0.9, 0.0, (0.1,), None)
+    p = bounds.Proposal(1 / 3, 0.1 * 3, "r", 0.1, 0.9, 0.0, (0.1,), None)
     out = refine.stage2_overrides(["data=mnist1d", "study.name=x", "sweep.points=7"], "x", p, 12)
     assert out == [
         "data=mnist1d",

@@ -651,7 +651,8 @@ def test_sqlite_on_a_network_file_system_keeps_sqlite_defaults(tmp_path):
     assert study_protocol.wal_suits(tmp_path / "lrsweep.db")
     local = study_protocol.engine_kwargs(f"sqlite:///{tmp_path}/lrsweep.db")
     assert local["connect_args"]["factory"] is study_protocol._SQLiteConnection
-    assert study_protocol.engine_kwargs("postgresql+psycopg2://u@h/db") == {}
+    # A server: no SQLite connection factory, only the pool's size (lrsweep.connections).
+    assert "connect_args" not in study_protocol.engine_kwargs("postgresql+psycopg2://u@h/db")
 
 
 def test_the_progress_line_says_a_trial_was_stopped_at_chance(capsys) -> None:

@@ -157,7 +157,10 @@ class LrSweeper(Sweeper):
             spec = self._spec(self.study_name, axes, grid)
             result = run_sweep(spec, self._launch)
             if plan is None:
-                self._summary(result, axes, grid)
+                try:
+                    self._summary(result, axes, grid)
+                finally:
+                    result.close()
                 return
             from lrsweep.stages import run_later_stages
 
