@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from lrsweep.results import JobResult
     from lrsweep.runner import Claimed
-    from lrsweep.study_protocol import JobResult
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def _launcher(
     train_fn: Callable[[float, int], Any], metric: str
 ) -> Callable[[list[Claimed], int], list[JobResult]]:
     """The runner's `launch`: each claimed point as one call of `train_fn`, in this process."""
-    from lrsweep.study_protocol import JobResult
+    from lrsweep.results import JobResult
 
     takes_seed = _takes_seed(train_fn)
 

@@ -90,6 +90,10 @@ def stage2_gain(
     diff = welch_difference(r1, r2, floor=resolution)
     noise = None if diff is None else diff.half_width
     gain = sign(direction) * (m2 - m1)
+    # The interval of the gain: of m2 - m1 maximising, of m1 - m2 minimising.
+    interval = None
+    if diff is not None:
+        interval = (gain - diff.half_width, gain + diff.half_width)
     outcome = judge_gain(gain, noise)
     scores = (
         f"{where}, stage 2's best lr={b2['lr']:.4g} scored {m2:.4f} vs stage 1's best "
@@ -106,7 +110,7 @@ def stage2_gain(
         }[outcome]
         floored = ", stds floored at 1/n_val" if diff.floored else ""
         verdict = (
-            f"{scores}, 95% interval [{diff.low:+.4f}, {diff.high:+.4f}] (Welch t, "
+            f"{scores}, 95% interval [{interval[0]:+.4f}, {interval[1]:+.4f}] (Welch t, "
             f"df={diff.df:.1f}{floored}): {judged}"
         )
     return Stage2Gain(
@@ -120,7 +124,7 @@ def stage2_gain(
         outcome=outcome,
         measured_on=source,
         verdict=verdict,
-        interval=None if diff is None else (diff.low, diff.high),
+        interval=interval,
         df=None if diff is None else diff.df,
     )
 

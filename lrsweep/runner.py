@@ -7,7 +7,7 @@ the later stages of a search); `launch` is the adapter's: it runs a batch of cla
 1. open the study under its lock (`study_protocol`); bad settings or an unusable storage are a
    SweepConfigError (the adapters' one line and exit status 2), before any trial is claimed;
 2. each round: fail stale trials, queue missing points, claim a batch, launch it, tell the
-   results (`study_protocol.tell`);
+   results (`results.tell`);
 3. when nothing is left to claim but points are RUNNING elsewhere, wait for them: a killed
    sweep's trials go stale after `grace_period` and come back through step 2.
 
@@ -32,6 +32,9 @@ from lrsweep import study_protocol as protocol
 from lrsweep.connections import sharing
 from lrsweep.grid import Axis, SweepConfigError, point_key
 from lrsweep.heartbeat import Heartbeat
+from lrsweep.interrupts import interrupt_deferred, interrupt_noted
+from lrsweep.results import JobResult, tell
+from lrsweep.storage import StudyLock, open_storage
 from lrsweep.storage_url import hide_password, is_storage_error, storage_problem, storage_reason
 
 # A claimed point: (trial number, trial id, its params).
@@ -94,10 +97,10 @@ class SweepResult:
             engine.dispose()
 
 
-Launch = Callable[[list[Claimed], int], Sequence[protocol.JobResult]]
+Launch = Callable[[list[Claimed], int], Sequence[JobResult]]
 
 
-def open_sweep_study(spec: SweepSpec) -> tuple[Any, dict[str, Any], Any, protocol.StudyLock]:
+def open_sweep_study(spec: SweepSpec) -> tuple[Any, dict[str, Any], Any, StudyLock]:
     """(study, distributions, storage, lock): the study created or loaded under its lock, checked
     to take this run (`study_sharing`), and the distributions its grid values are recorded with.
     Bad settings or an unusable storage: SweepConfigError, with one line to show."""
@@ -105,11 +108,9 @@ def open_sweep_study(spec: SweepSpec) -> tuple[Any, dict[str, Any], Any, protoco
     import sqlalchemy
 
     try:
-        lock = protocol.StudyLock(spec.storage_url, spec.study_name)
+        lock = StudyLock(spec.storage_url, spec.study_name)
         with lock():
-            storage = protocol.open_storage(
-                spec.storage_url, spec.heartbeat_interval, spec.grace_period
-            )
+            storage = open_storage(spec.storage_url, spec.heartbeat_interval, spec.grace_period)
             study, dists = protocol.open_study(
                 storage,
                 spec.study_name,
@@ -142,7 +143,7 @@ def run_sweep(spec: SweepSpec, launch: Launch) -> SweepResult:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study, dists, storage, lock = open_sweep_study(spec)
     # Jobs run in this process report through this sweep's storage: one engine, one connection.
-    with protocol.interrupt_noted() as interrupted, sharing(spec.storage_url, storage):
+    with interrupt_noted() as interrupted, sharing(spec.storage_url, storage):
         try:
             launched = _Run(spec, launch, study, dists, storage, lock).run()
         except BaseException as err:
@@ -325,7 +326,7 @@ class _Run:
                 # the state before its write transaction begins, so two sweeps could both
                 # win one trial between the lock's rounds. A Ctrl-C waits until the claimed
                 # trials are known to be ours (in flight).
-                with protocol.interrupt_deferred():
+                with interrupt_deferred():
                     claimed = protocol.claim(
                         self.study, self.storage, self.study_id, self.grid, budget,
                         self.heartbeat, queued.waiting,
@@ -342,11 +343,9 @@ class _Run:
             elsewhere = 0 if unclaimed else protocol.running_elsewhere(rows, self.grid, ours)
             return [], unclaimed, elsewhere
 
-    def _tell(
-        self, number: int, trial_id: int, params: dict[str, Any], result: protocol.JobResult
-    ) -> None:
+    def _tell(self, number: int, trial_id: int, params: dict[str, Any], result: JobResult) -> None:
         spec = self.spec
-        told = protocol.tell(
+        told = tell(
             self.study, self.storage, number, trial_id, result, spec.metric_name, spec.direction
         )
         self.heartbeat.discard(trial_id)

@@ -133,7 +133,7 @@ def _frame(study_name: str, storage_url: str, plan: SearchPlan) -> pd.DataFrame:
     import optuna
 
     from lrsweep.frames import trials_frame
-    from lrsweep.study_protocol import open_storage
+    from lrsweep.storage import open_storage
 
     storage = open_storage(storage_url)
     try:

@@ -131,7 +131,7 @@ def check_sqlite_file(path: Path, shown: str) -> None:
     another), and closing any other descriptor of it would drop the POSIX locks SQLite holds on
     it for those connections (measured: in write-ahead-log mode a later connection then saw
     "disk I/O error", or deleted the log under the others and lost their commits). A SQLite file
-    in WAL mode (lrsweep's, `study_protocol._SQLiteConnection`) can only be opened where SQLite
+    in WAL mode (lrsweep's, `storage._SQLiteConnection`) can only be opened where SQLite
     may create its `-shm` index beside it: in a folder that does not allow that, the error says
     so."""
     import os

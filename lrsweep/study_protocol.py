@@ -1,17 +1,21 @@
 """The study protocol: how sweeps share one Optuna study and run each grid point exactly once.
 
 Each step is safe to repeat, in any number of processes or machines sharing the storage:
-1. `open_storage` / `open_study`: create or load the study, check that it holds this experiment,
-   record the grid;
-2. under `StudyLock`: `StaleTrials.fail` (trials whose sweeper stopped beating, or that never had
+1. `lrsweep.storage.open_storage`, then `open_study`: create or load the study, check that it
+   takes this run (`study_sharing`), record the grid;
+2. under `lrsweep.storage.StudyLock`: `StaleTrials.fail` (trials whose sweeper stopped beating, or that never had
    a heartbeat) and `queue_ahead` (each grid point not covered by a COMPLETE, RUNNING or
    WAITING trial, in one transaction; a point whose trial FAILED is queued again);
 3. still under the lock, `claim` (of the WAITING trials `queue_ahead` saw and queued): the
    heartbeat first, then WAITING -> RUNNING (succeeds for one process only; on SQLite only under
    the lock, as Optuna reads the state before its write begins); a claim that finds an older
-   trial of the same point alive or done gives way; `interrupt_deferred` holds a Ctrl-C or
-   SIGTERM back until the claimed trials are registered as in flight;
-4. `tell`: a job's outcome, never raising for the job's fault.
+   trial of the same point alive or done gives way; `lrsweep.interrupts.interrupt_deferred`
+   holds a Ctrl-C or SIGTERM back until the claimed trials are registered as in flight;
+4. `lrsweep.results.tell`: a job's outcome, never raising for the job's fault.
+
+Where a step reads or writes many rows, it does so in one query or transaction on Optuna's own
+tables (`lrsweep.optuna_tables`, where that module vouches for the schema), else through Optuna's
+public API.
 
 Optuna's GridSampler is not used: on Optuna 5 it does not compose with enqueued trials and
 ask/tell. Every trial here has fixed params, so the study's sampler never chooses a value.
@@ -19,25 +23,14 @@ Optuna is imported inside functions: Hydra imports every plugin module on every 
 """
 
 import contextlib
-import hashlib
-import json
 import math
-import os
-import random
-import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from lrsweep.connections import SERVER_POOL, pool_kwargs
+from lrsweep import optuna_tables
 from lrsweep.grid import Axis, SweepConfigError
 from lrsweep.heartbeat import Heartbeat
-from lrsweep.interrupts import (  # noqa: F401 (the protocol's step 3)
-    interrupt_deferred,
-    interrupt_noted,
-)
-from lrsweep.storage_url import sqlite_path
 
 POINT_ATTR = "grid_point"  # trial user attr: the canonical JSON of the trial's grid point
 SCHEMA_RETRIES = 5
@@ -67,174 +60,6 @@ def check_study_name(name: str) -> None:
             f"study name '{name[:40]}...' is {len(name.encode())} bytes long: at most "
             f"{MAX_NAME_BYTES} (it names folders under outputs/)"
         )
-
-
-class StudyLock:
-    """Serialises study creation, stale-failing, enqueueing and claiming between sweeps of one
-    study: a file lock beside a SQLite file, a session advisory lock on PostgreSQL (released by
-    the server if the holder dies). Elsewhere, and as a safety net everywhere, the claim-then-dedupe
-    rule of `claim` keeps each point to one run."""
-
-    def __init__(self, storage_url: str, study_name: str) -> None:
-        self.storage_url, self.study_name = storage_url, study_name
-        # PostgreSQL advisory locks: an engine of the lock's own that keeps its one connection
-        # (connections.py: the storage's cannot take both roles without opening a fresh one for
-        # every round); `close` releases it.
-        self._engine: Any = None
-
-    def __call__(self) -> contextlib.AbstractContextManager:
-        path = sqlite_path(self.storage_url)
-        if path is not None:
-            from filelock import FileLock
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return FileLock(f"{path}.lock")
-        if self.storage_url.startswith("postgresql"):
-            return self._advisory_lock()
-        return contextlib.nullcontext()
-
-    def close(self) -> None:
-        """Closes the lock's database connection, if it has one (a later use opens another)."""
-        if self._engine is not None:
-            self._engine.dispose()
-
-    @contextlib.contextmanager
-    def _advisory_lock(self) -> Iterator[None]:
-        import sqlalchemy
-
-        if self._engine is None:
-            self._engine = sqlalchemy.create_engine(self.storage_url, **SERVER_POOL)
-        digest = hashlib.sha256(f"lrsweep:{self.study_name}".encode()).digest()
-        key = int.from_bytes(digest[:8], "big", signed=True)
-        with self._engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            try:
-                yield
-            finally:
-                try:
-                    connection.execute(
-                        sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key}
-                    )
-                except BaseException:
-                    # A pooled connection must not go back still holding the lock: closed, the
-                    # server releases it.
-                    connection.invalidate()
-                    raise
-
-
-class _SQLiteConnection(sqlite3.Connection):
-    """A SQLite connection in write-ahead-log mode with `synchronous=NORMAL`.
-
-    SQLite's default (a rollback journal, `synchronous=FULL`) syncs the disk several times per
-    commit: 0.8 ms a commit here, and a trial takes about 15 (claim, heartbeat, params, values,
-    attributes, tell). In WAL mode with NORMAL a commit is 0.01 ms and stays atomic and durable
-    across a crash of any process; only a power loss or an OS crash may undo the last commits,
-    whose trials then simply run again. WAL also lets readers (the dashboard, other sweeps) read
-    while a sweep writes. It needs every process on one machine (SQLite's WAL does not work on a
-    network file system, where `engine_kwargs` does not use it): a study shared by machines
-    belongs on PostgreSQL.
-
-    `journal_mode=WAL` is stored in the file, so the first connection switches it. A file that
-    cannot be switched (read-only, not a database) is left as it is, for the first real
-    statement to report."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        with contextlib.suppress(sqlite3.DatabaseError):
-            self.execute("PRAGMA journal_mode=WAL")
-            self.execute("PRAGMA synchronous=NORMAL")
-
-
-# File systems whose SQLite files stay in SQLite's default rollback-journal mode: WAL's shared
-# memory index does not work across machines (SQLite's documentation), and these are shared ones.
-NETWORK_FILESYSTEMS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "lustre", "gpfs", "beegfs", "ceph",
-     "glusterfs", "fuse.glusterfs", "fuse.sshfs", "fuse.s3fs", "9p", "virtiofs", "vboxsf"}
-)  # fmt: skip
-
-
-def filesystem_type(path: str, mounts: str) -> str | None:
-    """The type of the file system holding the absolute `path`, from the text of
-    `/proc/self/mounts` (the longest mount point above it); None when none matches."""
-    best, kind = "", None
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point = fields[1].replace("\\040", " ")
-        inside = path == point or path.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, kind = point, fields[2]
-    return kind
-
-
-def wal_suits(path: Path) -> bool:
-    """Whether a SQLite file at `path` may use WAL: not on a network file system (Linux's
-    `/proc/self/mounts`; elsewhere assumed local)."""
-    try:
-        mounts = Path("/proc/self/mounts").read_text()
-    except OSError:
-        return True
-    where = os.path.realpath(path.parent if not path.exists() else path)
-    return filesystem_type(where, mounts) not in NETWORK_FILESYSTEMS
-
-
-def engine_kwargs(storage_url: str) -> dict[str, Any]:
-    """The SQLAlchemy engine arguments lrsweep opens `storage_url` with: for a server, a pool that
-    keeps one connection (`connections.SERVER_POOL`); for a SQLite file, a
-    60 s wait on a locked database (parallel jobs), and `_SQLiteConnection` unless the file is on
-    a network file system (there SQLite's defaults, as before WAL)."""
-    path = sqlite_path(storage_url)
-    if path is None:  # a server (one kept connection: connections.py), or SQLite in memory
-        from sqlalchemy.engine import make_url
-
-        return pool_kwargs(make_url(storage_url).drivername)
-    if not wal_suits(path):
-        return {"connect_args": {"timeout": 60}}
-    return {"connect_args": {"timeout": 60, "factory": _SQLiteConnection}}
-
-
-def open_storage(
-    storage_url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
-) -> Any:
-    """An RDBStorage opened with `engine_kwargs`, heartbeats on when `heartbeat_interval` is set
-    (the sweeper's; a job's storage needs none); retries the race of processes creating a fresh
-    schema."""
-    import optuna
-    import sqlalchemy
-
-    for attempt in range(SCHEMA_RETRIES):
-        try:
-            return optuna.storages.RDBStorage(
-                storage_url,
-                engine_kwargs=engine_kwargs(storage_url),
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-            )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            # Sweeps started together on a fresh server database race to create its tables
-            # ("duplicate key ... pg_type_typname_nsp_index"): the loser waits and reloads.
-            if attempt == SCHEMA_RETRIES - 1:
-                raise
-            time.sleep(0.5 + random.random())
-    raise AssertionError("unreachable")
-
-
-@contextlib.contextmanager
-def rdb_transaction(storage: Any, ignore_integrity_error: bool = False) -> Iterator[Any]:
-    """A session of Optuna's RDBStorage whose work is committed once, when the block ends
-    (Optuna's own `_create_scoped_session`, optuna 4-5); None for a storage without one (another
-    storage class, an Optuna without that helper), where the caller takes the public API. Not to
-    be nested with Optuna's public calls on the same storage: they share the session."""
-    try:
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        scoped_session = storage.scoped_session
-    except (ImportError, AttributeError):
-        yield None
-        return
-    with _create_scoped_session(scoped_session, ignore_integrity_error) as session:
-        yield session
 
 
 def open_study(
@@ -272,10 +97,10 @@ def open_study(
         study_name,
         axes,
         sharing.recorded_distributions(study, storage, study_id),
-        can_convert=getattr(storage, "engine", None) is not None,
+        can_convert=optuna_tables.engine(storage) is not None,
     )
     if conversions:  # the study's records of an earlier lrsweep, made to take more values
-        sharing.convert_params(storage, study_id, conversions)
+        optuna_tables.convert_params(optuna_tables.engine(storage), study_id, conversions)
     if attrs.get("config") is None:
         study.set_user_attr("config", identity)
     # The study describes itself: every value each axis was swept over (reruns may add some).
@@ -342,20 +167,10 @@ class StaleTrials:
 
     def _running_without_heartbeat(self) -> list[int]:
         """Grid trials (they carry `POINT_ATTR`) RUNNING with no row in `trial_heartbeats`."""
-        import sqlalchemy
-
-        engine = getattr(self.storage, "engine", None)
-        if engine is None:  # not an RDBStorage: Optuna's rule only
+        engine = optuna_tables.engine(self.storage)
+        if engine is None:  # not an RDBStorage Optuna's tables can be read from: Optuna's rule
             return []
-        query = sqlalchemy.text(
-            "SELECT t.trial_id FROM trials t "
-            "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = :attr "
-            "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-            "WHERE t.study_id = :study AND t.state = 'RUNNING' AND h.trial_id IS NULL"
-        )
-        with engine.connect() as connection:
-            rows = connection.execute(query, {"attr": POINT_ATTR, "study": self.study_id})
-            return [row[0] for row in rows]
+        return optuna_tables.running_without_heartbeat(engine, self.study_id, POINT_ATTR)
 
 
 class TrialRow(NamedTuple):
@@ -391,39 +206,19 @@ class TrialIndex:
 
     def rows(self) -> list[TrialRow]:
         """Every trial of the study now, in number order."""
-        engine = getattr(self.storage, "engine", None)
+        engine = optuna_tables.engine(self.storage)
         if engine is None:
             return [
                 TrialRow(t.number, t.state.name, t.user_attrs.get(POINT_ATTR))
                 for t in self.study.get_trials(deepcopy=False)
             ]
-        import sqlalchemy
-
         unfinished = sorted(i for i, row in self._rows.items() if row.state not in _FINISHED)
-        args: dict[str, Any] = {
-            "attr": POINT_ATTR,
-            "study": self.study_id,
-            "after": max(self._rows, default=-1),
-        }
-        which = "t.trial_id > :after"
-        if len(unfinished) > self.MAX_WATCHED:
-            which, args["after"] = "t.trial_id >= :after", unfinished[0]
-        elif unfinished:
-            which = f"({which} OR t.trial_id IN :watched)"
-            args["watched"] = unfinished
-        query = sqlalchemy.text(
-            "SELECT t.trial_id, t.number, t.state, a.value_json FROM trials t "
-            "LEFT JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = :attr "
-            f"WHERE t.study_id = :study AND {which}"
-        )
-        if "watched" in args:
-            query = query.bindparams(sqlalchemy.bindparam("watched", expanding=True))
-        with engine.connect() as connection:
-            fetched = connection.execute(query, args).all()
-        for trial_id, number, state, point_json in fetched:
-            state = getattr(state, "name", state)  # a TrialState on some dialects
-            point = None if point_json is None else json.loads(point_json)
-            self._rows[int(trial_id)] = TrialRow(int(number), str(state), point)
+        from_oldest = len(unfinished) > self.MAX_WATCHED
+        after = unfinished[0] if from_oldest else max(self._rows, default=-1)
+        for trial_id, number, state, point in optuna_tables.trial_rows(
+            engine, self.study_id, POINT_ATTR, after, unfinished, from_oldest
+        ):
+            self._rows[trial_id] = TrialRow(number, state, point)
         return sorted(self._rows.values())
 
 
@@ -490,36 +285,19 @@ def enqueue_points(
     without these models, get the trial-by-trial path."""
     import optuna
 
-    with rdb_transaction(storage) as session:
-        if session is None:
-            queued = []
-            for key, params in points.items():
-                template = optuna.trial.create_trial(
-                    state=optuna.trial.TrialState.WAITING,
-                    system_attrs={"fixed_params": params},
-                    user_attrs={POINT_ATTR: key},
-                )
-                trial_id = storage.create_new_trial(study_id, template_trial=template)
-                queued.append((storage.get_trial_number_from_id(trial_id), key))
-            return queued
-        import sqlalchemy
-        from optuna.storages._rdb import models
-
-        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-        count = sqlalchemy.func.count(models.TrialModel.trial_id)
-        base = session.query(count).filter(models.TrialModel.study_id == study_id).scalar()
-        for number, (key, params) in enumerate(points.items(), start=base):
-            trial = models.TrialModel(
-                study_id=study_id, number=number, state=optuna.trial.TrialState.WAITING
-            )
-            trial.user_attributes.append(
-                models.TrialUserAttributeModel(key=POINT_ATTR, value_json=json.dumps(key))
-            )
-            trial.system_attributes.append(
-                models.TrialSystemAttributeModel(key="fixed_params", value_json=json.dumps(params))
-            )
-            session.add(trial)
-    return [(number, key) for number, key in enumerate(points, start=base)]
+    with optuna_tables.transaction(storage) as session:
+        if session is not None:
+            return optuna_tables.enqueue(session, study_id, points, POINT_ATTR)
+    queued = []
+    for key, params in points.items():
+        template = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            system_attrs={"fixed_params": params},
+            user_attrs={POINT_ATTR: key},
+        )
+        trial_id = storage.create_new_trial(study_id, template_trial=template)
+        queued.append((storage.get_trial_number_from_id(trial_id), key))
+    return queued
 
 
 def claim(
@@ -577,22 +355,9 @@ def older_twin(study: Any, storage: Any, study_id: int, number: int, key: str) -
     its rows), else `get_trials`."""
     import optuna
 
-    engine = getattr(storage, "engine", None)
+    engine = optuna_tables.engine(storage)
     if engine is not None:
-        import sqlalchemy
-
-        query = sqlalchemy.text(
-            "SELECT t.number FROM trials t "
-            "JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-            "AND a.key = :attr AND a.value_json = :point "
-            "WHERE t.study_id = :study AND t.number != :number AND (t.state = 'COMPLETE' "
-            "OR (t.state IN ('RUNNING', 'WAITING') AND t.number < :number)) "
-            "ORDER BY t.number LIMIT 1"
-        )
-        args = {"attr": POINT_ATTR, "point": json.dumps(key), "study": study_id, "number": number}
-        with engine.connect() as connection:
-            row = connection.execute(query, args).first()
-        return None if row is None else int(row[0])
+        return optuna_tables.older_twin(engine, study_id, number, POINT_ATTR, key)
     State = optuna.trial.TrialState
     return next(
         (
@@ -624,118 +389,21 @@ def record_params(
     sampler), in one transaction on an RDBStorage: Optuna's own per-parameter step (with its
     check against the study's earlier distributions), committed once."""
     values = {name: dist.to_internal_repr(params[name]) for name, dist in dists.items()}
-    write = getattr(storage, "_set_trial_param_without_commit", None)
-    if write is not None:
-        with rdb_transaction(storage, ignore_integrity_error=True) as session:
-            if session is not None:
-                for name, dist in dists.items():
-                    write(session, trial_id, name, values[name], dist)
-                return
-    # Another storage, or an Optuna without these helpers: the public API.
+    if optuna_tables.record_params(storage, trial_id, values, dists):
+        return
+    # Another storage, or an Optuna this was not checked against: the public API.
     for name, dist in dists.items():
         storage.set_trial_param(trial_id, name, values[name], dist)
 
 
-class JobResult(NamedTuple):
-    """What a job gave back, as any adapter sees it: its return value, or the text of the error
-    it raised (`error` set); `attrs`: user attributes the adapter measured (e.g. `seconds`)."""
-
-    value: Any = None
-    error: str | None = None
-    attrs: dict[str, Any] | None = None
-
-
-class Outcome(NamedTuple):
-    """A job's result as told: its metric, or the error that failed it; `diverged`: it returned a
-    non-finite number (recorded as the worst value of the direction); `recorded`: whether the
-    study took it (False: the trial had been finished elsewhere, e.g. failed as stale)."""
-
-    value: float | None
-    error: str | None
-    recorded: bool = True
-    diverged: bool = False
-
-
-def outcome(
-    result: JobResult, metric_name: str | None = None, direction: str = "maximize"
-) -> Outcome:
-    """A job's result judged. The value is the returned number, or the `metric_name` entry of a
-    returned mapping; a NaN or infinite value is a diverged run (a training that blew up is a
-    result, not a failure), recorded as the worst value (-inf maximising, +inf minimising);
-    anything else that is not a number, or a raised exception, is an error text."""
-    if result.error is not None:
-        return Outcome(None, result.error)
-    value = result.value
-    if isinstance(value, Mapping):
-        if metric_name is None or metric_name not in value:
-            return Outcome(
-                None,
-                f"job returned a mapping without the metric {metric_name!r} "
-                f"(keys {sorted(map(str, value))[:8]}); set hydra.sweeper.metric_name",
-            )
-        value = value[metric_name]
-    if isinstance(value, bool):
-        return Outcome(None, f"job returned {value!r}, not a number")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return Outcome(None, f"job returned {value!r}, not a number")
-    if not math.isfinite(value):
-        return Outcome(-math.inf if direction == "maximize" else math.inf, None, diverged=True)
-    return Outcome(value, None)
-
-
-def tell(
-    study: Any,
-    storage: Any,
-    number: int,
-    trial_id: int,
-    result: JobResult,
-    metric_name: str | None = None,
-    direction: str = "maximize",
-) -> Outcome:
-    """Record a job's outcome (`outcome`) and return it. Never raises for a job's fault."""
-    import optuna
-
-    told = outcome(result, metric_name, direction)
-    try:
-        # The storage directly: `study.tell` re-reads the trial and calls the sampler, which
-        # never chooses here (fixed params).
-        for key, value in (result.attrs or {}).items():
-            storage.set_trial_user_attr(trial_id, key, value)
-        if told.error is None:
-            if told.diverged:
-                storage.set_trial_user_attr(trial_id, "diverged", True)
-            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [told.value])
-        else:
-            storage.set_trial_user_attr(trial_id, "error", told.error[:2000])
-            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
-    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError) as exc:
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "trial %d could not be told (%s): it was finished elsewhere", number, exc
-        )
-        return told._replace(recorded=False)
-    return told
-
-
 def trial_user_attrs(storage: Any, trial_id: int, keys: Sequence[str]) -> dict[str, Any]:
-    """The trial's user attributes among `keys` (those it has): one indexed query on an
-    RDBStorage, else the storage's `get_trial`."""
-    engine = getattr(storage, "engine", None)
-    if engine is None:
-        attrs = storage.get_trial(trial_id).user_attrs
-        return {key: attrs[key] for key in keys if key in attrs}
-    import sqlalchemy
-
-    query = sqlalchemy.text(  # `a.key`: a bare `key` is a reserved word in MySQL
-        "SELECT a.key, a.value_json FROM trial_user_attributes a "
-        "WHERE a.trial_id = :trial AND a.key IN :keys"
-    ).bindparams(sqlalchemy.bindparam("keys", expanding=True))
-    with engine.connect() as connection:
-        rows = connection.execute(query, {"trial": trial_id, "keys": list(keys)})
-        return {key: json.loads(value) for key, value in rows}
+    """The trial's user attributes among `keys` (those it has): one indexed query on Optuna's
+    tables, else the storage's `get_trial`."""
+    engine = optuna_tables.engine(storage)
+    if engine is not None:
+        return optuna_tables.user_attrs(engine, trial_id, keys)
+    attrs = storage.get_trial(trial_id).user_attrs
+    return {key: attrs[key] for key in keys if key in attrs}
 
 
 def fail_trials(storage: Any, trial_ids: Sequence[int]) -> None:

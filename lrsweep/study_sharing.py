@@ -73,26 +73,18 @@ def check_axes(study_name: str, recorded_grid: dict[str, list[Any]], axes: Seque
 
 def recorded_distributions(study: Any, storage: Any, study_id: int) -> dict[str, Any]:
     """Each parameter's distribution as the study first recorded it: what Optuna checks every
-    later record of that parameter against. One query on an RDBStorage, else the trials."""
-    from optuna.distributions import json_to_distribution
+    later record of that parameter against. One query on Optuna's tables where
+    `optuna_tables.engine` allows, else the trials."""
+    from lrsweep import optuna_tables
 
-    engine = getattr(storage, "engine", None)
-    if engine is None:
-        found: dict[str, Any] = {}
-        for trial in study.get_trials(deepcopy=False):
-            for name, dist in trial.distributions.items():
-                found.setdefault(name, dist)
-        return found
-    import sqlalchemy
-
-    query = sqlalchemy.text(
-        "SELECT p.param_name, p.distribution_json FROM trial_params p WHERE p.param_id IN ("
-        "SELECT MIN(q.param_id) FROM trial_params q JOIN trials t ON t.trial_id = q.trial_id "
-        "WHERE t.study_id = :study GROUP BY q.param_name)"
-    )
-    with engine.connect() as connection:
-        rows = connection.execute(query, {"study": study_id})
-        return {name: json_to_distribution(text) for name, text in rows}
+    engine = optuna_tables.engine(storage)
+    if engine is not None:
+        return optuna_tables.first_distributions(engine, study_id)
+    found: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, dist in trial.distributions.items():
+            found.setdefault(name, dist)
+    return found
 
 
 def _is_number(value: Any) -> bool:
@@ -184,38 +176,3 @@ def run_distributions(
                 f"{axis.name} values {json.dumps(axis.values)} cannot join it ({err}); {NEW_NAME}"
             ) from None
     return dists, conversions
-
-
-def convert_params(storage: Any, study_id: int, conversions: dict[str, Any]) -> None:
-    """Rewrite every record of each named parameter in the study from its categorical of numbers
-    to `conversions[name]`, the same values (Optuna stores a categorical's index), in one
-    transaction of an RDBStorage: the study then takes new seeds or LRs beside them."""
-    import sqlalchemy
-    from optuna.distributions import (
-        CategoricalDistribution,
-        distribution_to_json,
-        json_to_distribution,
-    )
-
-    select = sqlalchemy.text(
-        "SELECT p.param_id, p.param_value, p.distribution_json FROM trial_params p "
-        "JOIN trials t ON t.trial_id = p.trial_id "
-        "WHERE t.study_id = :study AND p.param_name = :name"
-    )
-    update = sqlalchemy.text(
-        "UPDATE trial_params SET param_value = :value, distribution_json = :dist "
-        "WHERE param_id = :id"
-    )
-    with storage.engine.begin() as connection:
-        for name, dist in conversions.items():
-            text = distribution_to_json(dist)
-            for param_id, value, old in connection.execute(
-                select, {"study": study_id, "name": name}
-            ).all():
-                old = json_to_distribution(old)
-                if isinstance(old, CategoricalDistribution):
-                    external = old.to_external_repr(value)
-                    connection.execute(
-                        update,
-                        {"value": dist.to_internal_repr(external), "dist": text, "id": param_id},
-                    )

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from lrsweep import optuna_tables
 from lrsweep.frames import TRIAL_COLUMNS  # noqa: F401  (the columns of `trials_frame`)
 from src.errors import ConfigError
 
@@ -101,7 +102,7 @@ def storage(url: str) -> optuna.storages.BaseStorage:
 
 def _own_storage(url: str) -> optuna.storages.BaseStorage:
     """One storage per URL and process (engine creation and schema checks cost ~0.1 s), opened
-    as the sweeper opens it (a SQLite file in WAL mode: `study_protocol.open_storage`). A
+    as the sweeper opens it (a SQLite file in WAL mode: `lrsweep.storage.open_storage`). A
     relative SQLite path (the default `sqlite:///outputs/lrsweep.db`) is another file in another
     working directory (sweeps run one after another in one process, `run_multirun`): its storage
     is kept per directory."""
@@ -115,8 +116,8 @@ def _own_storage(url: str) -> optuna.storages.BaseStorage:
 def _storage(url: str, cwd: str | None) -> optuna.storages.BaseStorage:
     """`_own_storage(url)`, opened once per URL (and working directory `cwd`, when the URL's SQLite
     path is relative to it)."""
+    from lrsweep.storage import open_storage
     from lrsweep.storage_url import sqlite_path
-    from lrsweep.study_protocol import open_storage
 
     path = sqlite_path(url)
     if path is not None:
@@ -312,7 +313,7 @@ class TrialReporter:
         if self._trial_id is None:
             return
         try:
-            if _write_user_attrs_at_once(self._storage, self._trial_id, attrs):
+            if optuna_tables.write_user_attrs(self._storage, self._trial_id, attrs):
                 return
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning("trial %s was finished elsewhere; no more reports", self._trial_id)
@@ -320,65 +321,6 @@ class TrialReporter:
             return
         for key, value in attrs.items():
             self._write("set_trial_user_attr", key, value)
-
-
-def _write_user_attrs_at_once(store: Any, trial_id: int, attrs: dict[str, Any]) -> bool:
-    """One commit for all of a trial's user attributes on an RDBStorage (Optuna's public API
-    commits once per attribute: 12 commits, and each checks the trial again). On SQLite (3.24+)
-    and PostgreSQL: the trial is checked once and the attributes are upserted in one statement,
-    as Optuna's `set_trial_user_attr` upserts one (1.5 ms against 6.4 ms for a trial's 12 here);
-    on other databases, Optuna's own per-attribute helper inside the one transaction. Both use
-    Optuna's RDB models (optuna 4-5); False, having written nothing, when they are not there, so
-    the caller falls back to the public API. Raises UpdateFinishedTrialError like the public call
-    (nothing is written then)."""
-    from lrsweep.study_protocol import rdb_transaction
-
-    write = getattr(store, "_set_trial_attr_without_commit", None)
-    engine = getattr(store, "engine", None)
-    if write is None or engine is None:
-        return False
-    if not attrs:
-        return True
-    insert = _upsert_insert(engine.name)
-    with rdb_transaction(store, ignore_integrity_error=True) as session:
-        if session is None:
-            return False
-        from optuna.storages._rdb import models
-
-        if insert is None:
-            for key, value in attrs.items():
-                write(session, models.TrialUserAttributeModel, trial_id, key, value)
-            return True
-        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        store.check_trial_is_updatable(trial_id, trial.state)
-        table = models.TrialUserAttributeModel
-        rows = [
-            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
-        ]
-        statement = insert(table).values(rows)
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[table.trial_id, table.key],
-                set_={"value_json": statement.excluded.value_json},
-            )
-        )
-    return True
-
-
-def _upsert_insert(dialect: str) -> Any:
-    """The `insert` construct with `on_conflict_do_update` for this database, or None."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-
-        return insert
-    if dialect == "sqlite":
-        import sqlite3
-
-        if sqlite3.sqlite_version_info >= (3, 24, 0):
-            from sqlalchemy.dialects.sqlite import insert
-
-            return insert
-    return None
 
 
 def report_dir(cfg: DictConfig, study_name: str) -> Path:

@@ -25,7 +25,7 @@ import optuna
 import pytest
 from conftest import TINY, run_module, start_module
 
-from lrsweep.study_protocol import StudyLock
+from lrsweep.storage import StudyLock
 
 State = optuna.trial.TrialState
 PASSWORD_ENV = "LRSWEEP_TEST_DB_PASSWORD"

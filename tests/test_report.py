@@ -339,3 +339,15 @@ def test_a_missing_study_is_described_by_the_nearest_one(tmp_path, monkeypatch, 
     assert report.main([f"study.storage={url}", "study.name=x"]) == 2
     err = capsys.readouterr().err
     assert "no study 'x'" in err and "the nearest, 'near', differs in epochs (2 vs 5)" in err
+
+
+def test_stage2_gain_minimising_is_the_decrease_and_its_interval_holds_it():
+    """A loss: stage 2's best lower by 0.2 is a gain of +0.2, and the printed interval is the
+    gain's, around +0.2, not the raw difference's."""
+    s1 = agg_of({0.1: 2.5}, std=0.01, n=3)
+    s2 = agg_of({0.05: 2.3}, std=0.01, n=3)
+    gain = choosing.stage2_gain({"stage1": s1, "stage2": s2}, direction="minimize")
+    assert gain.gain == pytest.approx(0.2)
+    low, high = gain.interval
+    assert low < 0.2 < high and low > 0
+    assert gain.outcome == "gain"

@@ -20,10 +20,12 @@ import optuna
 import pytest
 from conftest import TINY, run_module, start_module
 
-from lrsweep import study_protocol
+from lrsweep import results, study_protocol
+from lrsweep import storage as storage_module
 from lrsweep.grid import point_key
 from lrsweep.heartbeat import Heartbeat
-from lrsweep.study_protocol import POINT_ATTR, JobResult, TrialRow
+from lrsweep.results import JobResult
+from lrsweep.study_protocol import POINT_ATTR, TrialRow
 
 State = optuna.trial.TrialState
 
@@ -363,9 +365,7 @@ def test_a_missing_value_fails_the_trial_not_the_sweep(tmp_path, returned, error
     trial_id = storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name("t"), trial.number
     )
-    told = study_protocol.tell(
-        study, storage, trial.number, trial_id, JobResult(returned), "val_loss"
-    )
+    told = results.tell(study, storage, trial.number, trial_id, JobResult(returned), "val_loss")
     assert told.error.startswith(error)
     (frozen,) = study.trials
     assert frozen.state == State.FAIL
@@ -380,7 +380,7 @@ def test_a_non_finite_value_is_a_diverged_trial_with_the_worst_value(tmp_path, r
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
     study = optuna.create_study(storage=storage, study_name="t", direction=direction)
     trial = study.ask()
-    told = study_protocol.tell(
+    told = results.tell(
         study, storage, trial.number, trial._trial_id, JobResult(returned), "val_loss", direction
     )
     worst = -math.inf if direction == "maximize" else math.inf
@@ -397,7 +397,7 @@ def test_a_mapping_return_gives_its_metric(tmp_path):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
     study = optuna.create_study(storage=storage, study_name="t")
     trial = study.ask()
-    told = study_protocol.tell(
+    told = results.tell(
         study, storage, 0, trial._trial_id, JobResult({"acc": 0.9, "loss": 0.3}), "acc"
     )
     assert (told.value, study.trials[0].value) == (0.9, 0.9)
@@ -443,7 +443,7 @@ def test_a_sqlite_study_is_written_in_wal_mode_with_normal_sync(workdir):
         assert plain.execute("PRAGMA synchronous").fetchone()[0] == 2  # sqlite's own default
     finally:
         plain.close()
-    storage = study_protocol.open_storage(f"sqlite:///{db}")
+    storage = storage_module.open_storage(f"sqlite:///{db}")
     try:
         with storage.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
@@ -459,7 +459,7 @@ def test_a_file_that_is_no_database_is_left_alone_by_the_connection(tmp_path):
     path.write_bytes(b"not a database, but somebody's notes\n" * 10)
     before = path.read_bytes()
     with pytest.raises(Exception, match="not a database"):
-        study_protocol.open_storage(f"sqlite:///{path}")
+        storage_module.open_storage(f"sqlite:///{path}")
     assert path.read_bytes() == before
     assert not (tmp_path / "notes.db-wal").exists()
 
@@ -540,7 +540,7 @@ def test_telling_a_trial_finished_elsewhere_records_nothing_and_says_so(tmp_path
     study = optuna.create_study(storage=storage, study_name="t")
     trial = study.ask()
     study.tell(trial, state=State.FAIL)
-    told = study_protocol.tell(study, storage, trial.number, trial._trial_id, JobResult(0.75))
+    told = results.tell(study, storage, trial.number, trial._trial_id, JobResult(0.75))
     assert (told.value, told.error, told.recorded) == (0.75, None, False)
     assert study.trials[0].state == State.FAIL
 
@@ -638,21 +638,21 @@ server:/export/home /home nfs4 rw,relatime 0 0
     ],
 )
 def test_filesystem_type_is_that_of_the_longest_mount_point_above(path, kind):
-    assert study_protocol.filesystem_type(path, MOUNTS) == kind
+    assert storage_module.filesystem_type(path, MOUNTS) == kind
 
 
 def test_sqlite_on_a_network_file_system_keeps_sqlite_defaults(tmp_path):
     """WAL needs shared memory on one machine: NFS, SMB, Lustre, ... keep the rollback journal;
     a local folder (this test's) gets the WAL connection."""
-    assert {"nfs4", "cifs", "lustre", "gpfs"} <= study_protocol.NETWORK_FILESYSTEMS
+    assert {"nfs4", "cifs", "lustre", "gpfs"} <= storage_module.NETWORK_FILESYSTEMS
     assert (
-        study_protocol.filesystem_type("/home/me/x", MOUNTS) in study_protocol.NETWORK_FILESYSTEMS
+        storage_module.filesystem_type("/home/me/x", MOUNTS) in storage_module.NETWORK_FILESYSTEMS
     )
-    assert study_protocol.wal_suits(tmp_path / "lrsweep.db")
-    local = study_protocol.engine_kwargs(f"sqlite:///{tmp_path}/lrsweep.db")
-    assert local["connect_args"]["factory"] is study_protocol._SQLiteConnection
+    assert storage_module.wal_suits(tmp_path / "lrsweep.db")
+    local = storage_module.engine_kwargs(f"sqlite:///{tmp_path}/lrsweep.db")
+    assert local["connect_args"]["factory"] is storage_module._SQLiteConnection
     # A server: no SQLite connection factory, only the pool's size (lrsweep.connections).
-    assert "connect_args" not in study_protocol.engine_kwargs("postgresql+psycopg2://u@h/db")
+    assert "connect_args" not in storage_module.engine_kwargs("postgresql+psycopg2://u@h/db")
 
 
 def test_the_progress_line_says_a_trial_was_stopped_at_chance(capsys) -> None:

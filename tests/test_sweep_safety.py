@@ -20,9 +20,11 @@ import sqlalchemy
 import torch
 from conftest import TINY, run_module
 
-from lrsweep import study_protocol
+from lrsweep import results, study_protocol
+from lrsweep import storage as storage_module
 from lrsweep.grid import point_key
 from lrsweep.heartbeat import Heartbeat
+from lrsweep.interrupts import interrupt_deferred
 from lrsweep.study_protocol import POINT_ATTR
 from src.study import compose_config, experiment_identity
 
@@ -128,7 +130,7 @@ def test_a_claimed_trial_has_a_heartbeat_and_a_ctrl_c_during_the_claim_fails_it(
         with (
             pytest.raises(KeyboardInterrupt),
             Heartbeat(storage, 60) as heartbeat,
-            study_protocol.interrupt_deferred(),
+            interrupt_deferred(),
         ):
             for number, trial_id, _ in study_protocol.claim(
                 study, storage, study_id, grid, 1, heartbeat
@@ -228,7 +230,7 @@ def test_queue_ahead_keeps_a_few_points_waiting_and_names_them_for_the_claim(tmp
         )
         # The claimed trial told COMPLETE: the next round names its point among the done ones.
         _, trial_id, _ = claimed[0]
-        told = study_protocol.tell(study, storage, 1, trial_id, study_protocol.JobResult(0.5))
+        told = results.tell(study, storage, 1, trial_id, results.JobResult(0.5))
         assert (told.value, told.error, told.recorded) == (0.5, None, True)
         assert study_protocol.queue_ahead(study, storage, study_id, grid, set(), ahead=2).done == {
             keys[0]
@@ -407,7 +409,7 @@ def test_a_wal_study_in_a_read_only_folder_is_named_as_such_not_as_damaged(workd
     folder = workdir / "archive"
     folder.mkdir()
     url = f"sqlite:///{folder}/lrsweep.db"
-    storage = study_protocol.open_storage(url)
+    storage = storage_module.open_storage(url)
     optuna.create_study(storage=storage, study_name="kept")
     storage.engine.dispose()  # the last connection: the log folded in, -wal and -shm removed
     assert sorted(p.name for p in folder.iterdir()) == ["lrsweep.db"]

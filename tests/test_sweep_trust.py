@@ -30,6 +30,7 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
+from lrsweep import optuna_tables
 from lrsweep import study_sharing as sharing
 from lrsweep.grid import Axis
 from lrsweep.interrupts import interrupt_deferred, interrupt_noted
@@ -379,7 +380,7 @@ def test_a_categorical_of_numbers_is_converted_to_the_same_integers(a_storage):
         name, [Axis("seed", [0, 1, 2])], recorded, can_convert=True
     )
     assert conversions == {"seed": IntDistribution(0, 2)} and dists == conversions
-    sharing.convert_params(storage, study_id, conversions)
+    optuna_tables.convert_params(storage.engine, study_id, conversions)
     record_params(storage, storage.create_new_trial(study_id), {"seed": 1}, dists)
     assert [t.params["seed"] for t in study.trials] == [2, 0, 1]
     assert {t.distributions["seed"] for t in study.trials} == {IntDistribution(0, 2)}

@@ -314,13 +314,14 @@ class LrSweeper(Sweeper):
             confirm_top=self.confirm_top,
             confirm_seeds=self.confirm_seeds,
             report_dir=Path(report_dir),
+            metric=self.metric_name,
         )
 
     def _launch(self, claimed: list, slot: int) -> list:
         """Runs claimed points as Hydra jobs; each `JobReturn` as a `JobResult`."""
         from hydra.core.utils import JobStatus
 
-        from lrsweep.study_protocol import JobResult
+        from lrsweep.results import JobResult
 
         batch = []
         for i, (number, _, params) in enumerate(claimed):
