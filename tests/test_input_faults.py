@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_module
+from conftest import TINY, run_module, two_stage_main
 from torch import nn
 
 from src.checks import check_importable, check_model, check_writable
@@ -18,8 +18,6 @@ from src.inprocess import run_hydra_main
 from src.key_typos import check_override_keys
 from src.study import compose_config
 from src.train import check_config, load_data, run_multirun
-
-SCRIPT = ROOT / "scripts" / "two_stage_sweep.py"
 
 
 def raising_data() -> dict:
@@ -232,16 +230,6 @@ def test_transfer_refuses_an_lr_src_train_would_refuse(overrides, message, capsy
 
 
 # --- item 13: the two-stage script validates first, and passes range_test.* to the range test --
-
-
-def two_stage_main():
-    """The script's `main`, imported from its file (scripts/ is no package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("two_stage_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.mark.parametrize(
