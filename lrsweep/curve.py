@@ -15,13 +15,24 @@ COLOURS = {"stage1": "tab:blue", "stage2": "tab:orange", "confirm": "tab:green"}
 
 
 def plot_curve(
-    aggs: Mapping[str, pd.DataFrame], choice: Choice, title: str, path: Path, ylabel: str
+    aggs: Mapping[str, pd.DataFrame],
+    choice: Choice,
+    title: str,
+    path: Path,
+    ylabel: str,
+    direction: str = "maximize",
 ) -> None:
     """`curve_figure` as a PNG file."""
-    curve_figure(aggs, choice, title, ylabel).savefig(path, format="png", dpi=100)
+    curve_figure(aggs, choice, title, ylabel, direction).savefig(path, format="png", dpi=100)
 
 
-def curve_figure(aggs: Mapping[str, pd.DataFrame], choice: Choice, title: str, ylabel: str):
+def curve_figure(
+    aggs: Mapping[str, pd.DataFrame],
+    choice: Choice,
+    title: str,
+    ylabel: str,
+    direction: str = "maximize",
+):
     """The whole range, and beside it (when there is a stage 2 or confirm step) a zoom on the range
     they cover, where the seed-to-seed error bars are visible. Both panels have a legend.
     A `matplotlib.figure.Figure` made without pyplot: no backend is chosen or changed (a notebook
@@ -32,12 +43,13 @@ def curve_figure(aggs: Mapping[str, pd.DataFrame], choice: Choice, title: str, y
     fig = Figure(figsize=(16 if fine else 8, 5.5), layout="constrained")
     axes = fig.subplots(1, 2 if fine else 1, squeeze=False)
     for ax in axes[0]:
-        _draw_curve(ax, aggs, choice, ylabel)
+        _draw_curve(ax, aggs, choice, ylabel, direction)
     axes[0][0].set_title(title)
     axes[0][0].legend(loc="best", fontsize="small")
     if fine:
         lrs = pd.concat([agg.loc[agg["n"] > 0, "lr"] for agg in fine])
         means = pd.concat([agg.loc[agg["n"] > 0, ["mean", "std"]] for agg in fine])
+        means = means[np.isfinite(means["mean"].astype(float))]  # a partly diverged loss: inf
         zoom = axes[0][1]
         lo, hi = lrs.min() / 1.15, lrs.max() * 1.15
         zoom.set_xlim(lo, hi)
@@ -64,7 +76,20 @@ def _sparse_log_ticks(ax, lo: float, hi: float, count: int = 5) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: str) -> None:
+def _diverged_height(aggs: Mapping[str, pd.DataFrame], direction: str) -> tuple[float, str]:
+    """Where diverged LRs are marked, and their label: at 0 maximising (lrsweep's trial scores a
+    diverged run 0 accuracy), at the worst finite mean minimising (a loss: up, not at 0 where the
+    best would be)."""
+    if direction == "maximize":
+        return 0.0, "diverged (scored 0)"
+    means = pd.concat([agg["mean"] for agg in aggs.values()]).astype(float)
+    finite = means[np.isfinite(means)]
+    return (float(finite.max()) if len(finite) else 1.0), "diverged (drawn at the worst mean)"
+
+
+def _draw_curve(
+    ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: str, direction: str
+) -> None:
     """Each stage's mean per LR (with +/- one std bars when it has 2+ seeds per LR; "one seed"
     and no bars otherwise), the good range shaded, diverged LRs as red x at 0, LRs with a trial
     stopped at chance circled, the chosen LR and the interpolated optimum as vertical lines."""
@@ -80,7 +105,7 @@ def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: st
         ax.plot([], [], " ", label="good range: unknown (one seed)")
     marked = set()
     for stage, agg in aggs.items():
-        ok = agg[agg["n"] > 0]
+        ok = agg[(agg["n"] > 0) & np.isfinite(agg["mean"].astype(float))]
         if len(ok):
             seeds = int(ok["n"].max())
             several = seeds >= 2
@@ -96,14 +121,15 @@ def _draw_curve(ax, aggs: Mapping[str, pd.DataFrame], choice: Choice, ylabel: st
             )
         div = agg[agg["diverged"] > 0]
         if len(div):
+            height, label = _diverged_height(aggs, direction)
             ax.scatter(
                 div["lr"],
-                np.zeros(len(div)),
+                np.full(len(div), height),
                 marker="x",
                 color="red",
                 s=50,
                 zorder=3,
-                label=None if "diverged" in marked else "diverged (scored 0)",
+                label=None if "diverged" in marked else label,
             )
             marked.add("diverged")
         stopped = ok[ok["stopped"] > 0] if "stopped" in ok else ok.iloc[:0]

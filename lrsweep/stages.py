@@ -158,20 +158,22 @@ def run_later_stages(
     print(f"\n[lrsweep] stage 2: [{proposal.low:.4g}, {proposal.high:.4g}] -- {proposal.reason}")
     axes = [log_axis(plan.lr_key, proposal.low, proposal.high, plan.points)]
     axes += plan.seed_axis(plan.seeds)
-    run_stage(
-        dataclasses.replace(
+
+    def sweep(stage: str, axes: list[Axis], parent: str, **attrs: Any) -> None:
+        """Stage `stage` as a sweep of its own study, its trials then read into `frames`."""
+        study_attrs = {"parent_study": names[parent], "stage": stage, **attrs}
+        spec = dataclasses.replace(
             stage1,
-            study_name=names["stage2"],
+            study_name=names[stage],
             axes=axes,
             grid=build_grid(axes),
-            study_attrs={
-                "parent_study": names["stage1"],
-                "stage": "stage2",
-                "proposal": {"low": proposal.low, "high": proposal.high, "reason": proposal.reason},
-            },
+            study_attrs=study_attrs,
         )
-    )
-    frames["stage2"] = _frame(names["stage2"], url, plan)
+        run_stage(spec)
+        frames[stage] = _frame(names[stage], url, plan)
+
+    proposal_attrs = {"low": proposal.low, "high": proposal.high, "reason": proposal.reason}
+    sweep("stage2", axes, "stage1", proposal=proposal_attrs)
     if plan.seed_key is None:
         print("[lrsweep] confirm step skipped: the app has no seed key (hydra.sweeper.seed_key)")
     else:
@@ -181,21 +183,7 @@ def run_later_stages(
             f"{confirm.stage}, seeds {confirm.seeds}"
         )
         axes = [Axis(plan.lr_key, confirm.lrs), *plan.seed_axis(confirm.seeds)]
-        run_stage(
-            dataclasses.replace(
-                stage1,
-                study_name=names["confirm"],
-                axes=axes,
-                grid=build_grid(axes),
-                study_attrs={
-                    "parent_study": names[confirm.stage],
-                    "stage": "confirm",
-                    "candidates": confirm.lrs,
-                    "seeds": confirm.seeds,
-                },
-            )
-        )
-        frames["confirm"] = _frame(names["confirm"], url, plan)
+        sweep("confirm", axes, confirm.stage, candidates=confirm.lrs, seeds=confirm.seeds)
     return write_search_report(stage1.study_name, frames, plan, direction)
 
 
@@ -220,7 +208,8 @@ def write_search_report(
     trials.to_csv(out / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}
     choice = choose(aggs, resolution(frames), direction)
-    figure = curve_figure(aggs, choice, f"{name}: {plan.metric} vs {plan.lr_key}", plan.metric)
+    title = f"{name}: {plan.metric} vs {plan.lr_key}"
+    figure = curve_figure(aggs, choice, title, plan.metric, direction)
     figure.savefig(out / "curve.png", format="png", dpi=100)
     best: dict[str, Any] = {
         "study": name,

@@ -33,8 +33,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 
     mean, std -- of the value over COMPLETE trials, a diverged one counting with the value it
                  recorded (lrsweep's trial: accuracy 0.0; any other app: the worst value, -inf or
-                 +inf): an LR that diverges on some seeds must not win on the seeds it survived (std: ddof=1
-                 for n >= 2, 0 for n == 1; both NaN for n == 0);
+                 +inf): an LR that diverges on some seeds must not win on the seeds it
+                 survived (std: ddof=1 for n >= 2, 0 for n == 1; both NaN for n == 0);
     n         -- COMPLETE trials;  diverged -- of which diverged;
     stopped   -- of which were stopped at chance before their last epoch (scored as they stood);
     learned   -- of which learned something: not diverged, not stopped at chance, a finite value;
@@ -42,8 +42,15 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     Trials without an `lr` are left out; RUNNING/WAITING/PRUNED ones count nowhere but do give
     their LR a row.
     """
-    rows = []
     frame = frame[frame["lr"].notna()]
+    # A diverged run of another app records an infinite value: its LR's mean is infinite and its
+    # std undefined (NaN), without a numpy warning for it.
+    with np.errstate(invalid="ignore"):
+        return _aggregate(frame)
+
+
+def _aggregate(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
     for lr, group in frame.groupby("lr", sort=True):
         complete = group[group["state"] == "COMPLETE"]
         values = complete["value"].astype(float).to_numpy()

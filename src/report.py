@@ -162,7 +162,8 @@ def write_report(
     trials[["stage", "study", *TRIAL_COLUMNS]].to_csv(out_dir / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}
     choice = choose(aggs, resolution(frames), direction)
-    plot_curve(aggs, choice, f"{name}: {ylabel} vs learning rate", out_dir / "curve.png", ylabel)
+    title = f"{name}: {ylabel} vs learning rate"
+    plot_curve(aggs, choice, title, out_dir / "curve.png", ylabel, direction)
     report = Report(
         study=name,
         stages={s: n for s, n in study_names(name).items() if s in frames},

@@ -283,3 +283,22 @@ def test_the_builtin_trial_minimises_val_loss_through_every_stage(tmp_path):
     lowest = min(means, key=lambda lr: sum(means[lr]) / len(means[lr]))
     assert best["lr"] == lowest
     assert "validation loss" in out or "val_loss" in out
+
+
+def test_a_minimised_search_with_diverged_runs_plots_and_reports(tmp_path):
+    """A loss that blows up (inf) above lr=0.3 on one seed of each LR there: those LRs' means are
+    infinite, the search still chooses, and the curve is drawn (no infinite axis limit)."""
+
+    def train(lr: float, seed: int) -> float:
+        if lr > 0.3 and seed % 2 == 0:
+            return math.inf
+        return peak(lr, seed)
+
+    result = lrsweep.search(
+        train, low=1e-3, high=3.0, points=6, seeds=[0, 1], study="blowup",
+        storage=f"sqlite:///{tmp_path}/b.db", direction="minimize", report_dir=tmp_path / "r",
+    )  # fmt: skip
+    assert result.lr < 0.3
+    assert (tmp_path / "r" / "curve.png").stat().st_size > 0
+    diverged = result.trials[result.trials["diverged"]]
+    assert len(diverged) and (diverged["lr"] > 0.3).all()
