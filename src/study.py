@@ -106,10 +106,16 @@ def _own_storage(url: str) -> optuna.storages.BaseStorage:
     relative SQLite path (the default `sqlite:///outputs/lrsweep.db`) is another file in another
     working directory (sweeps run one after another in one process, `run_multirun`): its storage
     is kept per directory."""
+    return _storage(url, _cwd_of(url))
+
+
+def _cwd_of(url: str) -> str | None:
+    """The working directory a relative SQLite URL's file lies in (the same URL names another
+    file in another folder); None for any other URL. What a per-URL cache must also key on."""
     from lrsweep.storage_url import sqlite_path
 
     path = sqlite_path(url)
-    return _storage(url, os.getcwd() if path is not None and not path.is_absolute() else None)
+    return os.getcwd() if path is not None and not path.is_absolute() else None
 
 
 @functools.cache
@@ -145,7 +151,7 @@ def existing_storage(url: str) -> optuna.storages.BaseStorage:
 
     from lrsweep.storage_url import storage_problem
 
-    _check_existing(url)
+    _check_existing(url, _cwd_of(url))
     try:
         return storage(url)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as err:
@@ -153,9 +159,10 @@ def existing_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 @functools.cache
-def _check_existing(url: str) -> None:
-    """`existing_storage`'s checks of the URL and the SQLite file, once per URL and process that
-    passed them (a SQLite file's check reads all of it); a ConfigError when they fail."""
+def _check_existing(url: str, cwd: str | None) -> None:
+    """`existing_storage`'s checks of the URL and the SQLite file, once per URL (and working
+    directory `cwd`, for a relative SQLite path) and process that passed them (a SQLite file's
+    check reads all of it); a ConfigError when they fail."""
     from lrsweep.storage_url import check_storage_url, sqlite_path
 
     try:

@@ -203,3 +203,25 @@ def test_sweep_workers_on_postgresql_hold_at_most_three_connections_each(workdir
     result = run_workers(url, n=2, points=12, work_s=0.05, folder=workdir)
     assert (result["complete"], result["duplicates"], result["lost"]) == (12, 0, 0)
     assert 2 <= result["peak"] <= 2 * 3, result
+
+
+def test_a_relative_storage_checked_in_one_folder_is_checked_again_in_another(
+    tmp_path, monkeypatch
+):
+    """The default `sqlite:///outputs/lrsweep.db` is another file in another folder: a study
+    database found in one working directory says nothing of the next (one process, two folders:
+    a notebook, the tests)."""
+    from src.errors import ConfigError
+    from src.study import existing_storage
+
+    url = "sqlite:///outputs/lrsweep.db"
+    swept, empty = tmp_path / "swept", tmp_path / "empty"
+    (swept / "outputs").mkdir(parents=True)
+    empty.mkdir()
+    optuna.create_study(storage=f"sqlite:///{swept}/outputs/lrsweep.db", study_name="s")
+    monkeypatch.chdir(swept)
+    existing_storage(url)
+    monkeypatch.chdir(empty)
+    with pytest.raises(ConfigError, match="no study database at outputs/lrsweep.db"):
+        existing_storage(url)
+    assert list(empty.iterdir()) == []
