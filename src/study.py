@@ -114,7 +114,10 @@ def _cwd_of(url: str) -> str | None:
     file in another folder); None for any other URL. What a per-URL cache must also key on."""
     from lrsweep.storage_url import sqlite_path
 
-    path = sqlite_path(url)
+    try:
+        path = sqlite_path(url)
+    except Exception:  # a URL that does not parse: the checks that follow say so
+        return None
     return os.getcwd() if path is not None and not path.is_absolute() else None
 
 
