@@ -38,7 +38,8 @@ def _number(value: Any) -> float:
 
 def trials_frame(study: Any, lr_key: str = "lr", seed_key: str | None = "seed") -> pd.DataFrame:
     """One row per trial, columns `TRIAL_COLUMNS`; `value` is NaN unless the trial is COMPLETE;
-    `seed` is 0 for a study without a seed axis."""
+    `seed` is 0 for a study without a seed axis. A confirm study's rows are those of its current
+    plan (`current_plan`)."""
     import optuna
     import pandas as pd
 
@@ -60,4 +61,21 @@ def trials_frame(study: Any, lr_key: str = "lr", seed_key: str | None = "seed") 
                 "test_acc": _number(t.user_attrs.get("test_acc")),
             }
         )
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    attrs = study.user_attrs
+    return current_plan(frame, attrs) if attrs.get("stage") == "confirm" else frame
+
+
+def current_plan(frame: pd.DataFrame, attrs: dict[str, Any]) -> pd.DataFrame:
+    """The trials of a confirm study's current plan: LR among its recorded `candidates` (to 1e-9
+    relative) and seed among its `seeds`. A search re-run on more seeds plans its confirm step
+    anew, on seeds above every seed its sweeps now use; the earlier plan's trials stay in the
+    study, on seeds the grown sweeps may have used for the choice, and are no fresh evidence.
+    The frame as it is when the study records no plan."""
+    candidates, seeds = attrs.get("candidates"), attrs.get("seeds")
+    if not candidates or not seeds:
+        return frame
+    in_plan = frame["lr"].map(
+        lambda lr: any(math.isclose(float(lr), float(c), rel_tol=1e-9) for c in candidates)
+    ) & frame["seed"].isin([int(s) for s in seeds])
+    return frame[in_plan.astype(bool)].reset_index(drop=True)

@@ -64,3 +64,28 @@ def test_prepare_confirm_creates_the_study_and_quotes_the_choice(tmp_path):
     study = optuna.load_study(study_name="a-confirm", storage=url)
     assert study.user_attrs["parent_study"] == "a" and study.user_attrs["stage"] == "confirm"
     assert study.user_attrs["candidates"] == plan.lrs and study.user_attrs["seeds"] == [3, 4]
+
+
+def test_a_replanned_confirm_study_reads_only_its_current_plan(tmp_path):
+    """A search re-run on more seeds plans its confirm step anew (other LRs, seeds above every
+    seed the sweeps now use): the earlier plan's trials stay in the study but are not read."""
+    from study_helpers import add_trial
+
+    from lrsweep.frames import trials_frame as frame_of
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/c.db", study_name="c-confirm")
+    for lr in (0.1, 0.2):  # the first plan: seeds 1, 2
+        for seed in (1, 2):
+            add_trial(study, lr, seed, 0.9)
+    for lr in (0.2, 0.3):  # the second: seeds 3, 4
+        for seed in (3, 4):
+            add_trial(study, lr, seed, 0.8)
+    study.set_user_attr("stage", "confirm")
+    study.set_user_attr("candidates", [0.2, 0.3])
+    study.set_user_attr("seeds", [3, 4])
+    read = frame_of(study)
+    assert sorted(zip(read["lr"], read["seed"], strict=True)) == [
+        (0.2, 3), (0.2, 4), (0.3, 3), (0.3, 4)
+    ]  # fmt: skip
+    study.set_user_attr("stage", "stage2")  # a sweep stage: every trial
+    assert len(frame_of(study)) == 8
