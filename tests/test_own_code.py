@@ -136,6 +136,14 @@ def test_a_killed_search_resumes_exactly_once(tmp_path):
         assert len(counts) == points and set(counts.values()) == {1}, (name, counts)
 
 
+def test_the_garbage_collector_runs_while_the_jobs_run(tmp_path):
+    """The sweeper turns collection off while it validates, and back on for the trials: off, each
+    trial's cyclic garbage would stay (RSS grew 10% over 150 trials of lrsweep's own app)."""
+    log = tmp_path / "gc.txt"
+    run_app("hydra.sweeper.search=full", f"gc_log={log}", cwd=tmp_path)
+    assert set(log.read_text().split()) == {"1"}
+
+
 def test_a_hydra_app_under_the_joblib_launcher(tmp_path):
     run_app(
         "hydra.sweeper.search=full",

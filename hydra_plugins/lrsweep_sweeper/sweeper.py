@@ -136,12 +136,12 @@ class LrSweeper(Sweeper):
         # Validation builds what the trials then use (torch._dynamo, the data, the study): no
         # garbage collection while it does (its full passes walked every object torch holds, ~0.1 s
         # each); the runner freezes it all and turns collection back on for the trials.
-        collecting = gc.isenabled()
+        self._collecting = gc.isenabled()
         gc.disable()
         try:
             self._sweep(arguments)
         finally:
-            if collecting:
+            if self._collecting:
                 gc.enable()
 
     def _sweep(self, arguments: list[str]) -> None:
@@ -155,7 +155,7 @@ class LrSweeper(Sweeper):
                 [*(a.name for a in axes), *(k for k in (self.trial_key, self.slot_key) if k)]
             )
             spec = self._spec(self.study_name, axes, grid)
-            result = run_sweep(spec, self._launch)
+            result = run_sweep(spec, self._launch, collect=self._collecting)
             if plan is None:
                 try:
                     self._summary(result, axes, grid)
@@ -207,7 +207,7 @@ class LrSweeper(Sweeper):
         """A later stage of `search=full`: its grid through the same launcher."""
         from lrsweep.runner import run_sweep
 
-        return run_sweep(spec, self._launch)
+        return run_sweep(spec, self._launch, collect=self._collecting)
 
     def _summary(self, result: Any, axes: list[Axis], grid: dict) -> None:
         if self.summary:  # the application's own table (lrsweep's: src.study.sweep_summary)

@@ -2,9 +2,11 @@
 
 The score peaks at `optimum` in log10(lr) (a parabola: -x**2 maximising, x**2 minimising), with a
 seed-dependent wobble of `noise`; it returns NaN above `diverge_above` (a run that blew up) and
-raises at `fail_at`; each run first sleeps `sleep` seconds. The LR lives at `optim.lr`, as in many real apps' configs.
+raises at `fail_at`; each run first sleeps `sleep` seconds, and appends whether the garbage
+collector is on to the file `gc_log`. The LR lives at `optim.lr`, as in many real apps' configs.
 """
 
+import gc
 import math
 import random
 import time
@@ -17,6 +19,9 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | dict:
     lr = float(cfg.optim.lr)
     time.sleep(cfg.sleep)
+    if cfg.gc_log is not None:  # whether the garbage collector runs while jobs run
+        with open(cfg.gc_log, "a") as log:
+            log.write(f"{int(gc.isenabled())}\n")
     if cfg.fail_at is not None and math.isclose(lr, cfg.fail_at, rel_tol=1e-9):
         raise RuntimeError("boom")
     if lr > cfg.diverge_above:
