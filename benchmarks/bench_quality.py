@@ -146,7 +146,7 @@ def torch_lr_finder_suggestion(setup: str) -> tuple[float, float]:
     from torch import nn
     from torch_lr_finder import LRFinder
 
-    from src.data import Batches
+    from src.batches import Batches
     from src.range_test import compose_range_config, lr_finder_batches
     from src.train import initial_state, load_data
 

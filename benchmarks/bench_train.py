@@ -51,7 +51,8 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from src.data import Batches, as_splits  # noqa: E402
+from src.batches import Batches  # noqa: E402
+from src.data import as_splits  # noqa: E402
 from src.models import mlp  # noqa: E402
 from src.study import compose_config  # noqa: E402
 from src.train import EVAL_BATCH_SIZE, evaluate, fit  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
 
@@ -167,10 +167,28 @@ class RunDirCheck(Callback):
     """Hydra callback (`hydra.callbacks` in conf/train.yaml): a single run's folder
     (`hydra.run.dir`) must be writable. Hydra calls `on_run_start` before it creates the folder,
     which would otherwise fail with a traceback (`paths.output_dir=/proc/x`): here it is one line,
-    exit status 2. A sweep checks its folders in its check hook (`src.train.check_output_dirs`)."""
+    exit status 2. A sweep checks its folders in its check hook (`check_output_dirs`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
         from src.cli import exit_on_user_error
 
         with exit_on_user_error():
             check_writable(config.hydra.run.dir, "hydra.run.dir")
+
+
+def check_output_dirs(cfg: DictConfig) -> None:
+    """The folders a sweep's trials write into (the initial weights, the trial folders, the SQLite
+    study's folder) must be writable: checked before the study is created. Raises ConfigError."""
+    from lrsweep.storage_url import hide_password, sqlite_path
+
+    url = str(cfg.study.storage)
+    try:
+        db = sqlite_path(url)
+    except Exception:  # not a URL: the sweeper's own check says so
+        db = None
+    if db is not None:
+        check_writable(db.parent, "study.storage", f"the folder of {hide_password(url)!r}")
+    check_writable(cfg.checkpoint_dir, "checkpoint_dir")
+    sweep_dir = OmegaConf.select(cfg, "hydra.sweep.dir")
+    if sweep_dir is not None:
+        check_writable(sweep_dir, "hydra.sweep.dir")

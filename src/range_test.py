@@ -44,9 +44,9 @@ import yaml
 from omegaconf import DictConfig
 
 from src.base_lr import lr_scales, set_base_lr
+from src.batches import Batches
 from src.checks import check_writable
 from src.cli import exit_on_user_error
-from src.data import Batches
 from src.errors import ConfigError
 from src.study import CONF_DIR, report_dir
 from src.train import check_config, initial_state, load_data, resolve_device

@@ -38,13 +38,13 @@ from collections.abc import Callable
 
 from lrsweep.interrupts import interrupt_noted
 from src import range_test, refine, report
-from src.checks import check_sweep
+from src.checks import check_output_dirs, check_sweep
 from src.cli import run_cli
 from src.confirm import prepare_confirm
 from src.errors import ConfigError
 from src.overrides import override_key
 from src.study import compose_config
-from src.train import check_config, check_output_dirs, run_multirun
+from src.train import check_config, run_multirun
 
 AUTO_SUFFIX = "-auto"
 RANGE_TEST_PREFIX = "range_test."

@@ -38,10 +38,18 @@ from torch import nn
 
 from lrsweep.scaling import parametrisation
 from src.base_lr import lr_scales, set_base_lr
+from src.batches import Batches
+from src.chance import chance_accuracy, chance_threshold
 from src.checkpoint import checkpoint_key, initial_model
-from src.checks import build_error, check_importable, check_lr, check_model, check_writable
+from src.checks import (
+    build_error,
+    check_importable,
+    check_lr,
+    check_model,
+    check_output_dirs,
+)
 from src.cli import exit_on_user_error
-from src.data import Batches, Splits, as_splits
+from src.data import Splits, as_splits
 from src.devices import gpu_for_slot
 from src.errors import ConfigError
 from src.inprocess import run_hydra_main
@@ -52,10 +60,6 @@ SCHEDULES = ("constant", "cosine")
 # records it as diverged, with the worst value).
 METRICS = ("val_acc", "val_loss")
 EVAL_BATCH_SIZE = 1024
-# "At chance" (`chance_threshold`): within this many binomial standard errors of what the model
-# scores without learning, and never past this fraction of the way from there to 1.0.
-CHANCE_STANDARD_ERRORS = 2.0
-CHANCE_HEADROOM = 0.5
 
 # A process that imported torch spends ~1 s exiting here, most of it in the interpreter's last
 # garbage collections over the ~360k objects torch and torch._dynamo hold (measured: 0.9 s ->
@@ -156,24 +160,6 @@ def check_job(cfg: DictConfig) -> None:
     import torch._dynamo  # noqa: F401
 
     initial_state(cfg, load_data(cfg), torch.device("cpu"), cfg.lr, create=False)
-
-
-def check_output_dirs(cfg: DictConfig) -> None:
-    """The folders a sweep's trials write into (the initial weights, the trial folders, the SQLite
-    study's folder) must be writable: checked before the study is created. Raises ConfigError."""
-    from lrsweep.storage_url import hide_password, sqlite_path
-
-    url = str(cfg.study.storage)
-    try:
-        db = sqlite_path(url)
-    except Exception:  # not a URL: the sweeper's own check says so
-        db = None
-    if db is not None:
-        check_writable(db.parent, "study.storage", f"the folder of {hide_password(url)!r}")
-    check_writable(cfg.checkpoint_dir, "checkpoint_dir")
-    sweep_dir = OmegaConf.select(cfg, "hydra.sweep.dir")
-    if sweep_dir is not None:
-        check_writable(sweep_dir, "hydra.sweep.dir")
 
 
 def resolve_device(name: str, worker_slot: int | None = None) -> torch.device:
@@ -287,31 +273,6 @@ def fit(
         if hopeless_below is not None and stoppable and acc <= hopeless_below:
             return FitResult("chance", epoch + 1, train_loss, val_acc, val_loss)
     return FitResult(None, epochs, train_loss, val_acc, val_loss)
-
-
-def chance_accuracy(splits: Splits) -> float:
-    """The accuracy of always answering the most frequent validation class."""
-    if isinstance(splits.val, tuple):
-        return torch.bincount(splits.val[1]).max().item() / len(splits.val[1])
-    return 1.0 / splits.num_classes
-
-
-def chance_threshold(majority: float, untrained: float, n_val: int) -> float | None:
-    """The validation accuracy at or below which a trial is "at chance" (has learned nothing the
-    validation set can tell apart from guessing), or None when no accuracy can be told apart.
-
-    Without learning a model scores `base = max(majority, untrained)`: the majority-class rate,
-    or the untrained (initial-weights) model's own accuracy if that is higher. An accuracy within
-    two binomial standard errors above it, `2 * sqrt(base * (1 - base) / n_val)`, is not
-    distinguishable from it on `n_val` validation examples; the margin is capped at half the
-    headroom `(1 - base) / 2`, so the threshold stays below 1.0 and a trial that closed half the
-    gap to perfect accuracy is never at chance, however imbalanced the classes (90/10 data:
-    base 0.9, threshold at most 0.95; 10 balanced classes on 360 examples: 0.13)."""
-    base = max(majority, untrained)
-    if n_val < 1 or base >= 1.0:
-        return None
-    margin = CHANCE_STANDARD_ERRORS * math.sqrt(base * (1.0 - base) / n_val)
-    return base + min(margin, CHANCE_HEADROOM * (1.0 - base))
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,7 +15,8 @@ import yaml
 from PIL import Image
 
 from src import data
-from src.data import Batches, Splits, as_splits, split_size
+from src.batches import Batches
+from src.data import Splits, as_splits, split_size
 from src.errors import ConfigError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"

@@ -14,7 +14,7 @@ from conftest import TINY, hydra_main_here, run_module, two_stage_main
 from torch import nn
 from torch_lr_finder import LRFinder
 
-from src.data import Batches
+from src.batches import Batches
 from src.errors import ConfigError
 from src.range_test import (
     DebiasedEMA,

@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src import train as train_module
+from src.chance import chance_threshold
 from src.checkpoint import checkpoint_key, initial_model
 from src.data import as_splits
 from src.errors import ConfigError
@@ -329,7 +330,7 @@ def test_a_run_that_ran_all_its_epochs_is_not_labelled_stopped(run) -> None:
 def test_the_chance_threshold_stays_below_one_and_above_guessing(
     majority: float, untrained: float, n_val: int, expected: float | None
 ) -> None:
-    threshold = train_module.chance_threshold(majority, untrained, n_val)
+    threshold = chance_threshold(majority, untrained, n_val)
     if expected is None:
         assert threshold is None
     else:

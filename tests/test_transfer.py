@@ -14,8 +14,9 @@ from mup import MuAdam
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from lrsweep import scaling
+from src.batches import Batches
 from src.checkpoint import initial_model
-from src.data import Batches, as_splits, digits
+from src.data import as_splits, digits
 from src.models import mlp
 from src.mup_models import mlp_mup
 from src.study import compose_config, storage
