@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lrsweep.confirm import plan_confirm
+from lrsweep.stages import study_names
 from src.overrides import ChoiceOverride, replace_overrides
 from src.study import (
     compose_config,
@@ -14,7 +15,6 @@ from src.study import (
     direction_of,
     load_frames,
     open_study,
-    study_names,
 )
 
 

@@ -17,12 +17,12 @@ import sys
 from collections.abc import Sequence
 
 from lrsweep.bounds import Proposal, propose_bounds
+from lrsweep.stages import study_names
 from lrsweep.stats import aggregate, format_table
 from src.cli import run_cli
 from src.errors import ConfigError
 from src.overrides import override_key, replace_overrides
 from src.study import (
-    STAGE2_SUFFIX,
     compose_config,
     create_child_study,
     direction_of,
@@ -38,7 +38,7 @@ def stage2_overrides(
     return replace_overrides(
         overrides,
         {
-            "study.name": name + STAGE2_SUFFIX,
+            "study.name": study_names(name)["stage2"],
             "sweep.low": proposal.low,
             "sweep.high": proposal.high,
             "sweep.points": int(points),
@@ -83,7 +83,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.run:
         return 0
     create_child_study(
-        name + STAGE2_SUFFIX,
+        study_names(name)["stage2"],
         storage_url,
         parent=name,
         stage="stage2",

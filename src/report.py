@@ -43,12 +43,12 @@ from lrsweep.choice import (
     test_score,
 )
 from lrsweep.curve import plot_curve
+from lrsweep.stages import study_names
 from lrsweep.stats import aggregate, format_table
 from src.checks import check_writable
 from src.cli import run_cli
 from src.identity import train_overrides_from_study
 from src.study import (
-    SUFFIXES,
     TRIAL_COLUMNS,
     compose_config,
     direction_of,
@@ -56,7 +56,6 @@ from src.study import (
     load_frames,
     open_study,
     report_dir,
-    study_names,
 )
 
 
@@ -157,7 +156,8 @@ def write_report(
     (`src.identity.train_overrides_from_study`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = pd.concat(
-        [f.assign(stage=s, study=name + SUFFIXES[s]) for s, f in frames.items()], ignore_index=True
+        [f.assign(stage=s, study=study_names(name)[s]) for s, f in frames.items()],
+        ignore_index=True,
     )
     trials[["stage", "study", *TRIAL_COLUMNS]].to_csv(out_dir / "trials.csv", index=False)
     aggs = {s: aggregate(f) for s, f in frames.items()}

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lrsweep import optuna_tables
 from lrsweep.frames import TRIAL_COLUMNS  # noqa: F401  (the columns of `trials_frame`)
+from lrsweep.stages import study_names
 from src.errors import ConfigError
 
 # pandas (0.2 s to import) and lrsweep.stats are imported where tables are made: every trial process
@@ -39,16 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the Hydra config tree
-
-STAGES = ("stage1", "stage2", "confirm")
-STAGE2_SUFFIX = "-stage2"
-CONFIRM_SUFFIX = "-confirm"
-SUFFIXES = {"stage1": "", "stage2": STAGE2_SUFFIX, "confirm": CONFIRM_SUFFIX}
-
-
-def study_names(name: str) -> dict[str, str]:
-    """stage -> study name, for the search whose stage-1 study is `name`."""
-    return {stage: name + SUFFIXES[stage] for stage in STAGES}
 
 
 def _short_name(node: Any) -> str:
