@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,55 @@ def two_stage_main() -> object:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """A SLURM cluster with accounting that the tests may submit jobs to (`slurm_cluster`)."""
+
+    partition: str
+
+    def launcher(self, name: str = "submitit_slurm", *extra: str) -> list[str]:
+        """Overrides for a sweep whose trials are jobs on this cluster: `hydra/launcher=<name>`,
+        sized for the test cluster (one CPU, 1 GB a task)."""
+        return [
+            f"hydra/launcher={name}",
+            f"hydra.launcher.partition={self.partition}",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.mem_gb=1",
+            "hydra.launcher.timeout_min=10",
+            *extra,
+        ]
+
+
+def _slurm_answers(partition: str) -> str:
+    """Why the cluster cannot take the tests' jobs, or "" when `sinfo` knows the partition and
+    `sacct` (accounting, which submitit needs to see a job end) answers."""
+    for command in (["sinfo", "-h", "-p", partition, "-o", "%P"], ["sacct", "-n", "-X"]):
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"`{' '.join(command)}` failed: {exc}"
+        if proc.returncode != 0 or (command[0] == "sinfo" and not proc.stdout.strip()):
+            return f"`{' '.join(command)}` exited {proc.returncode}: {proc.stderr.strip()}"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    """The SLURM cluster named by LRSWEEP_TEST_SLURM_PARTITION (`scripts/test_slurm.sh` starts
+    one and prints its partition). Without it the test skips, except under CI=true, where it
+    fails: CI (`.ci/run`) always provides the cluster. A named cluster that does not answer
+    fails the test."""
+    partition = os.environ.get("LRSWEEP_TEST_SLURM_PARTITION")
+    if not partition:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must provide a SLURM cluster in LRSWEEP_TEST_SLURM_PARTITION")
+        pytest.skip(
+            "no SLURM cluster: set LRSWEEP_TEST_SLURM_PARTITION "
+            "(export LRSWEEP_TEST_SLURM_PARTITION=$(scripts/test_slurm.sh))"
+        )
+    problem = _slurm_answers(partition)
+    if problem:
+        pytest.fail(f"SLURM partition {partition!r} does not answer: {problem}")
+    return SlurmCluster(partition)
