@@ -11,14 +11,15 @@
 # Accounting is not optional: submitit learns a job's state from `sacct`, and without it a task
 # that ends without a result (cancelled, preempted) stays UNKNOWN and its sweep waits forever.
 # The node has one fake GPU (a GRES counted by SLURM, no device behind it), so that a job asking
-# for `--gpus-per-task=1` is scheduled; the node's CPU count is the machine's, or
-# LRSWEEP_TEST_SLURM_CPUS when set (more "CPUs" than cores: more tasks at once on a small machine).
+# for `--gpus-per-task=1` is scheduled, and max(4, cores) CPUs (LRSWEEP_TEST_SLURM_CPUS sets it).
 # Daemons' logs: /var/log/slurm/. The MariaDB password is a throwaway for a local socket.
 set -euo pipefail
 PARTITION=debug
 CLUSTER=lrsweep
 NODE=$(hostname -s)
-CPUS=${LRSWEEP_TEST_SLURM_CPUS:-$(nproc)}
+# At least 4 CPUs even on a 2-core machine (SLURM counts them, the kernel shares the cores): a
+# 4-task worker array runs at once, and slurm_gpu's jobs (4 CPUs a task) fit as they are.
+CPUS=${LRSWEEP_TEST_SLURM_CPUS:-$(($(nproc) > 4 ? $(nproc) : 4))}
 MEM_MB=$(($(awk '/^MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024))
 DB_PASSWORD=lrsweep-slurmdbd-pw
 CONF=/etc/slurm

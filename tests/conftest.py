@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,52 @@ class SlurmCluster:
             "hydra.launcher.timeout_min=10",
             *extra,
         ]
+
+    def sbatch(self, *args: str, cwd: Path, env: dict | None = None) -> str:
+        """`sbatch --parsable -p <partition> <args>` run in `cwd` (`env` adds variables to the
+        environment the jobs get); the job id."""
+        proc = subprocess.run(
+            ["sbatch", "--parsable", "-p", self.partition, *args],
+            cwd=cwd, env=_env(env), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return proc.stdout.strip().split(";")[0]
+
+    def wait(self, job: str, timeout: float = 240) -> dict[str, str]:
+        """Waits until job `job` (all of an array's tasks) has left the queue; each task's final
+        state from accounting (`{"12_0": "COMPLETED", ...}`). Past `timeout` seconds the job is
+        cancelled and the test fails: a test leaves nothing running on the cluster."""
+        deadline = time.monotonic() + timeout
+        while squeue(job):
+            if time.monotonic() > deadline:
+                subprocess.run(["scancel", job], check=False)
+                pytest.fail(f"SLURM job {job} still queued or running after {timeout} s")
+            time.sleep(0.5)  # polls the queue: SLURM offers no event to wait on
+        return job_states(job)
+
+
+def squeue(job: str) -> list[str]:
+    """The ids of job `job`'s tasks still pending or running."""
+    proc = subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True, timeout=30
+    )
+    return proc.stdout.split()
+
+
+def job_states(job: str) -> dict[str, str]:
+    """Accounting's state of each task of job `job` (an array's tasks `<job>_<index>`): the
+    first word (`CANCELLED by 0` is CANCELLED)."""
+    deadline = time.monotonic() + 30
+    while True:  # a job just out of the queue may reach accounting a moment later
+        proc = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-j", job, "-o", "JobID,State"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        rows = [line.split("|") for line in proc.stdout.splitlines() if line]
+        states = {task: state.split()[0] for task, state in rows}
+        pending = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING"}
+        if states and not pending & set(states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.2)
 
 
 def _slurm_answers(partition: str) -> str:
