@@ -4,7 +4,7 @@
                                      [--storage URL] [--folder DIR] [overrides...]
 
 Three modes run the same grid (`--points` LRs of the default trial, or of `overrides`) on fresh
-studies, `--repeats` times each, in turn:
+studies, `--repeats` times each, interleaved (the order rotates each repeat):
 - inprocess: `python -m src.train -m` on this machine, trials one after another in its process;
 - submitit: the same with `hydra/launcher=submitit_slurm`, one SLURM job per trial, `--lanes`
   jobs at once (`hydra.launcher.array_parallelism`; 1 CPU and 1 GB a job);
@@ -157,7 +157,8 @@ def main() -> None:
     walls: dict[str, list[float]] = {mode: [] for mode in MODES}
     trained: list[float] = []  # the in-process trials' own seconds
     for repeat in range(args.repeats):
-        for mode in MODES:
+        # The order rotates each repeat: a machine's load that drifts weighs on every mode.
+        for mode in MODES[repeat % 3 :] + MODES[: repeat % 3]:
             study = f"bench-slurm-{mode}-{uuid.uuid4().hex[:8]}"
             runner, command = mode_commands(args, study, storage)[mode]
             wall = runner(command, folder, env)
