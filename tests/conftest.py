@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,101 @@ def two_stage_main() -> object:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """A SLURM cluster with accounting that the tests may submit jobs to (`slurm_cluster`)."""
+
+    partition: str
+
+    def launcher(self, name: str = "submitit_slurm", *extra: str) -> list[str]:
+        """Overrides for a sweep whose trials are jobs on this cluster: `hydra/launcher=<name>`,
+        sized for the test cluster (one CPU, 1 GB a task)."""
+        return [
+            f"hydra/launcher={name}",
+            f"hydra.launcher.partition={self.partition}",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.mem_gb=1",
+            "hydra.launcher.timeout_min=10",
+            *extra,
+        ]
+
+    def sbatch(self, *args: str, cwd: Path, env: dict | None = None) -> str:
+        """`sbatch --parsable -p <partition> <args>` run in `cwd` (`env` adds variables to the
+        environment the jobs get); the job id."""
+        proc = subprocess.run(
+            ["sbatch", "--parsable", "-p", self.partition, *args],
+            cwd=cwd, env=_env(env), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return proc.stdout.strip().split(";")[0]
+
+    def wait(self, job: str, timeout: float = 240) -> dict[str, str]:
+        """Waits until job `job` (all of an array's tasks) has left the queue; each task's final
+        state from accounting (`{"12_0": "COMPLETED", ...}`). Past `timeout` seconds the job is
+        cancelled and the test fails: a test leaves nothing running on the cluster."""
+        deadline = time.monotonic() + timeout
+        while squeue(job):
+            if time.monotonic() > deadline:
+                subprocess.run(["scancel", job], check=False)
+                pytest.fail(f"SLURM job {job} still queued or running after {timeout} s")
+            time.sleep(0.5)  # polls the queue: SLURM offers no event to wait on
+        return job_states(job)
+
+
+def squeue(job: str) -> list[str]:
+    """The ids of job `job`'s tasks still pending or running."""
+    proc = subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True, timeout=30
+    )
+    return proc.stdout.split()
+
+
+def job_states(job: str) -> dict[str, str]:
+    """Accounting's state of each task of job `job` (an array's tasks `<job>_<index>`): the
+    first word (`CANCELLED by 0` is CANCELLED)."""
+    deadline = time.monotonic() + 30
+    while True:  # a job just out of the queue may reach accounting a moment later
+        proc = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-j", job, "-o", "JobID,State"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        rows = [line.split("|") for line in proc.stdout.splitlines() if line]
+        states = {task: state.split()[0] for task, state in rows}
+        pending = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING"}
+        if states and not pending & set(states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.2)
+
+
+def _slurm_answers(partition: str) -> str:
+    """Why the cluster cannot take the tests' jobs, or "" when `sinfo` knows the partition and
+    `sacct` (accounting, which submitit needs to see a job end) answers."""
+    for command in (["sinfo", "-h", "-p", partition, "-o", "%P"], ["sacct", "-n", "-X"]):
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"`{' '.join(command)}` failed: {exc}"
+        if proc.returncode != 0 or (command[0] == "sinfo" and not proc.stdout.strip()):
+            return f"`{' '.join(command)}` exited {proc.returncode}: {proc.stderr.strip()}"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    """The SLURM cluster named by LRSWEEP_TEST_SLURM_PARTITION (`scripts/test_slurm.sh` starts
+    one and prints its partition). Without it the test skips, except under CI=true, where it
+    fails: CI (`.ci/run`) always provides the cluster. A named cluster that does not answer
+    fails the test."""
+    partition = os.environ.get("LRSWEEP_TEST_SLURM_PARTITION")
+    if not partition:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must provide a SLURM cluster in LRSWEEP_TEST_SLURM_PARTITION")
+        pytest.skip(
+            "no SLURM cluster: set LRSWEEP_TEST_SLURM_PARTITION "
+            "(export LRSWEEP_TEST_SLURM_PARTITION=$(scripts/test_slurm.sh))"
+        )
+    problem = _slurm_answers(partition)
+    if problem:
+        pytest.fail(f"SLURM partition {partition!r} does not answer: {problem}")
+    return SlurmCluster(partition)
