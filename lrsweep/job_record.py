@@ -54,7 +54,7 @@ def recorded(
         heartbeat.add(trial_id)
         try:
             value = run()
-        except Exception as exc:
+        except BaseException as exc:  # Ctrl-C too: the trial fails now, not after a grace period
             failed = JobResult(error=error_text(exc), attrs=mark)
             tell(None, storage, number, trial_id, failed, metric_name, direction)
             raise

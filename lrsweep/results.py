@@ -30,7 +30,7 @@ RECORDED_BY_JOB = "recorded_by_job"
 
 def error_text(exc: BaseException) -> str:
     """A job's exception as its trial's `error` attribute records it."""
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class Outcome(NamedTuple):

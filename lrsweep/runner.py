@@ -84,6 +84,9 @@ class SweepSpec:
     grace_period: int = 30
     poll_interval: float = 2.0
     retries: int = 2  # launches more of a job that ended without a result (`JobResult.lost`)
+    # The jobs run in processes of their own and record their own results (`job_record`): a
+    # sweep that stops leaves its trials in flight to them, instead of failing them.
+    jobs_record: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,9 +169,14 @@ def run_sweep(spec: SweepSpec, launch: Launch, collect: bool | None = None) -> S
                     ) from err
                 raise
             by = f" by {interrupted.name}" if interrupted.signum == signal.SIGTERM else ""
+            left = (
+                "trials in flight run on in their own processes and record their results (a "
+                "rerun waits for them; stop them with your scheduler, e.g. scancel)"
+                if spec.jobs_record
+                else "trials in flight are marked FAIL"
+            )
             print(
-                f"\n[lrsweep] interrupted{by}: trials in flight are marked FAIL; "
-                "run the same command again to resume",
+                f"\n[lrsweep] interrupted{by}: {left}; run the same command again to resume",
                 file=sys.stderr,
             )
             raise Interrupted(interrupted.exit_status) from None
@@ -256,10 +264,12 @@ class _Run:
                     if self.error is not None:
                         raise self.error
             except BaseException:
-                # Ctrl-C or an abort: our claimed trials must not sit RUNNING until the grace period.
+                # Ctrl-C or an abort: our claimed trials must not sit RUNNING until the grace
+                # period, unless their jobs, which run on elsewhere, record them.
                 self.stop.set()
-                with self.mutex:
-                    protocol.fail_trials(self.storage, list(self.in_flight.values()))
+                if not spec.jobs_record:
+                    with self.mutex:
+                        protocol.fail_trials(self.storage, list(self.in_flight.values()))
                 raise
         return self.launched
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hydra_plugins.lrsweep_sweeper.job_side import job_error, lost
 from lrsweep import optuna_tables
 from lrsweep.job_record import TrialNotRunning, recorded
 from lrsweep.results import RECORDED_BY_JOB, JobResult, tell
@@ -122,6 +123,37 @@ def test_results_outlive_the_sweeps_process_and_a_rerun_waits_for_them(tmp_path)
     assert len({t.user_attrs[POINT_ATTR] for t in done}) == 3
 
 
+def test_ctrl_c_leaves_the_trials_in_flight_to_their_jobs(tmp_path):
+    """Ctrl-C stops the sweep, not the jobs that run in processes of their own: their trials are
+    not failed, the jobs record their results, and the rerun runs only the point never started."""
+    args = ["hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2", "sleep=4", THREE]
+    log = open(tmp_path / "interrupted_sweep.log", "w")  # noqa: SIM115
+    sweep = subprocess.Popen(
+        [sys.executable, str(APP), "-m", *args],
+        cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        _wait_for(
+            lambda: len(list(tmp_path.glob("multirun/*/*/*/.hydra/config.yaml"))) == 2,
+            "two jobs to start",
+        )
+        sweep.send_signal(signal.SIGINT)
+        sweep.wait(timeout=60)
+    finally:
+        log.close()
+    said = (tmp_path / "interrupted_sweep.log").read_text()
+    assert sweep.returncode == 130, said
+    assert "trials in flight run on in their own processes and record their results" in said
+    _wait_for(
+        lambda: [t.state for t in trials(tmp_path)[:2]] == [COMPLETE, COMPLETE],
+        "the two jobs to record their results",
+    )
+    rerun = run_app(*args, cwd=tmp_path)
+    progress = [line for line in rerun.stdout.splitlines() if re.match(r"\[\d+/3\] ", line)]
+    assert len(progress) == 1 and "optim.lr=1.00e-01" in progress[0]
+
+
 # ---------------------------------------------------------------- the job's side, in-process
 
 
@@ -184,3 +216,53 @@ def test_a_job_keeps_its_trials_heartbeat_while_it_runs(running_trial):
 
 if os.name != "posix":  # SIGKILL, process groups
     pytestmark = pytest.mark.skip("POSIX only")
+
+
+# ---------------------------------------------------------------- what a launcher's error says
+
+
+def _uncompleted(state: str) -> Exception:
+    """submitit's error for a task that left no result, with the text submitit writes."""
+    from submitit.core.utils import UncompletedJobError
+
+    return UncompletedJobError(
+        "Job 12_3 (task: 0) with path /s/.submitit/12_3/12_3_0_result.pkl\n"
+        f"has not produced any output (state: {state})\nError stream produced:\n"
+        "----------------------------------------\nsrun: error: ... (state: ignored)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [
+        ("CANCELLED by 0", "job 12_3 ended without a result (CANCELLED by 0)"),
+        ("PREEMPTED", "job 12_3 ended without a result (PREEMPTED)"),
+        ("NODE_FAIL", "job 12_3 ended without a result (NODE_FAIL)"),
+        (
+            "TIMEOUT",
+            "job 12_3 ended without a result (TIMEOUT); the job ran out of time: raise "
+            "hydra.launcher.timeout_min",
+        ),
+        (
+            "OUT_OF_MEMORY",
+            "job 12_3 ended without a result (OUT_OF_MEMORY); the job ran out of memory: raise "
+            "hydra.launcher.mem_gb",
+        ),
+    ],
+)
+def test_a_task_without_a_result_is_read_as_lost_with_the_setting_to_raise(state, says):
+    assert lost(_uncompleted(state)) == says
+
+
+def test_a_task_that_raised_outside_the_app_is_an_error_of_one_line_not_lost():
+    from submitit.core.utils import FailedJobError
+
+    exc = FailedJobError(
+        "Job (task=0) failed during processing with trace:\n----------------------\n"
+        'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+        "ModuleNotFoundError: No module named 'myapp'\n----------------------\n"
+        "You can check full logs with 'job.stderr(0)' and 'job.stdout(0)'or at paths:\n"
+        "  - /s/0.err\n  - /s/0.out"
+    )
+    assert lost(exc) is None
+    assert job_error(exc) == "ModuleNotFoundError: No module named 'myapp'"

@@ -217,6 +217,7 @@ class LrSweeper(Sweeper):
             grace_period=self.grace_period,
             poll_interval=self.poll_interval,
             retries=self.retries,
+            jobs_record=not self._in_process,
         )
 
     def _run_stage(self, spec: Any) -> Any:
