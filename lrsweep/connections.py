@@ -20,7 +20,10 @@ A sweep process thus holds two connections, one more for a moment while its hear
 beats; a job in a process of its own (joblib, submitit) holds one more.
 """
 
+import atexit
 import contextlib
+import functools
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,3 +58,48 @@ def storage_in_use(url: str) -> Any | None:
     """The storage of the sweep running in this process on `url`, if any."""
     stack = _in_use.get(url)
     return stack[-1] if stack else None
+
+
+def job_storage(url: str) -> Any:
+    """The storage a job uses to report on its trial: the sweep's own when the job runs in the
+    sweep's process (the in-process launcher: one engine and connection for both), else this
+    process's own (`_own_storage`)."""
+    shared = storage_in_use(url)
+    return shared if shared is not None else _own_storage(url)
+
+
+def _own_storage(url: str) -> Any:
+    """One storage per URL and process (engine creation and schema checks cost ~0.1 s), opened
+    as the sweeper opens it (a SQLite file in WAL mode: `lrsweep.storage.open_storage`). A
+    relative SQLite path is another file in another working directory (sweeps run one after
+    another in one process): its storage is kept per directory."""
+    return _storage(url, relative_to(url))
+
+
+def relative_to(url: str) -> str | None:
+    """The working directory a relative SQLite URL's file lies in (the same URL names another
+    file in another folder); None for any other URL. What a per-URL cache must also key on."""
+    from lrsweep.storage_url import sqlite_path
+
+    try:
+        path = sqlite_path(url)
+    except Exception:  # a URL that does not parse: opening it says so
+        return None
+    return os.getcwd() if path is not None and not path.is_absolute() else None
+
+
+@functools.cache
+def _storage(url: str, cwd: str | None) -> Any:
+    """`_own_storage(url)`, opened once per URL (and working directory `cwd`, when the URL's SQLite
+    path is relative to it)."""
+    from lrsweep.storage import open_storage
+    from lrsweep.storage_url import sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    opened = open_storage(url)
+    # Closed at exit (trial processes freeze the garbage collector then): the last connection to
+    # a SQLite file in WAL mode folds the log into the file and removes it.
+    atexit.register(opened.engine.dispose)
+    return opened

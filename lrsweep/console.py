@@ -48,6 +48,19 @@ def trial_failed(number: int, error: str) -> None:
     print(f"[lrsweep] trial {number} FAILED: {error}", file=sys.stderr, flush=True)
 
 
+def job_lost(number: int, params: dict[str, Any], lost: str, attempt: int, retries: int) -> None:
+    """One line for a job that ended without a result and is launched again."""
+    point = " ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in params.items()
+    )
+    print(
+        f"[lrsweep] trial {number} ({point}): {lost}; launching it again ({attempt} of {retries})",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 # The trial user attributes the progress line shows, when the job wrote them.
 PROGRESS_ATTRS = ("seconds", "diverged", "stopped_at_chance", "epochs_run")
 

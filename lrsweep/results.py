@@ -1,5 +1,10 @@
 """A job's result as the study records it: a number, a mapping holding the metric, a diverged
-run, or an error; `tell` writes it to the trial and never raises for the job's fault."""
+run, or an error; `tell` writes it to the trial and never raises for the job's fault.
+
+Both sides of a job use `tell`: the sweep, and (for jobs in other processes) the job itself
+(`job_record.py`), so that a result outlives the sweep's process. A trial its own job recorded
+carries `RECORDED_BY_JOB`; the sweep's `tell` of the same result then reads it back instead of
+writing it twice."""
 
 import math
 from collections.abc import Mapping
@@ -13,6 +18,19 @@ class JobResult(NamedTuple):
     value: Any = None
     error: str | None = None
     attrs: dict[str, Any] | None = None
+    # The job ended without a result (cancelled, preempted, out of time or memory, its process
+    # killed): what the scheduler said, e.g. "job 12_0 ended without a result (CANCELLED)".
+    # The runner launches such a trial again, up to `SweepSpec.retries` times.
+    lost: str | None = None
+
+
+# The user attribute of a trial whose job told its own result (`job_record.py`).
+RECORDED_BY_JOB = "recorded_by_job"
+
+
+def error_text(exc: BaseException) -> str:
+    """A job's exception as its trial's `error` attribute records it."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 class Outcome(NamedTuple):
@@ -64,7 +82,8 @@ def tell(
     metric_name: str | None = None,
     direction: str = "maximize",
 ) -> Outcome:
-    """Record a job's outcome (`outcome`) and return it. Never raises for a job's fault."""
+    """Record a job's outcome (`outcome`) and return it. Never raises for a job's fault. A trial
+    its own job recorded already is read back (`recorded_outcome`), not written again."""
     import optuna
 
     told = outcome(result, metric_name, direction)
@@ -81,6 +100,9 @@ def tell(
             storage.set_trial_user_attr(trial_id, "error", told.error[:2000])
             storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError) as exc:
+        recorded = recorded_outcome(storage, trial_id)
+        if recorded is not None:
+            return recorded
         import logging
 
         logging.getLogger(__name__).warning(
@@ -88,3 +110,16 @@ def tell(
         )
         return told._replace(recorded=False)
     return told
+
+
+def recorded_outcome(storage: Any, trial_id: int) -> Outcome | None:
+    """The outcome a trial's own job recorded (`RECORDED_BY_JOB`), or None when the trial is not
+    finished or was finished by anyone else (e.g. failed as stale by another sweep)."""
+    import optuna
+
+    trial = storage.get_trial(trial_id)
+    if not trial.state.is_finished() or not trial.user_attrs.get(RECORDED_BY_JOB):
+        return None
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        return Outcome(trial.value, None, diverged=bool(trial.user_attrs.get("diverged")))
+    return Outcome(None, str(trial.user_attrs.get("error", "job failed")))

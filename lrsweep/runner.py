@@ -11,6 +11,9 @@ the later stages of a search); `launch` is the adapter's: it runs a batch of cla
 3. when nothing is left to claim but points are RUNNING elsewhere, wait for them: a killed
    sweep's trials go stale after `grace_period` and come back through step 2.
 
+A job that ends without a result (`JobResult.lost`: cancelled, preempted, its process killed) is
+launched again, its trial still held, up to `retries` times, one line each; then its trial fails.
+
 Out-of-process launchers get one lane per worker: each lane claims, launches and tells one trial
 at a time, so no worker waits for the slowest trial of a batch. An in-process launcher runs one
 lane that launches batches of `n_jobs`.
@@ -33,7 +36,7 @@ from lrsweep.connections import sharing
 from lrsweep.grid import Axis, SweepConfigError, point_key
 from lrsweep.heartbeat import Heartbeat
 from lrsweep.interrupts import interrupt_deferred, interrupt_noted
-from lrsweep.results import JobResult, tell
+from lrsweep.results import JobResult, recorded_outcome, tell
 from lrsweep.storage import StudyLock, open_storage
 from lrsweep.storage_url import hide_password, is_storage_error, storage_problem, storage_reason
 
@@ -80,6 +83,7 @@ class SweepSpec:
     heartbeat_interval: int = 10
     grace_period: int = 30
     poll_interval: float = 2.0
+    retries: int = 2  # launches more of a job that ended without a result (`JobResult.lost`)
 
 
 @dataclass(frozen=True)
@@ -297,7 +301,7 @@ class _Run:
                 continue
             for _, trial_id, params in claimed:
                 protocol.record_params(self.storage, trial_id, params, self.dists)
-            results = self.launch(claimed, slot)
+            results = self._launch(claimed, slot)
             for (number, trial_id, params), result in zip(claimed, results, strict=True):
                 self._tell(number, trial_id, params, result)
             with self.mutex:
@@ -309,6 +313,38 @@ class _Run:
                     f"(max_failure_rate={spec.max_failure_rate}); errors are in the trials' "
                     "user attr 'error'. A rerun resumes and retries them."
                 )
+
+    def _launch(self, claimed: list[Claimed], slot: int) -> list[JobResult]:
+        """The adapter's launch, and again for the jobs that ended without a result, up to
+        `retries` times each; a job whose trial holds the result it recorded itself before it
+        was lost (`results.recorded_outcome`) is not run again."""
+        results = list(self.launch(claimed, slot))
+        retries = self.spec.retries
+        for attempt in range(1, retries + 2):
+            again = [
+                i
+                for i, result in enumerate(results)
+                if result.lost and recorded_outcome(self.storage, claimed[i][1]) is None
+            ]
+            if not again:
+                break
+            if attempt > retries:  # the trial fails, its error (one line) says why
+                for i in again:
+                    results[i] = results[i]._replace(
+                        error=f"{results[i].lost}; no result after {attempt} "
+                        f"launch{'es' if attempt > 1 else ''} (retries={retries})"
+                    )
+                break
+            for i in again:
+                number, _, params = claimed[i]
+                console.job_lost(number, params, results[i].lost, attempt, retries)
+            if self.stop.is_set():
+                break
+            for i, result in zip(
+                again, self.launch([claimed[i] for i in again], slot), strict=True
+            ):
+                results[i] = result
+        return results
 
     def _round(self, budget: int) -> tuple[list[Claimed], int, int]:
         """Under the study lock: fail stale trials, queue ahead, claim up to `budget` trials.

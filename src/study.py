@@ -15,12 +15,10 @@ point (`POINT_ATTR` in the sweeper plugin), and `error` for a job that raised.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,48 +83,9 @@ if not OmegaConf.has_resolver("lrsweep.study_name"):
 def storage(url: str) -> optuna.storages.BaseStorage:
     """The storage of the sweep running this job in this process (the in-process launcher: one
     engine and connection for both, `connections.py`), else this process's own."""
-    from lrsweep.connections import storage_in_use
+    from lrsweep.connections import job_storage
 
-    shared = storage_in_use(url)
-    return shared if shared is not None else _own_storage(url)
-
-
-def _own_storage(url: str) -> optuna.storages.BaseStorage:
-    """One storage per URL and process (engine creation and schema checks cost ~0.1 s), opened
-    as the sweeper opens it (a SQLite file in WAL mode: `lrsweep.storage.open_storage`). A
-    relative SQLite path (the default `sqlite:///outputs/lrsweep.db`) is another file in another
-    working directory (sweeps run one after another in one process, `run_multirun`): its storage
-    is kept per directory."""
-    return _storage(url, _cwd_of(url))
-
-
-def _cwd_of(url: str) -> str | None:
-    """The working directory a relative SQLite URL's file lies in (the same URL names another
-    file in another folder); None for any other URL. What a per-URL cache must also key on."""
-    from lrsweep.storage_url import sqlite_path
-
-    try:
-        path = sqlite_path(url)
-    except Exception:  # a URL that does not parse: the checks that follow say so
-        return None
-    return os.getcwd() if path is not None and not path.is_absolute() else None
-
-
-@functools.cache
-def _storage(url: str, cwd: str | None) -> optuna.storages.BaseStorage:
-    """`_own_storage(url)`, opened once per URL (and working directory `cwd`, when the URL's SQLite
-    path is relative to it)."""
-    from lrsweep.storage import open_storage
-    from lrsweep.storage_url import sqlite_path
-
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    opened = open_storage(url)
-    # Closed at exit (trial processes freeze the garbage collector then): the last connection to
-    # a SQLite file in WAL mode folds the log into the file and removes it.
-    atexit.register(opened.engine.dispose)
-    return opened
+    return job_storage(url)
 
 
 def shown_url(url: str) -> str:
@@ -143,9 +102,10 @@ def existing_storage(url: str) -> optuna.storages.BaseStorage:
     nothing is created: no folder, no database file."""
     import sqlalchemy
 
+    from lrsweep.connections import relative_to
     from lrsweep.storage_url import storage_problem
 
-    _check_existing(url, _cwd_of(url))
+    _check_existing(url, relative_to(url))
     try:
         return storage(url)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as err:

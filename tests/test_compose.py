@@ -51,6 +51,21 @@ def test_value_jobs_equal_hydras_composition_and_use_the_template(hydra_loader):
     assert len(compose._TEMPLATES["t-values"]) == 1
 
 
+def test_a_jobs_hydra_value_is_set_and_recorded_as_hydras_composition_does(hydra_loader):
+    """The sweeper names each out-of-process job's trial in `hydra.sweeper.job_trial`: a value of
+    Hydra's own config, recorded in `hydra.overrides.hydra`, not in the task's overrides."""
+    loader, master = hydra_loader
+    fast = TemplateConfigLoader(loader, ["lr", "hydra.sweeper.job_trial"], token="t-hydra-values")
+    for trial_id in (3, 11):
+        overrides = [*FIXED, "lr=0.1", f"hydra.sweeper.job_trial={trial_id}"]
+        ours = fast.load_sweep_config(master, overrides)
+        theirs = loader.load_sweep_config(master, overrides)
+        assert as_yaml(ours) == as_yaml(theirs)
+        assert ours.hydra.sweeper.job_trial == trial_id
+        assert ours.hydra.overrides.hydra[-1] == f"hydra.sweeper.job_trial={trial_id}"
+    assert len(compose._TEMPLATES["t-hydra-values"]) == 1
+
+
 def test_a_job_never_changes_the_template_of_the_next(hydra_loader):
     loader, master = hydra_loader
     fast = TemplateConfigLoader(loader, ["lr", "trial"], token="t-mutate")

@@ -6,7 +6,7 @@ a small trial's training. In a grid sweep the jobs differ only in a few values (
 `trial=`), so `TemplateConfigLoader` composes the first job of each shape with Hydra itself, keeps
 it as a template, and builds every later job of that shape as a copy of the template with its own
 values set the way Hydra's composition sets them (`OmegaConf.update(cfg, key, value, merge=True)`),
-its own `hydra.overrides.task` and `hydra.job.override_dirname`.
+its own `hydra.overrides.task`, `hydra.overrides.hydra` and `hydra.job.override_dirname`.
 
 The fast path takes only what it can reproduce exactly: a plain `key=value` override (no `+`, `++`,
 `~` prefix, no package, not a sweep) of a key in `value_keys` that is not a config group, with a
@@ -137,6 +137,11 @@ class TemplateConfigLoader(ConfigLoader):
         task = [o for o in parsed if not o.is_hydra_override()]
         with open_dict(config.hydra):
             config.hydra.overrides.task = [o.input_line for o in task]
+            # The master's `hydra.*` overrides and the job's own, as Hydra records them.
+            config.hydra.overrides.hydra = [
+                *master_config.hydra.overrides.hydra,
+                *(o.input_line for o in parsed if o.is_hydra_override()),
+            ]
             config.hydra.job.override_dirname = get_overrides_dirname(
                 overrides=task,
                 kv_sep=config.hydra.job.config.override_dirname.kv_sep,

@@ -78,6 +78,13 @@ class LrSweepConf:
     confirm_top: int = 3  # LRs re-run by the confirm step (plus the interpolated optimum and
     confirm_seeds: int = 3  # stage 1's best), on this many fresh seeds
     report_dir: str | None = None  # null: the sweep folder (hydra.sweep.dir)
+    # A job that ends without a result (cancelled, preempted, out of time or memory, its process
+    # killed) is launched again up to this many times; then its trial is FAIL with the
+    # scheduler's state in its `error`. Typed Any: a wrong value is the sweeper's one line.
+    retries: Any = 2
+    # Set by the sweeper on each job in another process (joblib, submitit): the Optuna trial id
+    # the job records its own result in. Not a setting.
+    job_trial: int | None = None
 
 
 ConfigStore.instance().store(

@@ -10,7 +10,9 @@ The plugin class only adapts Hydra to the library (`lrsweep/`):
    writes the report into the sweep folder.
 
 The sweeper writes no key the app does not have: the trial number (`trial_key`) and the worker
-slot (`slot_key`) are passed only to an app whose config holds them.
+slot (`slot_key`) are passed only to an app whose config holds them. A job in another process
+(joblib, submitit) gets its trial in the sweeper's own `hydra.sweeper.job_trial`, records its
+result there itself (`job_side.py`), and is launched again when it ends without one (`retries`).
 Optuna is imported inside `sweep()`: Hydra imports every plugin module on every start.
 """
 
@@ -19,6 +21,7 @@ Optuna is imported inside `sweep()`: Hydra imports every plugin module on every 
 import gc
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.lrsweep_sweeper.compose import TemplateConfigLoader
 from hydra_plugins.lrsweep_sweeper.grid import build_axes, param_overrides
+from hydra_plugins.lrsweep_sweeper.job_side import JOB_TRIAL_KEY, RecordingTask, job_error, lost
 from lrsweep import console
 from lrsweep import study_protocol as protocol
 from lrsweep.grid import Axis, SweepConfigError, build_grid
@@ -70,6 +74,8 @@ class LrSweeper(Sweeper):
         confirm_top: int = 3,
         confirm_seeds: int = 3,
         report_dir: str | None = None,
+        retries: Any = 2,
+        job_trial: int | None = None,
     ) -> None:
         self.params = params
         self.points = points
@@ -98,7 +104,10 @@ class LrSweeper(Sweeper):
         self.confirm_top = confirm_top
         self.confirm_seeds = confirm_seeds
         self.report_dir = report_dir
+        self.retries = retries
+        self.job_trial = job_trial  # set on jobs, by the sweeper; never by the user
         self.job_idx = 0
+        self._job_idx_lock = threading.Lock()
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -111,6 +120,8 @@ class LrSweeper(Sweeper):
         self._job_loader = TemplateConfigLoader(
             hydra_context.config_loader, (), token=uuid.uuid4().hex
         )
+        # Jobs in other processes record their own results (job_side.py).
+        self._task = RecordingTask(task_function)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=HydraContext(
                 config_loader=self._job_loader
@@ -118,8 +129,13 @@ class LrSweeper(Sweeper):
                 else hydra_context.config_loader,
                 callbacks=hydra_context.callbacks,
             ),
-            task_function=task_function,
+            task_function=self._task,
             config=config,
+        )
+        # Out-of-process launchers (joblib, submitit) get one lane per worker, and jobs that
+        # record their own results; Hydra's basic launcher and ours run jobs in this process.
+        self._in_process = getattr(self.launcher, "in_process", False) or (
+            type(self.launcher).__name__ == "BasicLauncher"
         )
         if self.n_jobs is None:  # as many trials per batch as the launcher runs at once
             launcher_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")  # joblib
@@ -152,7 +168,11 @@ class LrSweeper(Sweeper):
             plan = self._search_plan(axes) if self.search == "full" else None
             self._fixed = fixed
             self._job_loader.value_keys = frozenset(
-                [*(a.name for a in axes), *(k for k in (self.trial_key, self.slot_key) if k)]
+                [
+                    *(a.name for a in axes),
+                    *(k for k in (self.trial_key, self.slot_key) if k),
+                    *([] if self._in_process else [JOB_TRIAL_KEY]),
+                ]
             )
             spec = self._spec(self.study_name, axes, grid)
             result = run_sweep(spec, self._launch, collect=self._collecting)
@@ -180,11 +200,6 @@ class LrSweeper(Sweeper):
     def _spec(self, study_name: str, axes: list[Axis], grid: dict, **attrs: Any) -> Any:
         from lrsweep.runner import SweepSpec
 
-        # Out-of-process launchers (joblib, submitit) get one lane per worker; Hydra's basic
-        # launcher and ours run jobs in this process, one lane of batches.
-        in_process = getattr(self.launcher, "in_process", False) or (
-            type(self.launcher).__name__ == "BasicLauncher"
-        )
         return SweepSpec(
             study_name=str(study_name),
             storage_url=str(self.storage_url),
@@ -195,12 +210,13 @@ class LrSweeper(Sweeper):
             identity=self._identity,
             study_attrs=attrs,
             n_jobs=self.n_jobs,
-            lanes=1 if in_process else self.n_jobs,
+            lanes=1 if self._in_process else self.n_jobs,
             n_trials=self.n_trials,
             max_failure_rate=self.max_failure_rate,
             heartbeat_interval=self.heartbeat_interval,
             grace_period=self.grace_period,
             poll_interval=self.poll_interval,
+            retries=self.retries,
         )
 
     def _run_stage(self, spec: Any) -> Any:
@@ -254,8 +270,21 @@ class LrSweeper(Sweeper):
             raise SweepConfigError(f"direction={self.direction!r} is invalid: maximize or minimize")
         # An app that names neither gets a study named after it, in ./lrsweep.db (printed in the
         # sweep's first line): a study needs a file to resume from.
+        if self.job_trial is not None:
+            raise SweepConfigError(
+                f"hydra.sweeper.job_trial={self.job_trial!r}: the sweeper sets it on each job; "
+                "leave it unset"
+            )
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
+            raise SweepConfigError(
+                f"hydra.sweeper.retries={self.retries!r} is invalid: how many times a job that "
+                "ends without a result (cancelled, preempted, out of time) is launched again, "
+                "an integer >= 0"
+            )
         self.study_name = self.study_name or OmegaConf.select(self.config, "hydra.job.name")
-        self.storage_url = self.storage_url or f"sqlite:///{Path('lrsweep.db').absolute()}"
+        if not self.storage_url:  # jobs elsewhere find it here (a file path: no password)
+            self.storage_url = f"sqlite:///{Path('lrsweep.db').absolute()}"
+            self._task.default_storage = self.storage_url
         protocol.check_study_name(str(self.study_name))
         check_storage_url(self.storage_url)
         raw_url = raw_value(self.config, "hydra.sweeper.storage")
@@ -321,19 +350,30 @@ class LrSweeper(Sweeper):
         """Runs claimed points as Hydra jobs; each `JobReturn` as a `JobResult`."""
         from hydra.core.utils import JobStatus
 
-        from lrsweep.results import JobResult
+        from lrsweep.results import JobResult, error_text
 
         batch = []
-        for i, (number, _, params) in enumerate(claimed):
+        for i, (number, trial_id, params) in enumerate(claimed):
             overrides = [*self._fixed, *param_overrides(params)]
             if self._has_trial_key:
                 overrides.append(f"{self.trial_key}={number}")
             if self._has_slot_key:  # jobs running at once hold distinct slots (one GPU each)
                 overrides.append(f"{self.slot_key}={slot + i}")
+            if not self._in_process:  # the job records its own result (job_side.py)
+                overrides.append(f"{JOB_TRIAL_KEY}={trial_id}")
             batch.append(overrides)
-        job_idx, self.job_idx = self.job_idx, self.job_idx + len(batch)
+        with self._job_idx_lock:  # lanes launch from threads of their own: distinct job folders
+            job_idx, self.job_idx = self.job_idx, self.job_idx + len(batch)
+        if self._in_process:
+            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+        else:
+            try:
+                returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+            except Exception as exc:  # the launcher's, for the batch: e.g. a cancelled task
+                why = lost(exc)
+                return [JobResult(error=why or job_error(exc), lost=why) for _ in batch]
         results = []
-        for ret in self.launcher.launch(batch, initial_job_idx=job_idx):
+        for ret in returns:
             if ret.status == JobStatus.COMPLETED:
                 results.append(JobResult(value=ret.return_value))
                 continue
@@ -348,5 +388,5 @@ class LrSweeper(Sweeper):
                     continue
                 except Exception as raised:
                     exc = raised
-            results.append(JobResult(error=f"{type(exc).__name__}: {exc}"))
+            results.append(JobResult(error=error_text(exc)))
         return results

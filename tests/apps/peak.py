@@ -3,13 +3,18 @@
 The score peaks at `optimum` in log10(lr) (a parabola: -x**2 maximising, x**2 minimising), with a
 seed-dependent wobble of `noise`; it returns NaN above `diverge_above` (a run that blew up) and
 raises at `fail_at`; each run first sleeps `sleep` seconds, and appends whether the garbage
-collector is on to the file `gc_log`. The LR lives at `optim.lr`, as in many real apps' configs.
+collector is on to the file `gc_log`. With `kill_once` (a file path), the first run at `fail_at`
+to find no such file creates it and kills its own process (a worker the OOM killer took, a
+cancelled task): it ends without a result. The LR lives at `optim.lr`, as in many real apps' configs.
 """
 
 import gc
 import math
+import os
 import random
+import signal
 import time
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -23,7 +28,11 @@ def main(cfg: DictConfig) -> float | dict:
         with open(cfg.gc_log, "a") as log:
             log.write(f"{int(gc.isenabled())}\n")
     if cfg.fail_at is not None and math.isclose(lr, cfg.fail_at, rel_tol=1e-9):
-        raise RuntimeError("boom")
+        if cfg.kill_once is not None and not Path(cfg.kill_once).exists():
+            Path(cfg.kill_once).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if cfg.kill_once is None:
+            raise RuntimeError("boom")
     if lr > cfg.diverge_above:
         return math.nan
     x = math.log10(lr) - math.log10(cfg.optimum)

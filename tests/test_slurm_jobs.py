@@ -1,0 +1,128 @@
+"""Per-trial jobs on a real SLURM cluster (`hydra/launcher=submitit_slurm`): the whole two-stage
+search, a task cancelled mid-trial (what preemption and node failures look like), and the sweep's
+own process killed while its tasks run (a dropped SSH session, a rebooted login node).
+
+Needs a cluster with accounting (`scripts/test_slurm.sh`); see tests/conftest.py `slurm_cluster`.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import ROOT, TINY, _env, run_python
+
+from lrsweep.results import RECORDED_BY_JOB
+from lrsweep.study_protocol import POINT_ATTR
+from tests.test_own_code import APP, run_app
+
+pytestmark = pytest.mark.slurm
+COMPLETE, RUNNING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
+
+
+def peak_trials(cwd: Path, name: str = "peak") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/peak.db").trials
+
+
+def our_jobs(cwd: Path, state: str) -> list[str]:
+    """Ids of this sweep's SLURM jobs (submitit's folders under the sweep folder) in `state`."""
+    jobs = [path.name for path in cwd.glob("multirun/*/*/.submitit/*") if path.is_dir()]
+    if not jobs:
+        return []
+    proc = subprocess.run(
+        ["squeue", "-h", "-t", state, "-j", ",".join(jobs), "-o", "%i"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return proc.stdout.split()
+
+
+def wait_for(condition, what: str, timeout: float = 180) -> object:
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)  # polls the queue and the study: neither offers an event to wait on
+    return found
+
+
+def test_the_two_stage_search_runs_through_submitit_slurm(slurm_cluster, tmp_path):
+    run_python(
+        str(ROOT / "scripts" / "two_stage_sweep.py"), *TINY, "sweep.points=4", "--points", "3",
+        "--confirm-top", "1", "--confirm-seeds", "2",
+        *slurm_cluster.launcher("submitit_slurm", "hydra.launcher.array_parallelism=2"),
+        cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    (best_file,) = tmp_path.glob("outputs/reports/*/best.yaml")
+    best = yaml.safe_load(best_file.read_text())
+    assert best["stage"] == "confirm"
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    for name in best["stages"].values():
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        assert {t.state for t in trials} == {COMPLETE}, name
+        points = [t.user_attrs[POINT_ATTR] for t in trials]
+        assert len(points) == len(set(points)), name  # each point exactly once
+        assert all(t.user_attrs[RECORDED_BY_JOB] for t in trials)  # told by its own job
+
+
+def test_a_task_cancelled_mid_trial_is_retried_and_the_sweep_ends_cleanly(slurm_cluster, tmp_path):
+    args = [
+        *slurm_cluster.launcher("submitit_slurm", "hydra.launcher.array_parallelism=2"),
+        "sleep=10", "optim.lr=choice(0.001,0.01,0.1)",
+    ]  # fmt: skip
+    sweep = subprocess.Popen(
+        [sys.executable, str(APP), "-m", *args],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        (job, *_) = wait_for(lambda: our_jobs(tmp_path, "RUNNING"), "a task to run")
+        subprocess.run(["scancel", job], check=True, timeout=30)
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("[lrsweep]")]
+    (line,) = lines
+    assert f"job {job} ended without a result (CANCELLED" in line
+    assert line.endswith("launching it again (1 of 2)")
+    assert "Traceback" not in err and "UncompletedJobError" not in err
+    trials = peak_trials(tmp_path)
+    assert [t.state for t in trials] == [COMPLETE] * 3
+    assert len({t.user_attrs[POINT_ATTR] for t in trials}) == 3
+
+
+def test_a_sweep_killed_mid_trial_loses_nothing(slurm_cluster, tmp_path):
+    """The sweep's process is killed with SIGKILL while both of its tasks run: the tasks run on
+    and record their results; the rerun trains nothing."""
+    args = [
+        *slurm_cluster.launcher("submitit_slurm", "hydra.launcher.array_parallelism=2"),
+        "sleep=8", "optim.lr=choice(0.001,0.01)",
+    ]  # fmt: skip
+    log = open(tmp_path / "killed_sweep.log", "w")  # noqa: SIM115
+    sweep = subprocess.Popen(
+        [sys.executable, str(APP), "-m", *args],
+        cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        jobs = wait_for(
+            lambda: (found := our_jobs(tmp_path, "RUNNING")) and len(found) == 2 and found,
+            "both tasks to run",
+        )
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait(timeout=60)
+    finally:
+        log.close()
+    assert [t.state for t in peak_trials(tmp_path)] == [RUNNING, RUNNING]
+    for job in jobs:
+        assert slurm_cluster.wait(job) == {job: "COMPLETED"}
+    trials = peak_trials(tmp_path)
+    assert [t.state for t in trials] == [COMPLETE, COMPLETE]
+    rerun = run_app(*args, cwd=tmp_path)
+    assert "nothing to run: all 2 grid points are done" in rerun.stdout
+    assert len(peak_trials(tmp_path)) == 2
