@@ -71,7 +71,7 @@ write_configs() {
   # restarted slurmd) comes back by itself.
   cat >"$CONF/slurm.conf" <<EOF
 ClusterName=$CLUSTER
-SlurmctldHost=$NODE
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge

@@ -54,24 +54,22 @@ def submission_files(sweep_dir: Path) -> list[Path]:
 def test_slurm_gpu_jobs_ask_for_one_gpu_per_task_and_get_it(slurm_cluster, workdir):
     # The config as shipped, pointed at the test cluster's partition: its 4 CPUs and 16 GB a task
     # fit the test node, whose one GPU is a fake SLURM counts (no device: the trial trains on CPU).
+    # One point: one job.
     name = "gpu"
     sweep = run_module(
-        "src.train", "-m", *TINY, "sweep.points=2", f"study.name={name}",
+        "src.train", "-m", *TINY, "hydra.sweeper.params.lr='choice(0.1)'", f"study.name={name}",
         "hydra/launcher=slurm_gpu", f"hydra.launcher.partition={slurm_cluster.partition}",
         cwd=workdir,
     )  # fmt: skip
-    assert "[2/2] lr=" in sweep.stdout, sweep.stdout
+    assert "[1/1] lr=" in sweep.stdout, sweep.stdout
     files = submission_files(workdir / "outputs" / "sweeps" / name)
-    assert len(files) == 2, files
-    for file in files:
-        lines = file.read_text().splitlines()
-        assert "#SBATCH --gpus-per-task=1" in lines, lines
-        assert "#SBATCH --ntasks-per-node=1" in lines, lines
-    # SLURM gave each job one GPU (accounting's allocated resources), not merely read the line.
-    for file in files:
-        job = file.parent.name
-        proc = subprocess.run(
-            ["sacct", "-n", "-X", "-P", "-j", job, "-o", "AllocTRES"],
-            capture_output=True, text=True, timeout=30, check=True,
-        )  # fmt: skip
-        assert "gres/gpu=1" in proc.stdout.split(","), (job, proc.stdout)
+    (file,) = files
+    lines = file.read_text().splitlines()
+    assert "#SBATCH --gpus-per-task=1" in lines, lines
+    assert "#SBATCH --ntasks-per-node=1" in lines, lines
+    # SLURM gave the job one GPU (accounting's allocated resources), not merely read the line.
+    proc = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", file.parent.name, "-o", "AllocTRES"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert "gres/gpu=1" in proc.stdout.strip().split(","), proc.stdout
