@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,15 +223,32 @@ def slurm_cluster() -> SlurmCluster:
     one and prints its partition). Without it the test skips, except under CI=true, where it
     fails: CI (`.ci/run`) always provides the cluster. A named cluster that does not answer
     fails the test."""
-    partition = os.environ.get("LRSWEEP_TEST_SLURM_PARTITION")
-    if not partition:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must provide a SLURM cluster in LRSWEEP_TEST_SLURM_PARTITION")
-        pytest.skip(
-            "no SLURM cluster: set LRSWEEP_TEST_SLURM_PARTITION "
-            "(export LRSWEEP_TEST_SLURM_PARTITION=$(scripts/test_slurm.sh))"
-        )
+    partition = required_service("LRSWEEP_TEST_SLURM_PARTITION", "SLURM cluster", "test_slurm.sh")
     problem = _slurm_answers(partition)
     if problem:
         pytest.fail(f"SLURM partition {partition!r} does not answer: {problem}")
     return SlurmCluster(partition)
+
+
+def required_service(variable: str, what: str, script: str) -> str:
+    """The value of the environment `variable` that names a service the test needs (a database
+    server, a cluster). Without it the test skips, except under CI=true, where it fails: CI
+    (`.ci/run`) starts every service with `scripts/<script>`."""
+    value = os.environ.get(variable)
+    if not value:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must provide a {what} in {variable}")
+        pytest.skip(f"no {what}: set {variable} (export {variable}=$(scripts/{script}))")
+    return value
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180) -> Any:
+    """Polls `condition` until it returns something true, and returns that; past `timeout`
+    seconds the test fails, naming `what` it waited for. For states with no event to wait on:
+    a SLURM queue, a study written by other processes, files another process writes."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+    return found

@@ -7,9 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -20,8 +17,8 @@ from lrsweep import optuna_tables
 from lrsweep.job_record import TrialNotRunning, recorded
 from lrsweep.results import RECORDED_BY_JOB, JobResult, tell
 from lrsweep.study_protocol import POINT_ATTR
-from tests.conftest import _env
-from tests.test_own_code import APP, run_app
+from tests.conftest import wait_for
+from tests.test_own_code import run_app, start_app
 
 THREE = "optim.lr=choice(0.001,0.01,0.1)"
 COMPLETE, RUNNING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
@@ -84,12 +81,9 @@ def test_bad_retries_is_one_line_exit_2_before_the_study(tmp_path):
     assert not (tmp_path / "peak.db").exists()
 
 
-def _wait_for(condition, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+def jobs_started(cwd: Path) -> int:
+    """How many of the sweep's jobs have started: Hydra writes a job's config before its task."""
+    return len(list(cwd.glob("multirun/*/*/*/.hydra/config.yaml")))
 
 
 def test_results_outlive_the_sweeps_process_and_a_rerun_waits_for_them(tmp_path):
@@ -97,22 +91,13 @@ def test_results_outlive_the_sweeps_process_and_a_rerun_waits_for_them(tmp_path)
     SIGKILL while two jobs train; a rerun started at once waits for them (their own heartbeats
     keep their trials alive), takes their results from the study and runs only the third point."""
     args = ["hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2", "sleep=4", THREE]
-    # Output to a file: the jobs inherit it, and a pipe would stay open until they end.
-    log = open(tmp_path / "killed_sweep.log", "w")  # noqa: SIM115
-    sweep = subprocess.Popen(
-        [sys.executable, str(APP), "-m", *args],
-        cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    sweep = start_app(*args, cwd=tmp_path, log="killed_sweep.log")
     try:
         # Both jobs have started once Hydra has written their configs (before the task runs).
-        _wait_for(
-            lambda: len(list(tmp_path.glob("multirun/*/*/*/.hydra/config.yaml"))) == 2,
-            "two jobs to start",
-        )
+        wait_for(lambda: jobs_started(tmp_path) == 2, "two jobs to start")
         sweep.send_signal(signal.SIGKILL)
     finally:
         sweep.wait(timeout=60)
-        log.close()
     assert [t.state for t in trials(tmp_path)[:2]] == [RUNNING, RUNNING]
     rerun = run_app(*args, cwd=tmp_path)
     assert "waiting for 2 trial(s) running elsewhere" in rerun.stdout
@@ -127,25 +112,19 @@ def test_ctrl_c_leaves_the_trials_in_flight_to_their_jobs(tmp_path):
     """Ctrl-C stops the sweep, not the jobs that run in processes of their own: their trials are
     not failed, the jobs record their results, and the rerun runs only the point never started."""
     args = ["hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2", "sleep=4", THREE]
-    log = open(tmp_path / "interrupted_sweep.log", "w")  # noqa: SIM115
-    sweep = subprocess.Popen(
-        [sys.executable, str(APP), "-m", *args],
-        cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT,
+    sweep = start_app(
+        *args, cwd=tmp_path, log="interrupted_sweep.log",
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
-        _wait_for(
-            lambda: len(list(tmp_path.glob("multirun/*/*/*/.hydra/config.yaml"))) == 2,
-            "two jobs to start",
-        )
+        wait_for(lambda: jobs_started(tmp_path) == 2, "two jobs to start")
         sweep.send_signal(signal.SIGINT)
-        sweep.wait(timeout=60)
     finally:
-        log.close()
+        sweep.wait(timeout=60)
     said = (tmp_path / "interrupted_sweep.log").read_text()
     assert sweep.returncode == 130, said
     assert "trials in flight run on in their own processes and record their results" in said
-    _wait_for(
+    wait_for(
         lambda: [t.state for t in trials(tmp_path)[:2]] == [COMPLETE, COMPLETE],
         "the two jobs to record their results",
     )

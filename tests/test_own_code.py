@@ -37,6 +37,17 @@ def run_app(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return proc
 
 
+def start_app(*args: str, cwd: Path, log: str, **popen: object) -> subprocess.Popen:
+    """The app's sweep (`-m <args>`) started in `cwd`, its output (both streams) into the file
+    `cwd/<log>`: jobs in processes of their own inherit it, and a pipe would stay open until
+    they end, long after the sweep was killed."""
+    with open(cwd / log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, str(APP), "-m", *args],
+            cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT, **popen,
+        )  # fmt: skip
+
+
 def best_yaml(cwd: Path) -> dict:
     (path,) = cwd.glob("multirun/*/*/best.yaml")
     return yaml.safe_load(path.read_text())

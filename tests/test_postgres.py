@@ -23,7 +23,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY, run_module, start_module
+from conftest import TINY, required_service, run_module, start_module
 
 from lrsweep.storage import StudyLock
 
@@ -35,14 +35,7 @@ PASSWORD_ENV = "LRSWEEP_TEST_DB_PASSWORD"
 def server() -> dict:
     """The server's real URL (for this test process) and the URL the sweeps get, with the
     password replaced by an interpolation, plus the environment holding the password."""
-    url = os.environ.get("LRSWEEP_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must provide a PostgreSQL server in LRSWEEP_TEST_POSTGRES_URL")
-        pytest.skip(
-            "no PostgreSQL server: set LRSWEEP_TEST_POSTGRES_URL "
-            "(export LRSWEEP_TEST_POSTGRES_URL=$(scripts/test_postgres.sh))"
-        )
+    url = required_service("LRSWEEP_TEST_POSTGRES_URL", "PostgreSQL server", "test_postgres.sh")
     if os.environ.get("CI") == "true":
         import psycopg2  # noqa: F401  (CI installs lrsweep[postgres]: a missing driver fails)
     else:

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, TINY, _env, run_python
+from conftest import ROOT, TINY, run_python, wait_for
 
 from lrsweep.results import RECORDED_BY_JOB
 from lrsweep.study_protocol import POINT_ATTR
-from tests.test_own_code import APP, run_app
+from tests.test_own_code import run_app, start_app
 
 pytestmark = pytest.mark.slurm
 COMPLETE, RUNNING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
@@ -40,15 +38,6 @@ def our_jobs(cwd: Path, state: str) -> list[str]:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     return proc.stdout.split()
-
-
-def wait_for(condition, what: str, timeout: float = 180) -> object:
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)  # polls the queue and the study: neither offers an event to wait on
-    return found
 
 
 def test_the_two_stage_search_runs_through_submitit_slurm(slurm_cluster, tmp_path):
@@ -75,20 +64,18 @@ def test_a_task_cancelled_mid_trial_is_retried_and_the_sweep_ends_cleanly(slurm_
         *slurm_cluster.launcher("submitit_slurm", "hydra.launcher.array_parallelism=2"),
         "sleep=10", "optim.lr=choice(0.001,0.01,0.1)",
     ]  # fmt: skip
-    sweep = subprocess.Popen(
-        [sys.executable, str(APP), "-m", *args],
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    sweep = start_app(*args, cwd=tmp_path, log="sweep.log")
     try:
         (job, *_) = wait_for(lambda: our_jobs(tmp_path, "RUNNING"), "a task to run")
         subprocess.run(["scancel", job], check=True, timeout=30)
-        out, err = sweep.communicate(timeout=300)
+        sweep.wait(timeout=300)
     finally:
         if sweep.poll() is None:
             sweep.kill()
+    err = (tmp_path / "sweep.log").read_text()
     assert sweep.returncode == 0, err
-    lines = [line for line in err.splitlines() if line.startswith("[lrsweep]")]
-    (line,) = lines
+    (line,) = [line for line in err.splitlines() if "ended without a result" in line]
+    assert line.startswith("[lrsweep] trial ")
     assert f"job {job} ended without a result (CANCELLED" in line
     assert line.endswith("launching it again (1 of 2)")
     assert "Traceback" not in err and "UncompletedJobError" not in err
@@ -104,20 +91,15 @@ def test_a_sweep_killed_mid_trial_loses_nothing(slurm_cluster, tmp_path):
         *slurm_cluster.launcher("submitit_slurm", "hydra.launcher.array_parallelism=2"),
         "sleep=8", "optim.lr=choice(0.001,0.01)",
     ]  # fmt: skip
-    log = open(tmp_path / "killed_sweep.log", "w")  # noqa: SIM115
-    sweep = subprocess.Popen(
-        [sys.executable, str(APP), "-m", *args],
-        cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    sweep = start_app(*args, cwd=tmp_path, log="killed_sweep.log")
     try:
         jobs = wait_for(
             lambda: (found := our_jobs(tmp_path, "RUNNING")) and len(found) == 2 and found,
             "both tasks to run",
         )
         sweep.send_signal(signal.SIGKILL)
-        sweep.wait(timeout=60)
     finally:
-        log.close()
+        sweep.wait(timeout=60)
     assert [t.state for t in peak_trials(tmp_path)] == [RUNNING, RUNNING]
     for job in jobs:
         assert slurm_cluster.wait(job) == {job: "COMPLETED"}

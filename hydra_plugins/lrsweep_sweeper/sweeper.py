@@ -269,8 +269,6 @@ class LrSweeper(Sweeper):
             )
         if self.direction not in ("maximize", "minimize"):
             raise SweepConfigError(f"direction={self.direction!r} is invalid: maximize or minimize")
-        # An app that names neither gets a study named after it, in ./lrsweep.db (printed in the
-        # sweep's first line): a study needs a file to resume from.
         if self.job_trial is not None:
             raise SweepConfigError(
                 f"hydra.sweeper.job_trial={self.job_trial!r}: the sweeper sets it on each job; "
@@ -282,6 +280,8 @@ class LrSweeper(Sweeper):
                 "ends without a result (cancelled, preempted, out of time) is launched again, "
                 "an integer >= 0"
             )
+        # An app that names neither gets a study named after it, in ./lrsweep.db (printed in the
+        # sweep's first line): a study needs a file to resume from.
         self.study_name = self.study_name or OmegaConf.select(self.config, "hydra.job.name")
         if not self.storage_url:  # jobs elsewhere find it here (a file path: no password)
             self.storage_url = f"sqlite:///{Path('lrsweep.db').absolute()}"
