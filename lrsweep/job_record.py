@@ -13,6 +13,7 @@ The sweep keeps beating for the trial too: a job that dies without a result leav
 sweep launches again (`runner`, `SweepSpec.retries`).
 """
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,6 +22,7 @@ from lrsweep.heartbeat import Heartbeat
 from lrsweep.results import RECORDED_BY_JOB, JobResult, error_text, tell
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class TrialNotRunning(RuntimeError):
@@ -49,14 +51,20 @@ def recorded(
             f"trial {trial.number} is {trial.state.name}, not RUNNING: its point is run "
             "elsewhere (its sweep stopped and a later run took it); this job does nothing"
         )
-    mark, number = {RECORDED_BY_JOB: True}, trial.number
+    mark = {RECORDED_BY_JOB: True}
+
+    def record(result: JobResult) -> None:
+        try:
+            tell(None, storage, trial.number, trial_id, result, metric_name, direction)
+        except Exception as exc:  # the storage failed: the sweep, if it lives, records it
+            log.warning("trial %d: its result could not be recorded here (%s)", trial.number, exc)
+
     with Heartbeat(storage, heartbeat_interval) as heartbeat:
         heartbeat.add(trial_id)
         try:
             value = run()
         except BaseException as exc:  # Ctrl-C too: the trial fails now, not after a grace period
-            failed = JobResult(error=error_text(exc), attrs=mark)
-            tell(None, storage, number, trial_id, failed, metric_name, direction)
+            record(JobResult(error=error_text(exc), attrs=mark))
             raise
-    tell(None, storage, number, trial_id, JobResult(value, attrs=mark), metric_name, direction)
+    record(JobResult(value, attrs=mark))
     return value

@@ -166,6 +166,24 @@ def test_a_job_records_its_error_and_raises_it(running_trial):
     assert own.user_attrs["error"] == "RuntimeError: out of ideas"
 
 
+def test_a_job_that_cannot_record_still_returns_its_value_for_the_sweep(running_trial, caplog):
+    """A storage that fails at the end of the job (here: a table gone) costs the job nothing: it
+    returns its value, and the sweep that launched it records it."""
+    import sqlalchemy
+
+    _, _, trial_id, url = running_trial
+
+    def train() -> float:
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("DROP TABLE trial_values"))
+        engine.dispose()
+        return 0.5
+
+    assert recorded(train, url, trial_id) == 0.5
+    assert "its result could not be recorded here" in caplog.text
+
+
 def test_a_job_whose_trial_was_failed_meanwhile_does_not_train(running_trial):
     storage, _, trial_id, url = running_trial
     storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
