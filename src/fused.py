@@ -79,11 +79,15 @@ def fusable(model: nn.Module, optimizer: torch.optim.Optimizer, splits: Splits) 
         return "the data has a test split (its per-arm score is not fused yet)"
     if not isinstance(model, nn.Sequential):
         return f"the model is a {type(model).__name__}, not a Sequential of Linear and ReLU"
+    others = [
+        type(m).__name__ for m in model if not isinstance(m, nn.Flatten | nn.Linear | nn.ReLU)
+    ]
+    if others:
+        names = ", ".join(dict.fromkeys(others))
+        return f"the model has {names} layers (only Flatten, Linear and ReLU fuse)"
     for layer in model:
         if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
             return "a Flatten other than Flatten(1, -1)"
-        if not isinstance(layer, nn.Flatten | nn.Linear | nn.ReLU):
-            return f"the model has a {type(layer).__name__} layer (only Flatten, Linear, ReLU fuse)"
         if isinstance(layer, nn.Linear) and layer.bias is None:
             return "a Linear layer without bias"
     if type(optimizer) not in OPTIMIZERS:
