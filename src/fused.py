@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -147,7 +147,7 @@ class Stack:
 
 class FusedOptimizer:
     """`torch.optim.SGD`, `Adam` or `AdamW`'s update on stacked parameters, with a per-arm LR
-    (a tensor (arms, 1, 1)): each arm gets exactly its own optimizer's arithmetic."""
+    (a tensor (arms,)): each arm gets exactly its own optimizer's arithmetic."""
 
     def __init__(self, kind: type, options: dict, params: Sequence[Tensor]) -> None:
         self.options = options
@@ -164,10 +164,11 @@ class FusedOptimizer:
     def step(self, params: Sequence[Tensor], grads: Sequence[Tensor], lr: Tensor) -> None:
         self.steps += 1
         for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
+            arm_lr = lr.view(-1, *[1] * (param.dim() - 1))  # each arm's LR on its own slice
             if self.adam:
-                self._adam(param, grad, self.state[0][i], self.state[1][i], lr)
+                self._adam(param, grad, self.state[0][i], self.state[1][i], arm_lr)
             else:
-                self._sgd(param, grad, self.state[0][i], lr)
+                self._sgd(param, grad, self.state[0][i], arm_lr)
 
     def _sgd(self, param: Tensor, grad: Tensor, buf: Tensor, lr: Tensor) -> None:
         o = self.options
@@ -284,7 +285,7 @@ def fit_arms(
         for xs, ys in seed_batches([per_seed[s] for s in seeds], epoch):
             step += 1
             factor = lr_at(step, 1.0, warmup_steps, total_steps, schedule)
-            lr = (live.lrs * factor).to(xs.device, torch.float32).view(-1, 1, 1)
+            lr = (live.lrs * factor).to(xs.device, torch.float32)
             x, y = xs[live.seed_row], ys[live.seed_row]
             losses = F.cross_entropy(
                 stack.forward(x).flatten(0, 1), y.reshape(-1), reduction="none"
@@ -324,11 +325,14 @@ def fit_arms(
     return [live.results[a] for a in range(len(arms))]
 
 
-def run_arms(cfg: DictConfig, arms: Sequence[Arm]) -> list[TrialResult]:
+def run_arms(
+    cfg: DictConfig, arms: Sequence[Arm], stack_of: Callable[[nn.Module, int], Stack] = Stack.of
+) -> list[TrialResult]:
     """Every arm of the built-in trial `cfg` (its `lr` and `seed` replaced by the arm's) trained
     as one fused model; one `TrialResult` per arm, as `src.train.train` gives it (`seconds`: the
     whole batch's time, shared). No study is touched. Raises ConfigError for a bad config, and
-    NotFusable for a trial this module cannot fuse (`fusable`)."""
+    NotFusable for a trial this module cannot fuse (`fusable`). `stack_of` builds the stacked
+    model (`benchmarks/bench_fused.py` passes its torch.func variant)."""
     check_config(cfg)
     for arm in arms:
         check_lr(arm.lr)
@@ -350,7 +354,7 @@ def run_arms(cfg: DictConfig, arms: Sequence[Arm]) -> list[TrialResult]:
         seed: Batches(splits.train, cfg.batch_size, shuffle=True, seed=seed, **loader_args)
         for seed in dict.fromkeys(arm.seed for arm in arms)
     }
-    stack = Stack.of(model, len(arms))
+    stack = stack_of(model, len(arms))
     optimizer = FusedOptimizer(type(torch_optimizer), torch_optimizer.defaults, stack.params)
     fitted = fit_arms(cfg, stack, optimizer, arms, per_seed, val_batches, hopeless_below)
     seconds = time.perf_counter() - start
