@@ -8,7 +8,7 @@
     - sequential: `src.train.train` once per LR, as the in-process launcher runs a sweep's trials;
     - fused:      `src.fused.run_arms`, one stacked model, one `torch.baddbmm` per Linear;
     - vmap:       the same, the stacked model a torch.func `stack_module_state` +
-                  `functional_call` + `vmap` over the original module.
+                  `functional_call` + `vmap` over the original module (`VmapStack`).
     Timed: the trials' time, first trial's start to last trial's end (configs composed before).
     Then whole processes: one child process per entry (`--child`), interleaved, wall time from
     start to exit: imports, the config, the data and the trials. A child runs no sweep (no
@@ -43,7 +43,8 @@ from torch import Tensor, nn  # noqa: E402
 from torch.func import functional_call, stack_module_state, vmap  # noqa: E402
 
 from lrsweep.grid import log_axis  # noqa: E402
-from src.fused import Arm, Stack, run_arms  # noqa: E402
+from src.fused import Arm, run_arms  # noqa: E402
+from src.fused_models import Stack  # noqa: E402
 from src.study import compose_config  # noqa: E402
 from src.train import train  # noqa: E402
 
@@ -52,23 +53,28 @@ DEFAULT_LRS = log_axis("lr", 1e-5, 1.0, 10).values
 
 
 class VmapStack:
-    """The torch.func variant of `src.fused.Stack`: the arms' parameters stacked by
-    `stack_module_state`, the forward `vmap` over `functional_call` of the original module."""
+    """The torch.func variant of `src.fused_models.Stack`: the arms' parameters and buffers stacked
+    by `stack_module_state`, the forward `vmap` over `functional_call` of the original module."""
 
     def __init__(self, model: nn.Module, arms: int) -> None:
-        stacked, _ = stack_module_state([model] * arms)
-        self.names = list(stacked)
-        self.params = [stacked[n].detach().clone().requires_grad_() for n in self.names]
+        params, buffers = stack_module_state([model] * arms)
+        self.names, self.buffer_names = list(params), list(buffers)
+        self.params = [params[n].detach().clone().requires_grad_() for n in self.names]
+        self.buffers = [buffers[n].clone() for n in self.buffer_names]
         self.model = model
 
-    def _one(self, params: tuple[Tensor, ...], x: Tensor) -> Tensor:
-        return functional_call(self.model, dict(zip(self.names, params, strict=True)), (x,))
+    def _one(self, params: tuple, buffers: tuple, x: Tensor) -> Tensor:
+        state = dict(zip(self.names, params, strict=True))
+        state.update(zip(self.buffer_names, buffers, strict=True))
+        return functional_call(self.model, state, (x,))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return vmap(self._one)(tuple(self.params), x)
+    def forward(self, x: Tensor, training: bool = True) -> Tensor:
+        self.model.train(training)
+        return vmap(self._one)(tuple(self.params), tuple(self.buffers), x)
 
     def keep(self, rows: Tensor) -> None:
         self.params = [p.detach()[rows].requires_grad_() for p in self.params]
+        self.buffers = [b[rows] for b in self.buffers]
 
 
 def arms_of(lrs: list[float], seeds: list[int]) -> list[Arm]:

@@ -16,12 +16,13 @@ What it guarantees, arm by arm, against the sequential trial (`tests/test_fused.
   and an arm that diverges or stops is removed from the stack at once: a NaN arm never touches the
   others.
 
-What it fuses: a `Sequential` of `Flatten`, `Linear` and `ReLU` (the `mlp` model) on in-memory
-splits, with one parameter group of `torch.optim.SGD`, `Adam` or `AdamW`. `fusable` names what
-stops anything else; such a trial runs sequentially.
+What it fuses: a `Sequential` of `Flatten`, `Unflatten`, `Linear`, `ReLU`, `Conv1d`/`Conv2d` and
+`BatchNorm1d`/`2d` (the `mlp` and `cnn` models) on in-memory splits without a test split, with one
+parameter group of `torch.optim.SGD`, `Adam` or `AdamW`. `fusable` names what stops anything else;
+such a trial runs sequentially.
 
-How: parameters stacked along a leading arm axis, each `Linear` one `torch.baddbmm` for all arms
-(measured against torch.func `functional_call` + `vmap` in `benchmarks/bench_fused.py`).
+How: parameters stacked along a leading arm axis, each layer one kernel call for all arms
+(`src.fused_models.Stack`: baddbmm, grouped convolutions, BatchNorm over arms x channels).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +43,7 @@ from src.batches import Batches
 from src.chance import chance_accuracy, chance_threshold
 from src.checks import check_lr
 from src.data import Splits
+from src.fused_models import FUSED_LAYERS_TEXT, Stack, layer_problem
 from src.train import (
     EVAL_BATCH_SIZE,
     FitResult,
@@ -78,18 +81,10 @@ def fusable(model: nn.Module, optimizer: torch.optim.Optimizer, splits: Splits) 
     if splits.test is not None:
         return "the data has a test split (its per-arm score is not fused yet)"
     if not isinstance(model, nn.Sequential):
-        return f"the model is a {type(model).__name__}, not a Sequential of Linear and ReLU"
-    others = [
-        type(m).__name__ for m in model if not isinstance(m, nn.Flatten | nn.Linear | nn.ReLU)
-    ]
-    if others:
-        names = ", ".join(dict.fromkeys(others))
-        return f"the model has {names} layers (only Flatten, Linear and ReLU fuse)"
-    for layer in model:
-        if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
-            return "a Flatten other than Flatten(1, -1)"
-        if isinstance(layer, nn.Linear) and layer.bias is None:
-            return "a Linear layer without bias"
+        return f"the model is a {type(model).__name__}, not a Sequential of {FUSED_LAYERS_TEXT}"
+    problems = [why for why in map(layer_problem, model) if why is not None]
+    if problems:
+        return "the model has " + "; ".join(dict.fromkeys(problems))
     if type(optimizer) not in OPTIMIZERS:
         return f"the optimizer is {type(optimizer).__name__} (SGD, Adam and AdamW fuse)"
     if len(optimizer.param_groups) != 1 or lr_scales(optimizer, optimizer.defaults["lr"]) != [1.0]:
@@ -98,48 +93,6 @@ def fusable(model: nn.Module, optimizer: torch.optim.Optimizer, splits: Splits) 
     if options.get("maximize") or options.get("amsgrad"):
         return "the optimizer maximizes or uses amsgrad"
     return None
-
-
-# --- the stacked model --------------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    """The arms' parameters, stacked: per `Linear`, its transposed weight (arms, in, out) and its
-    bias (arms, 1, out); `plan` is the layer sequence ("flatten", "relu", or the index of the
-    linear's weight in `params`)."""
-
-    plan: list[str | int]
-    params: list[Tensor]
-
-    @classmethod
-    def of(cls, model: nn.Sequential, arms: int) -> Stack:
-        """`arms` copies of `model`'s weights (the shared initial weights)."""
-        plan: list[str | int] = []
-        params: list[Tensor] = []
-        for layer in model:
-            if isinstance(layer, nn.Linear):
-                plan.append(len(params))
-                weight, bias = layer.weight.detach().t(), layer.bias.detach()[None, :]
-                params += [weight.expand(arms, -1, -1).clone(), bias.expand(arms, -1, -1).clone()]
-            else:
-                plan.append("flatten" if isinstance(layer, nn.Flatten) else "relu")
-        return cls(plan, [p.requires_grad_() for p in params])
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits (arms, batch, classes) of inputs (arms, batch, ...)."""
-        for step in self.plan:
-            if step == "flatten":
-                x = x.flatten(2)
-            elif step == "relu":
-                x = torch.relu(x)
-            else:
-                x = torch.baddbmm(self.params[step + 1], x, self.params[step])
-        return x
-
-    def keep(self, rows: Tensor) -> None:
-        """Only the arms at `rows` (indices into the current stack) stay."""
-        self.params = [p.detach()[rows].requires_grad_() for p in self.params]
 
 
 # --- the optimizers, as torch.optim computes them (single-tensor path) ---------------------------
@@ -207,7 +160,7 @@ def evaluate_stack(stack: Stack, batches: Batches) -> tuple[Tensor, Tensor]:
     correct = torch.zeros(arms, dtype=torch.long, device=batches.device)
     loss_sum = torch.zeros(arms, device=batches.device)
     for x, y in batches.epoch(0):
-        logits = stack.forward(x.expand(arms, *x.shape))
+        logits = stack.forward(x.expand(arms, *x.shape), training=False)
         correct += (logits.argmax(dim=2) == y).sum(dim=1)
         targets = y.expand(arms, -1).reshape(-1)
         losses = F.cross_entropy(logits.flatten(0, 1), targets, reduction="none")
@@ -326,7 +279,7 @@ def fit_arms(
 
 
 def run_arms(
-    cfg: DictConfig, arms: Sequence[Arm], stack_of: Callable[[nn.Module, int], Stack] = Stack.of
+    cfg: DictConfig, arms: Sequence[Arm], stack_of: Callable[[nn.Module, int], Any] = Stack.of
 ) -> list[TrialResult]:
     """Every arm of the built-in trial `cfg` (its `lr` and `seed` replaced by the arm's) trained
     as one fused model; one `TrialResult` per arm, as `src.train.train` gives it (`seconds`: the
