@@ -1,6 +1,6 @@
 """Fused arms (`src.fused`) against sequential trials, side by side in one run (issue 19).
 
-    python benchmarks/bench_fused.py [--reps R] [--parts a b] [--epochs-b 20] [--reps-b R]
+    python benchmarks/bench_fused.py [--reps R] [--parts a b c] [--epochs-b 20] [--reps-b R]
 
 (a) The default stage 1: digits, MLP 128x2, SGD momentum 0.9, batch 32, 5 epochs (1 warmup), the
     default grid's 10 LRs (1e-5 .. 1, log-uniform), seed 0. In this process, interleaved (the
@@ -15,6 +15,9 @@
     Hydra multirun, no study): the sweep's own start-up is the same either way.
 (b) A sweep where training dominates: mnist1d, 10 LRs x 3 seeds (30 arms), `--epochs-b` epochs
     (20), whole child processes, sequential and fused interleaved.
+
+(c) Optional (`--parts c`): (a)'s trials with `model=cnn` (convolutions, BatchNorm), sequential and
+    fused.
 
 Times are medians over the repetitions; ratios are medians of the per-repetition (paired)
 ratios. Every entry's per-arm validation accuracies are printed against the sequential ones.
@@ -145,25 +148,40 @@ def compare_accuracies(accs: dict[str, list[float]], arms: list[Arm]) -> None:
             print(f"    {line}")
 
 
-def part_a(reps: int, work: str) -> float:
-    print("(a) default stage 1: digits, mlp 128x2, sgd, batch 32, 5 epochs, 10 LRs, seed 0")
+def trials_side_by_side(
+    reps: int, overrides: list[str], entries: tuple[str, ...] = ENTRIES
+) -> dict[str, float]:
+    """The trials' time of each entry on the 10 default LRs (seed 0), in this process,
+    interleaved; printed, and the median paired ratios returned."""
     arms = arms_of(DEFAULT_LRS, [0])
-    for entry in ENTRIES:  # warm-up, untimed: the checkpoint, the data, first-call costs
-        run_entry(entry, [], arms)
-    times: dict[str, list[float]] = {e: [] for e in ENTRIES}
+    for entry in entries:  # warm-up, untimed: the checkpoint, the data, first-call costs
+        run_entry(entry, overrides, arms)
+    times: dict[str, list[float]] = {e: [] for e in entries}
     accs: dict[str, list[float]] = {}
     for rep in range(reps):
-        for entry in rotated(ENTRIES, rep):
-            seconds, accs[entry] = run_entry(entry, [], arms)
+        for entry in rotated(entries, rep):
+            seconds, accs[entry] = run_entry(entry, overrides, arms)
             times[entry].append(seconds)
     ratios = summarise("trials", times)
     compare_accuracies(accs, arms)
+    return ratios
+
+
+def part_a(reps: int, work: str) -> float:
+    print("(a) default stage 1: digits, mlp 128x2, sgd, batch 32, 5 epochs, 10 LRs, seed 0")
+    ratios = trials_side_by_side(reps, [])
     whole: dict[str, list[float]] = {e: [] for e in ENTRIES}
     for rep in range(reps):
         for entry in rotated(ENTRIES, rep):
             whole[entry].append(spawn(entry, [], DEFAULT_LRS, [0], work)["whole_s"])
     summarise("whole process", whole)
     return ratios["fused"]
+
+
+def part_c(reps: int) -> None:
+    """Not in the issue's list: the default stage 1 with the cnn (BatchNorm) instead of the mlp."""
+    print("(c) stage 1 with model=cnn: digits, cnn 32 channels, sgd, batch 32, 5 epochs, 10 LRs")
+    trials_side_by_side(reps, ["model=cnn"], ("sequential", "fused"))
 
 
 def part_b(reps: int, epochs: int, work: str) -> tuple[float, int]:
@@ -194,7 +212,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="repetitions of (a)")
     parser.add_argument("--reps-b", type=int, default=3, help="repetitions of (b)")
     parser.add_argument("--epochs-b", type=int, default=20)
-    parser.add_argument("--parts", nargs="+", default=["a", "b"], choices=["a", "b"])
+    parser.add_argument("--parts", nargs="+", default=["a", "b"], choices=["a", "b", "c"])
     parser.add_argument("--child", choices=ENTRIES, help=argparse.SUPPRESS)
     parser.add_argument("--lrs", type=float, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", type=int, nargs="+", help=argparse.SUPPRESS)
@@ -208,6 +226,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_fused_") as work:
         os.chdir(work)  # outputs/ (initial weights, data cache) shared by this process's children
         ratio_a = part_a(args.reps, work) if "a" in args.parts else float("nan")
+        if "c" in args.parts:
+            part_c(args.reps)
         ratio_b, arms = (
             part_b(args.reps_b, args.epochs_b, work) if "b" in args.parts else (float("nan"), 0)
         )
