@@ -100,7 +100,8 @@ def fusable(model: nn.Module, optimizer: torch.optim.Optimizer, splits: Splits) 
 
 class FusedOptimizer:
     """`torch.optim.SGD`, `Adam` or `AdamW`'s update on stacked parameters, with a per-arm LR
-    (a tensor (arms,)): each arm gets exactly its own optimizer's arithmetic."""
+    (a tensor (arms,)): each arm's slice gets the terms of torch.optim's single-tensor update (the
+    CPU's default path), in the same order, with its own LR."""
 
     def __init__(self, kind: type, options: dict, params: Sequence[Tensor]) -> None:
         self.options = options
