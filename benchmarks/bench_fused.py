@@ -1,0 +1,249 @@
+"""Fused arms (`src.fused`) against sequential trials, side by side in one run (issue 19).
+
+    python benchmarks/bench_fused.py [--reps R] [--parts a b c] [--epochs-b 20] [--reps-b R]
+
+(a) The default stage 1: digits, MLP 128x2, SGD momentum 0.9, batch 32, 5 epochs (1 warmup), the
+    default grid's 10 LRs (1e-5 .. 1, log-uniform), seed 0. In this process, interleaved (the
+    order rotates each repetition, so drift in the machine's load hits every entry alike):
+    - sequential: `src.train.train` once per LR, as the in-process launcher runs a sweep's trials;
+    - fused:      `src.fused.run_arms`, one stacked model, one `torch.baddbmm` per Linear;
+    - vmap:       the same, the stacked model a torch.func `stack_module_state` +
+                  `functional_call` + `vmap` over the original module (`VmapStack`).
+    Timed: the trials' time, first trial's start to last trial's end (configs composed before).
+    Then whole processes: one child process per entry (`--child`), interleaved, wall time from
+    start to exit: imports, the config, the data and the trials. A child runs no sweep (no
+    Hydra multirun, no study): the sweep's own start-up is the same either way.
+(b) A sweep where training dominates: mnist1d, 10 LRs x 3 seeds (30 arms), `--epochs-b` epochs
+    (20), whole child processes, sequential and fused interleaved.
+
+(c) Optional (`--parts c`): (a)'s trials with `model=cnn` (convolutions, BatchNorm), sequential and
+    fused.
+
+Measured here (2 shared CPU cores, Intel Xeon, torch 2.14, 4 other agents at work; default
+`--reps 5 --reps-b 3`): (a) trials 1.21 s sequential, fused 0.40x (per rep 0.33-0.43), vmap 0.58x
+(0.48-0.59); whole processes 8.1 s sequential, fused 0.71x (0.54-1.01), vmap 0.72x; 9/10 arms the
+same accuracy (lr=0.278, at chance: 0.103 fused vs 0.114). (c) cnn trials 6.6 s sequential, fused
+0.72x (0.66-1.00); 8/10 arms the same accuracy (lr=0.0215: 0.975 vs 0.978, lr=0.278: 0.978 vs
+0.953). (b) whole processes 34.8 s sequential, fused 0.40x (0.39-0.43), trials 0.39x; 17/30 arms
+the same accuracy, the others within 0.03: over 20 epochs (2500 steps) the rounding differences of
+a batched matmul grow in the arms trained near the edge of stability (lr >= 0.006; one arm agreed
+to 1e-7 in train loss for 19 epochs, then parted by 4e-4), to about the spread between seeds.
+Last line: `fused/sequential=0.40 whole_30arms=0.40 arms=30`.
+
+Times are medians over the repetitions; ratios are medians of the per-repetition (paired)
+ratios. Every entry's per-arm validation accuracies are printed against the sequential ones.
+One torch thread, as trials use. The last line:
+`fused/sequential=<(a) trials' ratio> whole_30arms=<(b) ratio> arms=<(b)'s arm count>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from torch.func import functional_call, stack_module_state, vmap  # noqa: E402
+
+from lrsweep.grid import log_axis  # noqa: E402
+from src.fused import Arm, run_arms  # noqa: E402
+from src.fused_models import Stack  # noqa: E402
+from src.study import compose_config  # noqa: E402
+from src.train import train  # noqa: E402
+
+ENTRIES = ("sequential", "fused", "vmap")
+DEFAULT_LRS = log_axis("lr", 1e-5, 1.0, 10).values
+
+
+class VmapStack:
+    """The torch.func variant of `src.fused_models.Stack`: the arms' parameters and buffers stacked
+    by `stack_module_state`, the forward `vmap` over `functional_call` of the original module."""
+
+    def __init__(self, model: nn.Module, arms: int) -> None:
+        params, buffers = stack_module_state([model] * arms)
+        self.names, self.buffer_names = list(params), list(buffers)
+        self.params = [params[n].detach().clone().requires_grad_() for n in self.names]
+        self.buffers = [buffers[n].clone() for n in self.buffer_names]
+        self.model = model
+
+    def _one(self, params: tuple, buffers: tuple, x: Tensor) -> Tensor:
+        state = dict(zip(self.names, params, strict=True))
+        state.update(zip(self.buffer_names, buffers, strict=True))
+        return functional_call(self.model, state, (x,))
+
+    def forward(self, x: Tensor, training: bool = True) -> Tensor:
+        self.model.train(training)
+        return vmap(self._one)(tuple(self.params), tuple(self.buffers), x)
+
+    def keep(self, rows: Tensor) -> None:
+        self.params = [p.detach()[rows].requires_grad_() for p in self.params]
+        self.buffers = [b[rows] for b in self.buffers]
+
+
+def arms_of(lrs: list[float], seeds: list[int]) -> list[Arm]:
+    return [Arm(lr, seed) for lr in lrs for seed in seeds]
+
+
+def run_entry(entry: str, overrides: list[str], arms: list[Arm]) -> tuple[float, list[float]]:
+    """(trials' seconds, per-arm validation accuracies) of one entry; configs composed first."""
+    if entry == "sequential":
+        cfgs = [compose_config([*overrides, f"lr={a.lr}", f"seed={a.seed}"]) for a in arms]
+        start = time.perf_counter()
+        results = [train(cfg) for cfg in cfgs]
+    else:
+        cfg = compose_config(overrides)
+        start = time.perf_counter()
+        results = run_arms(cfg, arms, VmapStack if entry == "vmap" else Stack.of)
+    return time.perf_counter() - start, [r.val_acc for r in results]
+
+
+def child(args: argparse.Namespace) -> None:
+    """One whole process's work (`--child ENTRY`): print its trials' time and accuracies."""
+    torch.set_num_threads(1)
+    seconds, accs = run_entry(args.child, args.overrides, arms_of(args.lrs, args.seeds))
+    print(json.dumps({"trials_s": seconds, "val_acc": accs}))
+
+
+def spawn(entry: str, overrides: list[str], lrs: list[float], seeds: list[int], cwd: str) -> dict:
+    """A child process for `entry`; its wall time from start to exit, with what it printed."""
+    command = [sys.executable, __file__, "--child", entry, "--lrs", *map(str, lrs)]
+    command += ["--seeds", *map(str, seeds), "--overrides", *overrides]
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"child {entry} failed:\n{proc.stderr}")
+    return {"whole_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def rotated(entries: tuple[str, ...], rep: int) -> list[str]:
+    shift = rep % len(entries)
+    return list(entries[shift:] + entries[:shift])
+
+
+def summarise(label: str, times: dict[str, list[float]], base: str = "sequential") -> dict:
+    """Print each entry's median time and its median paired ratio to `base`; return the ratios."""
+    ratios = {}
+    for entry, values in times.items():
+        paired = [v / b for v, b in zip(values, times[base], strict=True)]
+        ratios[entry] = statistics.median(paired)
+        spread = f"[{min(paired):.2f}, {max(paired):.2f}]"
+        print(
+            f"  {label} {entry:>10}: median {statistics.median(values):7.2f} s"
+            f"  ratio to {base} {ratios[entry]:.2f} (per rep {spread}, n={len(values)})"
+        )
+    return ratios
+
+
+def compare_accuracies(accs: dict[str, list[float]], arms: list[Arm]) -> None:
+    """Per-arm validation accuracies of every entry against the sequential ones; those that
+    differ, listed."""
+    for entry, values in accs.items():
+        pairs = list(zip(arms, values, accs["sequential"], strict=True))
+        other = [f"lr={a.lr:.3g} seed={a.seed}: {v:.4f} vs {s:.4f}" for a, v, s in pairs if v != s]
+        print(
+            f"  val_acc {entry:>10}: {len(arms) - len(other)}/{len(arms)} arms equal to sequential"
+        )
+        for line in other:
+            print(f"    {line}")
+
+
+def trials_side_by_side(
+    reps: int, overrides: list[str], entries: tuple[str, ...] = ENTRIES
+) -> dict[str, float]:
+    """The trials' time of each entry on the 10 default LRs (seed 0), in this process,
+    interleaved; printed, and the median paired ratios returned."""
+    arms = arms_of(DEFAULT_LRS, [0])
+    for entry in entries:  # warm-up, untimed: the checkpoint, the data, first-call costs
+        run_entry(entry, overrides, arms)
+    times: dict[str, list[float]] = {e: [] for e in entries}
+    accs: dict[str, list[float]] = {}
+    for rep in range(reps):
+        for entry in rotated(entries, rep):
+            seconds, accs[entry] = run_entry(entry, overrides, arms)
+            times[entry].append(seconds)
+    ratios = summarise("trials", times)
+    compare_accuracies(accs, arms)
+    return ratios
+
+
+def part_a(reps: int, work: str) -> float:
+    print("(a) default stage 1: digits, mlp 128x2, sgd, batch 32, 5 epochs, 10 LRs, seed 0")
+    ratios = trials_side_by_side(reps, [])
+    whole: dict[str, list[float]] = {e: [] for e in ENTRIES}
+    for rep in range(reps):
+        for entry in rotated(ENTRIES, rep):
+            whole[entry].append(spawn(entry, [], DEFAULT_LRS, [0], work)["whole_s"])
+    summarise("whole process", whole)
+    return ratios["fused"]
+
+
+def part_c(reps: int) -> None:
+    """Not in the issue's list: the default stage 1 with the cnn (BatchNorm) instead of the mlp."""
+    print("(c) stage 1 with model=cnn: digits, cnn 32 channels, sgd, batch 32, 5 epochs, 10 LRs")
+    trials_side_by_side(reps, ["model=cnn"], ("sequential", "fused"))
+
+
+def part_b(reps: int, epochs: int, work: str) -> tuple[float, int]:
+    overrides = ["data=mnist1d", f"epochs={epochs}"]
+    seeds = [0, 1, 2]
+    print(
+        f"(b) mnist1d, mlp 128x2, sgd, batch 32, {epochs} epochs, 10 LRs x 3 seeds, whole processes"
+    )
+    entries = ("sequential", "fused")
+    spawn("fused", overrides, DEFAULT_LRS[:1], [0], work)  # untimed: the data cache, checkpoint
+    whole: dict[str, list[float]] = {e: [] for e in entries}
+    trials: dict[str, list[float]] = {e: [] for e in entries}
+    accs: dict[str, list[float]] = {}
+    for rep in range(reps):
+        for entry in rotated(entries, rep):
+            out = spawn(entry, overrides, DEFAULT_LRS, seeds, work)
+            whole[entry].append(out["whole_s"])
+            trials[entry].append(out["trials_s"])
+            accs[entry] = out["val_acc"]
+    ratios = summarise("whole process", whole)
+    summarise("trials", trials)
+    compare_accuracies(accs, arms_of(DEFAULT_LRS, seeds))
+    return ratios["fused"], len(DEFAULT_LRS) * len(seeds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of (a)")
+    parser.add_argument("--reps-b", type=int, default=3, help="repetitions of (b)")
+    parser.add_argument("--epochs-b", type=int, default=20)
+    parser.add_argument("--parts", nargs="+", default=["a", "b"], choices=["a", "b", "c"])
+    parser.add_argument("--child", choices=ENTRIES, help=argparse.SUPPRESS)
+    parser.add_argument("--lrs", type=float, nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", type=int, nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", nargs="*", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, one torch thread per process")
+    with tempfile.TemporaryDirectory(prefix="bench_fused_") as work:
+        os.chdir(work)  # outputs/ (initial weights, data cache) shared by this process's children
+        ratio_a = part_a(args.reps, work) if "a" in args.parts else float("nan")
+        if "c" in args.parts:
+            part_c(args.reps)
+        ratio_b, arms = (
+            part_b(args.reps_b, args.epochs_b, work) if "b" in args.parts else (float("nan"), 0)
+        )
+    print(f"fused/sequential={ratio_a:.2f} whole_30arms={ratio_b:.2f} arms={arms}")
+
+
+if __name__ == "__main__":
+    main()

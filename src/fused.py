@@ -1,0 +1,330 @@
+"""Fused arms: the LRs (and seeds) of a sweep trained together as one stacked model.
+
+`run_arms(cfg, arms)` trains every arm `(lr, seed)` of the built-in trial `cfg` at once and returns
+one `TrialResult` per arm, the record `src.train.train` gives for that `lr` and `seed`.
+
+What it guarantees, arm by arm, against the sequential trial (`tests/test_fused.py`):
+- the same start: every arm starts from the shared initial weights (`src.train.initial_state`);
+- the same data order: each arm's batches are `Batches(..., seed=arm.seed).epoch(e)`;
+- the same updates: SGD (momentum, dampening, nesterov, weight decay), Adam and AdamW as
+  `torch.optim` computes them, at each arm's own LR under `src.train.lr_at` (per-batch warmup,
+  then constant or cosine);
+- the same records: validation accuracy and loss per epoch, train loss, epochs run, divergence
+  (checked at the same steps: every `log_every` steps and at each epoch's end) and the stop at
+  chance; equal to float tolerance (a batched matmul rounds differently from a plain one);
+- independence: each arm's slice of every stacked tensor is computed from that arm's slice alone,
+  and an arm that diverges or stops is removed from the stack at once: a NaN arm never touches the
+  others.
+
+What it fuses: a `Sequential` of `Flatten`, `Unflatten`, `Linear`, `ReLU`, `Conv1d`/`Conv2d` and
+`BatchNorm1d`/`2d` (the `mlp` and `cnn` models) on in-memory splits without a test split, with one
+parameter group of `torch.optim.SGD`, `Adam` or `AdamW`. `fusable` names what stops anything else;
+such a trial runs sequentially.
+
+How: parameters stacked along a leading arm axis, each layer one kernel call for all arms
+(`src.fused_models.Stack`: baddbmm, grouped convolutions, BatchNorm over arms x channels).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from src.base_lr import lr_scales
+from src.batches import Batches
+from src.chance import chance_accuracy, chance_threshold
+from src.checks import check_lr
+from src.data import Splits
+from src.fused_models import FUSED_LAYERS_TEXT, Stack, layer_problem
+from src.train import (
+    EVAL_BATCH_SIZE,
+    FitResult,
+    TrialResult,
+    check_config,
+    evaluate,
+    initial_state,
+    load_data,
+    lr_at,
+    resolve_device,
+)
+
+OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+
+
+class NotFusable(Exception):
+    """This trial cannot be trained fused (the message says why); it runs sequentially."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One trial of a fused batch: its peak LR and its data-order seed."""
+
+    lr: float
+    seed: int
+
+
+# --- what can be fused --------------------------------------------------------------------------
+
+
+def fusable(model: nn.Module, optimizer: torch.optim.Optimizer, splits: Splits) -> str | None:
+    """None when this trial can be fused, else the reason it cannot (one short phrase)."""
+    if not isinstance(splits.train, tuple) or not isinstance(splits.val, tuple):
+        return "the data is a Dataset, not in-memory tensors"
+    if splits.test is not None:
+        return "the data has a test split (its per-arm score is not fused yet)"
+    if not isinstance(model, nn.Sequential):
+        return f"the model is a {type(model).__name__}, not a Sequential of {FUSED_LAYERS_TEXT}"
+    problems = [why for why in map(layer_problem, model) if why is not None]
+    if problems:
+        return "the model has " + "; ".join(dict.fromkeys(problems))
+    if type(optimizer) not in OPTIMIZERS:
+        return f"the optimizer is {type(optimizer).__name__} (SGD, Adam and AdamW fuse)"
+    if len(optimizer.param_groups) != 1 or lr_scales(optimizer, optimizer.defaults["lr"]) != [1.0]:
+        return "the optimizer has several parameter groups (muP's per-layer LRs)"
+    options = optimizer.defaults
+    if options.get("maximize") or options.get("amsgrad"):
+        return "the optimizer maximizes or uses amsgrad"
+    return None
+
+
+# --- the optimizers, as torch.optim computes them (single-tensor path) ---------------------------
+
+
+class FusedOptimizer:
+    """`torch.optim.SGD`, `Adam` or `AdamW`'s update on stacked parameters, with a per-arm LR
+    (a tensor (arms,)): each arm's slice gets the terms of torch.optim's single-tensor update (the
+    CPU's default path), in the same order, with its own LR."""
+
+    def __init__(self, kind: type, options: dict, params: Sequence[Tensor]) -> None:
+        self.options = options
+        self.adam = kind is not torch.optim.SGD
+        self.decoupled = kind is torch.optim.AdamW or bool(options.get("decoupled_weight_decay"))
+        self.steps = 0
+        count = 2 if self.adam else 1
+        self.state = [[torch.zeros_like(p) for p in params] for _ in range(count)]
+
+    def keep(self, rows: Tensor) -> None:
+        self.state = [[s[rows] for s in group] for group in self.state]
+
+    @torch.no_grad()
+    def step(self, params: Sequence[Tensor], grads: Sequence[Tensor], lr: Tensor) -> None:
+        self.steps += 1
+        for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
+            arm_lr = lr.view(-1, *[1] * (param.dim() - 1))  # each arm's LR on its own slice
+            if self.adam:
+                self._adam(param, grad, self.state[0][i], self.state[1][i], arm_lr)
+            else:
+                self._sgd(param, grad, self.state[0][i], arm_lr)
+
+    def _sgd(self, param: Tensor, grad: Tensor, buf: Tensor, lr: Tensor) -> None:
+        o = self.options
+        if o["weight_decay"] != 0:
+            grad = grad.add(param, alpha=o["weight_decay"])
+        if o["momentum"] != 0:
+            if self.steps == 1:  # torch's first step: the buffer is the gradient, undampened
+                buf.copy_(grad)
+            else:
+                buf.mul_(o["momentum"]).add_(grad, alpha=1 - o["dampening"])
+            grad = grad.add(buf, alpha=o["momentum"]) if o["nesterov"] else buf
+        param.sub_(lr * grad)
+
+    def _adam(self, param: Tensor, grad: Tensor, avg: Tensor, avg_sq: Tensor, lr: Tensor) -> None:
+        o = self.options
+        beta1, beta2 = o["betas"]
+        if o["weight_decay"] != 0:
+            if self.decoupled:
+                param.mul_(1 - lr * o["weight_decay"])
+            else:
+                grad = grad.add(param, alpha=o["weight_decay"])
+        avg.lerp_(grad, 1 - beta1)
+        avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = lr / (1 - beta1**self.steps)
+        denom = (avg_sq.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(o["eps"])
+        param.sub_(step_size * (avg / denom))
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_stack(stack: Stack, batches: Batches) -> tuple[Tensor, Tensor]:
+    """Per arm (accuracy, mean cross-entropy) over a whole split, batched as `src.train.evaluate`."""
+    arms = stack.params[0].shape[0]
+    correct = torch.zeros(arms, dtype=torch.long, device=batches.device)
+    loss_sum = torch.zeros(arms, device=batches.device)
+    for x, y in batches.epoch(0):
+        logits = stack.forward(x.expand(arms, *x.shape), training=False)
+        correct += (logits.argmax(dim=2) == y).sum(dim=1)
+        targets = y.expand(arms, -1).reshape(-1)
+        losses = F.cross_entropy(logits.flatten(0, 1), targets, reduction="none")
+        loss_sum += losses.view(arms, -1).sum(dim=1)
+    return correct.double() / batches.n, loss_sum.double() / batches.n
+
+
+def seed_batches(per_seed: list[Batches], epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Each step's (inputs (seeds, batch, ...), labels (seeds, batch)): row `s` is the batch of
+    `per_seed[s]`'s order, the batch a sequential trial with that seed trains on."""
+    for parts in zip(*(b.epoch(epoch) for b in per_seed), strict=True):
+        yield torch.stack([x for x, _ in parts]), torch.stack([y for _, y in parts])
+
+
+class _Live:
+    """The arms still training, in stack order, and every arm's record so far."""
+
+    def __init__(self, arms: Sequence[Arm], device: torch.device, distinct: list[int]) -> None:
+        self.arms = list(range(len(arms)))  # original arm index of each stack row
+        self.lrs = torch.tensor([arm.lr for arm in arms], dtype=torch.float64)
+        self.seed_row = torch.tensor([distinct.index(arm.seed) for arm in arms], device=device)
+        self.train_loss: list[list[float]] = [[] for _ in arms]
+        self.val_acc: list[list[float]] = [[] for _ in arms]
+        self.results: dict[int, FitResult] = {}
+
+    def finish(self, rows: list[int], why: str | None, epochs_run: int, val_loss: list[float]):
+        """Record the arms at stack `rows` as finished with these final validation losses."""
+        for row, loss in zip(rows, val_loss, strict=True):
+            arm = self.arms[row]
+            self.results[arm] = FitResult(
+                why, epochs_run, self.train_loss[arm], self.val_acc[arm], loss
+            )
+
+    def keep(self, rows: list[int]) -> Tensor:
+        """Only the stack `rows` stay live; their index tensor (for the stacked tensors)."""
+        index = torch.tensor(rows, dtype=torch.long)
+        self.arms = [self.arms[r] for r in rows]
+        self.lrs = self.lrs[index]
+        index = index.to(self.seed_row.device)
+        self.seed_row = self.seed_row[index]
+        return index
+
+
+def fit_arms(
+    cfg: DictConfig,
+    stack: Stack,
+    optimizer: FusedOptimizer,
+    arms: Sequence[Arm],
+    per_seed: dict[int, Batches],
+    val_batches: Batches,
+    hopeless_below: float | None = None,
+) -> list[FitResult]:
+    """`src.train.fit` for every arm at once (`per_seed`: the train batches of each distinct seed):
+    one `FitResult` per arm, in order."""
+    schedule, log_every = str(cfg.schedule), int(cfg.log_every)
+    epochs, warmup_epochs = int(cfg.epochs), int(cfg.warmup_epochs)
+    seeds = list(per_seed)
+    steps_per_epoch = len(per_seed[seeds[0]])
+    warmup_steps, total_steps = warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
+    live = _Live(arms, val_batches.device, seeds)
+    last_val_loss: list[float] = []
+    step = 0
+
+    def drop(rows_out: list[int]) -> Tensor | None:
+        """Remove the stack rows `rows_out` from the stack and its optimizer's state."""
+        if not rows_out:
+            return None
+        index = live.keep([r for r in range(len(live.arms)) if r not in rows_out])
+        stack.keep(index)
+        optimizer.keep(index)
+        return index
+
+    for epoch in range(epochs):
+        loss_sum = torch.zeros(len(live.arms), device=val_batches.device)
+        for xs, ys in seed_batches([per_seed[s] for s in seeds], epoch):
+            step += 1
+            factor = lr_at(step, 1.0, warmup_steps, total_steps, schedule)
+            lr = (live.lrs * factor).to(xs.device, torch.float32)
+            x, y = xs[live.seed_row], ys[live.seed_row]
+            losses = F.cross_entropy(
+                stack.forward(x).flatten(0, 1), y.reshape(-1), reduction="none"
+            ).view(len(live.arms), -1)
+            losses = losses.mean(dim=1)  # each arm's batch mean, as `fit`'s cross_entropy
+            grads = torch.autograd.grad(losses.sum(), stack.params)  # arm a's grads: its own loss
+            optimizer.step(stack.params, grads, lr)
+            loss_sum += losses.detach()
+            if step % log_every == 0:  # one host sync per `log_every` steps, as in `fit`
+                bad = (~torch.isfinite(loss_sum)).nonzero().flatten().tolist()
+                if bad:
+                    live.finish(bad, "diverged", epoch + 1, [math.inf] * len(bad))
+                    index = drop(bad)
+                    if not live.arms:
+                        return [live.results[a] for a in range(len(arms))]
+                    loss_sum = loss_sum[index]
+        epoch_loss = (loss_sum.double() / steps_per_epoch).tolist()
+        acc, val_loss = (t.tolist() for t in evaluate_stack(stack, val_batches))
+        rows = range(len(live.arms))
+        blown = [
+            r for r in rows if not (math.isfinite(epoch_loss[r]) and math.isfinite(val_loss[r]))
+        ]
+        for row in rows:
+            if row not in blown:
+                live.train_loss[live.arms[row]].append(epoch_loss[row])
+                live.val_acc[live.arms[row]].append(acc[row])
+        # Still at chance a full epoch after warmup (never on the last epoch), as in `fit`.
+        stoppable = hopeless_below is not None and warmup_epochs <= epoch < epochs - 1
+        hopeless = [r for r in rows if stoppable and r not in blown and acc[r] <= hopeless_below]
+        live.finish(blown, "diverged", epoch + 1, [math.inf] * len(blown))
+        live.finish(hopeless, "chance", epoch + 1, [val_loss[r] for r in hopeless])
+        last_val_loss = [val_loss[r] for r in rows if r not in blown + hopeless]
+        drop(blown + hopeless)
+        if not live.arms:
+            break
+    live.finish(list(range(len(live.arms))), None, epochs, last_val_loss)
+    return [live.results[a] for a in range(len(arms))]
+
+
+def run_arms(
+    cfg: DictConfig, arms: Sequence[Arm], stack_of: Callable[[nn.Module, int], Any] = Stack.of
+) -> list[TrialResult]:
+    """Every arm of the built-in trial `cfg` (its `lr` and `seed` replaced by the arm's) trained
+    as one fused model; one `TrialResult` per arm, as `src.train.train` gives it (`seconds`: the
+    whole batch's time, shared). No study is touched. Raises ConfigError for a bad config, and
+    NotFusable for a trial this module cannot fuse (`fusable`). `stack_of` builds the stacked
+    model (`benchmarks/bench_fused.py` passes its torch.func variant)."""
+    check_config(cfg)
+    for arm in arms:
+        check_lr(arm.lr)
+    start = time.perf_counter()
+    device = resolve_device(cfg.device, cfg.get("worker_slot"))
+    torch.set_num_threads(cfg.threads)
+    splits = load_data(cfg)
+    model, torch_optimizer, key = initial_state(cfg, splits, device, lr=cfg.lr)
+    reason = fusable(model, torch_optimizer, splits)
+    if reason is not None:
+        raise NotFusable(reason)
+    loader_args = {"device": device, "num_workers": splits.num_workers}
+    val_batches = Batches(splits.val, EVAL_BATCH_SIZE, shuffle=False, **loader_args)
+    hopeless_below = None
+    if cfg.stop_at_chance:  # the untrained model's score: the same start for every arm
+        untrained, _ = evaluate(model, val_batches)
+        hopeless_below = chance_threshold(chance_accuracy(splits), untrained, val_batches.n)
+    per_seed = {
+        seed: Batches(splits.train, cfg.batch_size, shuffle=True, seed=seed, **loader_args)
+        for seed in dict.fromkeys(arm.seed for arm in arms)
+    }
+    stack = stack_of(model, len(arms))
+    optimizer = FusedOptimizer(type(torch_optimizer), torch_optimizer.defaults, stack.params)
+    fitted = fit_arms(cfg, stack, optimizer, arms, per_seed, val_batches, hopeless_below)
+    seconds = time.perf_counter() - start
+    return [_trial_result(f, seconds, key) for f in fitted]
+
+
+def _trial_result(fitted: FitResult, seconds: float, key: str) -> TrialResult:
+    diverged = fitted.stop == "diverged"
+    return TrialResult(
+        val_acc=0.0 if diverged else fitted.val_acc[-1],
+        val_loss=fitted.val_loss,
+        diverged=diverged,
+        stopped_at_chance=fitted.stop == "chance",
+        epochs_run=fitted.epochs_run,
+        seconds=seconds,
+        checkpoint=key,
+        train_loss=fitted.train_loss,
+        val_acc_curve=fitted.val_acc,
+    )
