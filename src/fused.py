@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from hydra_plugins.lrsweep_sweeper.fused_launcher import CannotFuse
 from src.base_lr import lr_scales
 from src.batches import Batches
 from src.chance import chance_accuracy, chance_threshold
@@ -59,7 +60,7 @@ from src.train import (
 OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 
 
-class NotFusable(Exception):
+class NotFusable(CannotFuse):
     """This trial cannot be trained fused (the message says why); it runs sequentially."""
 
 
@@ -312,10 +313,10 @@ def run_arms(
     optimizer = FusedOptimizer(type(torch_optimizer), torch_optimizer.defaults, stack.params)
     fitted = fit_arms(cfg, stack, optimizer, arms, per_seed, val_batches, hopeless_below)
     seconds = time.perf_counter() - start
-    return [_trial_result(f, seconds, key) for f in fitted]
+    return [_trial_result(f, seconds, key, val_batches.n) for f in fitted]
 
 
-def _trial_result(fitted: FitResult, seconds: float, key: str) -> TrialResult:
+def _trial_result(fitted: FitResult, seconds: float, key: str, val_examples: int) -> TrialResult:
     diverged = fitted.stop == "diverged"
     return TrialResult(
         val_acc=0.0 if diverged else fitted.val_acc[-1],
@@ -327,4 +328,49 @@ def _trial_result(fitted: FitResult, seconds: float, key: str) -> TrialResult:
         checkpoint=key,
         train_loss=fitted.train_loss,
         val_acc_curve=fitted.val_acc,
+        val_examples=val_examples,
     )
+
+
+# --- the jobs of a fused launch (`hydra/launcher=fused`) -------------------------------------------
+
+# Keys a fused batch's jobs may differ in: each arm's LR and data order, the trial it reports to,
+# and its worker slot (the batch runs on the first job's device).
+ARM_KEYS = ("lr", "seed", "trial", "worker_slot")
+
+
+def train_batch(cfgs: Sequence[DictConfig]) -> list[Callable[[DictConfig], float]]:
+    """The batch function of `hydra/launcher=fused` (`hydra_plugins/lrsweep_sweeper/
+    fused_launcher.py`): the jobs' trials trained as one fused model; for each job, the function
+    its job then runs in place of `src.train.main`, which records the arm's result in its trial
+    and returns its metric. Raises NotFusable (a CannotFuse) when the jobs differ in more than
+    `ARM_KEYS` or the trial cannot be fused."""
+    from omegaconf import OmegaConf
+
+    from src.study import TrialReporter
+    from src.train import freeze_long_lived, record_trial
+
+    shared = [
+        {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ARM_KEYS} for cfg in cfgs
+    ]
+    if any(other != shared[0] for other in shared[1:]):
+        differ = sorted({k for other in shared[1:] for k in other if other[k] != shared[0].get(k)})
+        raise NotFusable(f"the jobs differ in {differ}, not only in {list(ARM_KEYS)}")
+    started = time.time()
+    results = run_arms(cfgs[0], [Arm(float(cfg.lr), int(cfg.seed)) for cfg in cfgs])
+    n = len(results)
+
+    def finish(result: TrialResult) -> Callable[[DictConfig], float]:
+        def record(cfg: DictConfig) -> float:
+            reporter = TrialReporter(cfg.study.storage, cfg.study.name, cfg.trial)
+            for epoch, acc in enumerate(result.val_acc_curve):
+                reporter.report(epoch, acc)
+            # Its share of the batch's time: the trials' seconds add up to the batch's.
+            record_trial(reporter, replace(result, seconds=result.seconds / n), started)
+            reporter.set_attrs(fused_arms=n)
+            freeze_long_lived()
+            return float(getattr(result, cfg.metric))
+
+        return record
+
+    return [finish(result) for result in results]

@@ -99,6 +99,7 @@ class TrialResult:
     val_acc_curve: list[float] = field(default_factory=list)  # per epoch
     # On the data's test split (None without one): recorded, never the objective, never chosen on.
     test_acc: float | None = None
+    val_examples: int = 0  # a score's resolution: 1 / val_examples (src.report)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -397,24 +398,31 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
         train_loss=fitted.train_loss,
         val_acc_curve=fitted.val_acc,
         test_acc=test_acc,
+        val_examples=val_batches.n,
     )
+    record_trial(reporter, result, started)
+    return result
+
+
+def record_trial(reporter: TrialReporter, result: TrialResult, started: float) -> None:
+    """A trial's record in its study (user attributes), from inside its job: `started` is the Unix
+    time its training began."""
     reporter.set_attrs(
-        diverged=diverged,
+        diverged=result.diverged,
         stopped_at_chance=result.stopped_at_chance,
         epochs_run=result.epochs_run,
         train_loss=result.train_loss,
         val_acc=result.val_acc_curve,
-        val_examples=val_batches.n,  # a score's resolution: 1 / val_examples (src.report)
-        test_acc=test_acc,  # None without a test split
+        val_examples=result.val_examples,  # a score's resolution: 1 / val_examples (src.report)
+        test_acc=result.test_acc,  # None without a test split
         seconds=result.seconds,
         started=started,  # Unix times and process: when and where the job itself ran
         finished=time.time(),
         pid=os.getpid(),
-        checkpoint=key,
+        checkpoint=result.checkpoint,
         output_dir=HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None,
         rss_mb=resident_mb(),
     )
-    return result
 
 
 def run_multirun(overrides: Sequence[str]) -> int:

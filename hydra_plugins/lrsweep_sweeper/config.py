@@ -102,3 +102,20 @@ class InProcessLauncherConf:
 ConfigStore.instance().store(
     group="hydra/launcher", name="lrsweep", node=InProcessLauncherConf, provider="lrsweep"
 )
+
+
+@dataclass
+class FusedLauncherConf:
+    """`hydra/launcher=lrsweep_fused`: each batch's jobs trained together by the app's
+    `batch_function` (fused_launcher.py); the built-in trial's `hydra/launcher=fused` names its
+    own."""
+
+    _target_: str = "hydra_plugins.lrsweep_sweeper.fused_launcher.FusedLauncher"
+    # Dotted path of f(task_configs) -> one function per job (see fused_launcher.py).
+    batch_function: str | None = None
+    n_jobs: int = 30  # jobs trained together: the sweeper's batch
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="lrsweep_fused", node=FusedLauncherConf, provider="lrsweep"
+)

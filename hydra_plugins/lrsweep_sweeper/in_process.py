@@ -94,7 +94,7 @@ def _hydra_config(config: DictConfig) -> DictConfig:
     return hydra_cfg
 
 
-def _task_config(config: DictConfig) -> DictConfig:
+def task_config(config: DictConfig) -> DictConfig:
     """The task's config as Hydra's `run_job` makes it -- a deep copy of `config` (its type, flags,
     typed nodes and resolver cache, so `${now:...}` keeps the run's time), `hydra` then deleted --
     without copying the large `hydra` node: a placeholder stands in for it in the copy."""
@@ -132,7 +132,7 @@ def run_job(
     try:
         ret = JobReturn()
         task_overrides = hydra.overrides.task
-        task_cfg = _task_config(config)
+        task_cfg = task_config(config)
         ret.cfg = task_cfg
         ret.hydra_cfg = hydra_cfg
         overrides = OmegaConf.to_container(task_overrides)

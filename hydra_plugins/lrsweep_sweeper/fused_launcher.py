@@ -1,0 +1,117 @@
+"""The fused launcher (`hydra/launcher=lrsweep_fused`, the built-in trial's `hydra/launcher=fused`):
+the jobs of a batch trained together, in this process, by the app's batch function.
+
+A sweep's jobs often differ only in the LR and the seed. Trained one after another, small models
+spend their time on per-step Python and kernel launches; trained as one stacked model (every LR an
+arm of it), the same arithmetic takes a fraction of the time. The launcher stays out of how:
+
+1. it composes every job's config, as the in-process launcher does;
+2. it hands the task configs to the app's `batch_function` (a dotted path), which trains them all
+   and returns, for each job, the function the job then runs in place of the task function (it
+   records the arm's result in its trial and returns the job's value);
+3. each job then runs through `in_process.run_job`: its own folder, `.hydra/` record, callbacks
+   and `JobReturn`, one Optuna trial each, so exactly-once, resume and every stage are unchanged.
+
+A batch the app cannot fuse (its function raises `CannotFuse`: the jobs differ in more than the
+LR and seed, a model or optimizer it does not fuse) runs one job at a time, with one line saying
+why. Any other error of the batch function fails every job of the batch with it.
+"""
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from hydra_plugins.lrsweep_sweeper.in_process import run_job, task_config
+
+log = logging.getLogger(__name__)
+
+
+class CannotFuse(Exception):
+    """Raised by a batch function for jobs it cannot train together; the message says why."""
+
+
+class FusedLauncher(Launcher):
+    in_process = True  # the sweeper runs one lane of batches of `n_jobs` jobs
+
+    def __init__(self, batch_function: str | None = None, n_jobs: int = 30) -> None:
+        self.batch_function = batch_function
+        self.n_jobs = n_jobs
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        assert self.config is not None and self.hydra_context is not None
+        assert self.task_function is not None
+        setup_globals()
+        hydra = self.config.hydra
+        configure_log(hydra.hydra_logging, hydra.verbose)
+        Path(str(hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            job_cfg = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            with open_dict(job_cfg):
+                job_cfg.hydra.job.id = idx
+                job_cfg.hydra.job.num = idx
+            configs.append(job_cfg)
+        tasks = self._fused_tasks(configs)
+        runs = []
+        for job_cfg, task in zip(configs, tasks, strict=True):
+            runs.append(
+                run_job(
+                    self.hydra_context,
+                    task,
+                    job_cfg,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            )
+            configure_log(hydra.hydra_logging, hydra.verbose)
+        return runs
+
+    def _fused_tasks(self, configs: list[DictConfig]) -> list[Any]:
+        """The function each job runs: the batch function's, or the task function itself when
+        the batch cannot be fused (one line says why)."""
+        from hydra.utils import get_method
+
+        assert self.task_function is not None
+        if not self.batch_function:
+            raise ValueError("hydra/launcher=lrsweep_fused needs hydra.launcher.batch_function")
+        try:
+            tasks = get_method(self.batch_function)([task_config(cfg) for cfg in configs])
+        except CannotFuse as why:
+            print(
+                f"[lrsweep] fused launcher: {why}; these {len(configs)} jobs run one at a time",
+                file=sys.stderr,
+                flush=True,
+            )
+            return [self.task_function] * len(configs)
+        except Exception as err:  # the batch's failure is each job's
+            return [_raiser(err)] * len(configs)
+        return list(tasks)
+
+
+def _raiser(err: Exception) -> Any:
+    def fail(_cfg: DictConfig) -> Any:
+        raise err
+
+    return fail

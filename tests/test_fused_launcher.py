@@ -1,0 +1,78 @@
+"""`hydra/launcher=fused`: a batch's jobs trained as one stacked model (src/fused.py), each arm still
+its own Hydra job and Optuna trial; a batch it cannot fuse runs one job at a time, and says why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from conftest import ROOT, TINY, run_module, run_python
+
+State = optuna.trial.TrialState
+FUSED = "hydra/launcher=fused"
+# 8 arms: 4 LRs x 2 data orders, below the edge of stability (there, float rounding grows over the
+# epochs into a different run: src/fused.py's benchmark shows it at lr=1 on digits).
+GRID = ["sweep.points=4", "sweep.high=0.1", "sweep.seeds=[0,1]"]
+
+
+def trials(workdir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = f"sqlite:///{workdir}/outputs/lrsweep.db"
+    return optuna.load_study(study_name=name, storage=storage).get_trials(states=(State.COMPLETE,))
+
+
+def by_point(done: list[optuna.trial.FrozenTrial]) -> dict[tuple[float, int], object]:
+    return {(t.params["lr"], t.params["seed"]): t for t in done}
+
+
+def test_a_fused_sweep_records_each_arm_as_its_own_job_and_trial_as_the_sequential_one(
+    tmp_path: Path,
+):
+    run_module("src.train", "-m", *TINY, *GRID, "study.name=fused", FUSED, cwd=tmp_path)
+    run_module("src.train", "-m", *TINY, *GRID, "study.name=alone", cwd=tmp_path)
+    fused, alone = by_point(trials(tmp_path, "fused")), by_point(trials(tmp_path, "alone"))
+    assert sorted(fused) == sorted(alone) and len(fused) == 8
+    for point, arm in fused.items():
+        one = alone[point]
+        assert arm.user_attrs["fused_arms"] == 8 and "fused_arms" not in one.user_attrs
+        # The same training to float rounding: within one validation example.
+        assert abs(arm.value - one.value) <= 1.5 / arm.user_attrs["val_examples"], point
+        assert arm.user_attrs["epochs_run"] == one.user_attrs["epochs_run"]
+        assert arm.user_attrs["diverged"] == one.user_attrs["diverged"]
+        assert sorted(arm.intermediate_values) == sorted(one.intermediate_values)
+    # One job folder and .hydra record per arm, as sequential jobs have.
+    configs = list((tmp_path / "outputs" / "sweeps").glob("fused*/trial_*/.hydra/config.yaml"))
+    assert len(configs) == 8
+    # The arms' seconds are their shares of one batch: equal, adding up to the batch's time.
+    assert len({arm.user_attrs["seconds"] for arm in fused.values()}) == 1
+
+
+def test_a_finished_fused_sweep_runs_nothing_again(tmp_path: Path):
+    args = ["-m", *TINY, "sweep.points=3", "study.name=again", FUSED]
+    run_module("src.train", *args, cwd=tmp_path)
+    rerun = run_module("src.train", *args, cwd=tmp_path)
+    assert "nothing to run: all 3 grid points are done" in rerun.stdout
+    assert len(trials(tmp_path, "again")) == 3
+
+
+def test_a_batch_it_cannot_fuse_runs_one_job_at_a_time_and_says_why(tmp_path: Path):
+    proc = run_module(
+        "src.train", "-m", *TINY, "sweep.points=3", "study.name=tested",
+        "data.test_fraction=0.2", FUSED,
+        cwd=tmp_path,
+    )  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
+    assert lines == [
+        "[lrsweep] fused launcher: the data has a test split (its per-arm score is not fused "
+        "yet); these 3 jobs run one at a time"
+    ]
+    done = trials(tmp_path, "tested")
+    assert len(done) == 3 and not any("fused_arms" in t.user_attrs for t in done)
+
+
+def test_the_whole_search_runs_fused(tmp_path: Path):
+    out = run_python(
+        str(ROOT / "scripts" / "two_stage_sweep.py"), *TINY, FUSED, cwd=tmp_path, timeout=300
+    )
+    assert "chosen lr" in out
+    (report,) = tmp_path.glob("outputs/reports/*/best.yaml")
+    assert report.is_file()
