@@ -179,8 +179,10 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
             )
         else:
             rules[axis] = default_rules(family, param)[axis]
-    if param == "mup" and rules["width"] == "inverse":
-        notes.append("rules.width=inverse on a muP model: muP already scales the LR per layer")
+    if param == "mup" and rules["width"] in ("inverse", "inverse_sqrt"):
+        notes.append(
+            f"rules.width={rules['width']} on a muP model: muP already scales the LR per layer"
+        )
     try:
         target_lr, factors = transfer(base.lr, base_sizes, target_sizes, rules)
     except RuleError as err:
@@ -237,8 +239,9 @@ def format_plan(p: Plan) -> list[str]:
 
 
 def _caveat(p: Plan, f: Factor) -> str | None:
-    """The measured caveat of a factor that changes the LR (`lrsweep.scaling.measured_caveat`)."""
-    if f.factor == 1:
+    """The measured caveat of a factor whose size changes (`lrsweep.scaling.measured_caveat`):
+    a rule of factor 1 (`mup`) can miss too."""
+    if f.base == f.target:
         return None
     return measured_caveat(f.axis, f.rule, p.family, p.parametrisation)
 
