@@ -228,13 +228,18 @@ class PowerFit:
         return (self.alpha - half, self.alpha + half)
 
 
-def alpha_verdict(fit: PowerFit, rule_alphas: Mapping[str, float]) -> str:
-    """Which rules the measured alpha supports: the rules whose exponent lies in the 95% interval.
-    "undecided" from fewer than `MIN_SCALES_FOR_VERDICT` scales, and when the interval holds rules
-    of more than one exponent (rules of equal exponents predict the same and count as one)."""
+def alpha_verdict(
+    fit: PowerFit,
+    rule_alphas: Mapping[str, float],
+    interval: tuple[float, float] | None = None,
+) -> str:
+    """Which rules the measured alpha supports: the rules whose exponent lies in the 95% interval
+    (`interval`, default the fit's Student t interval). "undecided" from fewer than
+    `MIN_SCALES_FOR_VERDICT` scales, and when the interval holds rules of more than one exponent
+    (rules of equal exponents predict the same and count as one)."""
     if fit.n < MIN_SCALES_FOR_VERDICT:
         return f"undecided: need >= {MIN_SCALES_FOR_VERDICT} scales"
-    low, high = fit.ci95
+    low, high = fit.ci95 if interval is None else interval
     inside = {name: e for name, e in rule_alphas.items() if low <= e <= high}
     names = " = ".join(inside)
     if not inside:
@@ -242,6 +247,31 @@ def alpha_verdict(fit: PowerFit, rule_alphas: Mapping[str, float]) -> str:
     if len(set(inside.values())) > 1:
         return f"undecided: the interval holds {', '.join(inside)}"
     return f"consistent with {names} (alpha {next(iter(inside.values())):g})"
+
+
+def rule_verdicts(
+    fit: PowerFit, rule_alphas: Mapping[str, float], interval: tuple[float, float] | None
+) -> dict[str, str]:
+    """Per rule: "consistent" when its exponent lies in alpha's 95% `interval`, "not consistent"
+    when outside, "undecided" from fewer than `MIN_SCALES_FOR_VERDICT` scales or without an
+    interval: no verdict the data cannot carry."""
+    if fit.n < MIN_SCALES_FOR_VERDICT:
+        return {n: f"undecided: need >= {MIN_SCALES_FOR_VERDICT} scales" for n in rule_alphas}
+    if interval is None or not all(math.isfinite(v) for v in interval):
+        return {n: "undecided: no interval" for n in rule_alphas}
+    low, high = interval
+    return {
+        n: "consistent" if low <= e <= high else "not consistent" for n, e in rule_alphas.items()
+    }
+
+
+def hull(*intervals: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The smallest interval holding every given one (None ones and NaN ends left out): a rule is
+    judged against the seeds' noise and the fit's scatter together."""
+    ends = [i for i in intervals if i is not None and all(math.isfinite(v) for v in i)]
+    if not ends:
+        return None
+    return (min(i[0] for i in ends), max(i[1] for i in ends))
 
 
 def fit_power_law(scales: Sequence[float], lrs: Sequence[float]) -> PowerFit:
