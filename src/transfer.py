@@ -27,6 +27,7 @@ that size) is one line `error: ...` and exit status 2.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from lrsweep.scaling import (
 from src.checks import check_lr
 from src.cli import run_cli
 from src.errors import ConfigError
+from src.measured_rule import MEASURED, MeasuredRule, find_check, is_measured, load_check
 from src.overrides import format_value, override_key, replace_overrides
 from src.sizes import WIDTH_KEYS, model_sizes, width_key
 from src.study import compose_config, report_dir
@@ -107,6 +109,9 @@ class Plan:
     factors: list[Factor]
     overrides: list[str]  # to train the target with src.train
     notes: list[str]
+    target_low: float | None = None  # the target LR's interval from the measured rules' alphas
+    target_high: float | None = None
+    warnings: tuple[str, ...] = ()  # a measured rule applied outside what its fit supports
 
 
 def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
@@ -167,8 +172,12 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
     param = parametrisation(model, optimizer)
     family = optimizer_family(str(optimizer.get("_target_", "")))
     rules: dict[str, str] = {}
+    measured: dict[str, MeasuredRule] = {}
     for axis in AXES:
-        if cfg.rules[axis] is not None:
+        if cfg.rules[axis] is not None and is_measured(str(cfg.rules[axis])):
+            measured[axis] = measured_rule(cfg, overrides, axis)
+            rules[axis] = "measured"
+        elif cfg.rules[axis] is not None:
             rules[axis] = str(cfg.rules[axis])
         elif base_sizes[axis] is None:
             rules[axis] = "none"
@@ -183,10 +192,19 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
         notes.append(
             f"rules.width={rules['width']} on a muP model: muP already scales the LR per layer"
         )
+    named = {axis: "none" if axis in measured else rule for axis, rule in rules.items()}
     try:
-        target_lr, factors = transfer(base.lr, base_sizes, target_sizes, rules)
+        target_lr, factors = transfer(base.lr, base_sizes, target_sizes, named)
     except RuleError as err:
         raise ConfigError(str(err)) from None
+    target_lr, factors, low, high, warnings = apply_measured(base.lr, factors, measured)
+    for rule in measured.values():
+        notes.append(f"rules.{rule.axis}: measured with {' '.join(rule.overrides)}")
+    if measured:
+        notes.append(
+            "target_lr_low, target_lr_high: the measured alphas' 95% intervals carried to the "
+            "target; the base LR's own uncertainty is not in them"
+        )
     try:  # the printed command must be one src.train accepts
         check_lr(target_lr)
     except ConfigError:
@@ -214,8 +232,56 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
 
     train = replace_overrides(train_overrides(kept, target_lr), values)
     return Plan(
-        base, base_sizes, target_sizes, rules, family, param, target_lr, factors, train, notes
+        base,
+        base_sizes,
+        target_sizes,
+        rules,
+        family,
+        param,
+        target_lr,
+        factors,
+        train,
+        notes,
+        low,
+        high,
+        tuple(warnings),
     )
+
+
+def measured_rule(cfg: DictConfig, overrides: Sequence[str], axis: str) -> MeasuredRule:
+    """The check `rules.<axis>` names: `measured` (this experiment's, under the reports folder)
+    or a path."""
+    value = str(cfg.rules[axis])
+    if value != MEASURED:
+        return load_check(Path(value), axis)
+    train = [o for o in overrides if not override_key(o).startswith(OWN_PREFIXES)]
+    return load_check(find_check(Path(cfg.paths.reports_dir), axis, train), axis)
+
+
+def apply_measured(
+    lr: float, factors: list[Factor], measured: dict[str, MeasuredRule]
+) -> tuple[float, list[Factor], float | None, float | None, list[str]]:
+    """(target LR, factors, its low and high ends, warnings) with each measured axis's factor
+    (`(target / base)^alpha`) in place of its placeholder; the ends are None without a measured
+    rule or when a check has no interval."""
+    if not measured:
+        return lr * math.prod(f.factor for f in factors), factors, None, None, []
+    out, low, high, warnings = [], lr, lr, []
+    for f in factors:
+        rule = measured.get(f.axis)
+        if rule is None:
+            out.append(f)
+            low, high = low * f.factor, high * f.factor
+            continue
+        point, lo, hi = rule.factors(f.base, f.target)
+        out.append(Factor(f.axis, "measured", f.base, f.target, point, rule.source()))
+        low, high = low * lo, high * hi
+        if (warning := rule.warning(f.base, f.target)) is not None:
+            warnings.append(warning)
+    if not math.isfinite(low):  # a check without an interval: no interval to print
+        low = high = None
+        warnings.append("no target_lr_low/high: a measured check without an interval of alpha")
+    return lr * math.prod(f.factor for f in out), out, low, high, warnings
 
 
 def format_plan(p: Plan) -> list[str]:
@@ -231,6 +297,7 @@ def format_plan(p: Plan) -> list[str]:
         caveat = _caveat(p, f)
         if caveat is not None:
             lines.append(f"  caveat: {caveat}")
+    lines += [f"warning: {w}" for w in p.warnings]
     lines += [f"note: {n}" for n in p.notes]
     lines.append(f"note: {CAVEAT}")
     lines.append("overrides: " + " ".join(p.overrides))
@@ -259,6 +326,12 @@ def transfer_summary(p: Plan) -> dict:
             for f in p.factors
         ],
         "target_lr": p.target_lr,
+        **(
+            {"target_lr_low": p.target_low, "target_lr_high": p.target_high}
+            if p.target_low is not None
+            else {}
+        ),
+        "warnings": list(p.warnings),
         "overrides": p.overrides,
         "command": "python -m src.train " + " ".join(p.overrides),
         "caveat": CAVEAT,
@@ -284,6 +357,9 @@ def _main(argv: Sequence[str] | None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(yaml.safe_dump(transfer_summary(p), sort_keys=False))
         print(f"wrote {out}")
+    if p.target_low is not None:
+        print(f"target_lr_low={format_value(p.target_low)}")
+        print(f"target_lr_high={format_value(p.target_high)}")
     print(f"target_lr={format_value(p.target_lr)}")
     return 0
 

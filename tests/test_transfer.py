@@ -19,6 +19,7 @@ from src.checkpoint import initial_model
 from src.data import as_splits, digits
 from src.models import mlp
 from src.mup_models import mlp_mup
+from src.overrides import format_value
 from src.study import compose_config, storage
 from src.train import fit, train
 from tests.conftest import TINY, run_module
@@ -264,6 +265,13 @@ def test_cli_study_input_best_then_best_yaml(workdir):
         (["base.lr=0.1", "model=mlp_mup"], "muP needs a muP model"),
         (["--measure", "--axis", "batch", "--scales", "32,64"], "at least 3 different"),
         (["--measure", "--axis", "width", "--scales", "1,2,3", "model=resnet18"], "has no width"),
+        (["--measure", "--axis", "batch", "--scales", "8,16,32", "--seeds", "0"], "--seeds"),
+        (
+            ["--measure", "--axis", "batch", "--scales", "8,16,32", "sweep.seeds=[0,1]"],
+            "give the seeds as --seeds K",
+        ),
+        (["base.lr=0.1", "rules.width=measured"], "no measured check of width for this"),
+        (["base.lr=0.1", "rules.width=nowhere/check.yaml"], "no such check.yaml"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(workdir, args, message, cli_here):
@@ -384,8 +392,14 @@ def test_measure_on_a_model_without_the_axis_is_refused():
         axis_key("depth", {"_target_": "src.models.resnet18"})
 
 
-def test_measure_end_to_end_tiny(workdir):
-    out = workdir / "check"
+MEASURE_TINY = [*TINY, "sweep.points=3", "sweep.low=0.003", "sweep.high=1"]
+
+
+def test_measure_end_to_end_tiny_then_transfer_by_the_measured_law(workdir, cli_here):
+    """`--measure` on 2 seeds: every optimum with its bootstrap interval, alpha with both
+    intervals, the cost; then `src.transfer rules.batch=measured` (found under the reports folder)
+    and `rules.batch=<check.yaml>` predict by the measured alpha, with the interval and the
+    extrapolation warnings."""
     proc = run_module(
         "src.transfer",
         "--measure",
@@ -395,35 +409,39 @@ def test_measure_end_to_end_tiny(workdir):
         "32,64,128",
         "--points",
         "3",
-        "--out",
-        str(out),
-        *TINY,
-        "sweep.points=3",
-        "sweep.low=0.003",
-        "sweep.high=1",
+        "--seeds",
+        "2",
+        *MEASURE_TINY,
         cwd=workdir,
         timeout=300,
     )
     assert "[transfer-check] scale 3/3: batch_size=128" in proc.stdout
+    (out,) = (workdir / "outputs" / "reports").glob("*/transfer-check-batch")  # the default --out
     summary = yaml.safe_load((out / "check.yaml").read_text())
     rows = summary["scales"]
-    assert [r["scale"] for r in rows] == [32, 64, 128]
+    assert [r["scale"] for r in rows] == [32, 64, 128] and summary["seeds"] == 2
+    assert out.parent.name == rows[0]["study"]
     assert len({r["study"] for r in rows}) == 3  # each scale its own study
     fit = scaling.fit_power_law([r["scale"] for r in rows], [r["lr_opt"] for r in rows])
     assert summary["alpha"] == pytest.approx(fit.alpha)
     assert summary["alpha_se"] == pytest.approx(fit.alpha_se)
     assert summary["alpha_df"] == 1 and summary["alpha_ci95"] == pytest.approx(list(fit.ci95))
+    boot = summary["alpha_bootstrap_ci95"]
+    assert summary["alpha_interval"] == pytest.approx(list(scaling.hull(fit.ci95, tuple(boot))))
+    assert summary["bootstrap"] == {"method": "percentile", "resamples": 2000, "over": "seeds"}
     assert summary["verdict"] == "undecided: need >= 4 scales"
+    assert set(summary["rule_verdicts"].values()) == {"undecided: need >= 4 scales"}
+    assert summary["cost"]["trials"] == 3 * 2 * 3 * 2  # scales x stages x LRs x seeds
     for r in rows:
-        assert 0.003 / 10 < r["lr_opt"] < 10
+        low, high = r["lr_opt_ci95"]
+        assert low <= r["lr_opt"] <= high
         predicted = rows[0]["lr_opt"] * (r["scale"] / 32)
         assert r["predicted"]["linear"] == pytest.approx(predicted)
         assert r["ratio"]["linear"] == pytest.approx(r["lr_opt"] / predicted)
-    assert (
-        f"alpha = {fit.alpha:.2f}, 95% interval [" in proc.stdout
-        and "(Student t, df=1)" in proc.stdout
-    )
+    assert f"alpha = {fit.alpha:.2f}, 95% interval [" in proc.stdout
+    assert "(Student t, df=1)" in proc.stdout and "(95% bootstrap over 2 seeds)" in proc.stdout
     assert "verdict: undecided: need >= 4 scales" in proc.stdout
+    assert "cost: 36 trials" in proc.stdout
     for png in ("lr_vs_scale.png", "curves.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # Every scale swept stage 1 (3 LRs) and stage 2 (3 LRs) into the database.
@@ -431,6 +449,49 @@ def test_measure_end_to_end_tiny(workdir):
     assert sorted(studies) == sorted(
         [r["study"] for r in rows] + [r["study"] + "-stage2" for r in rows]
     )
+
+    from src import transfer
+
+    alpha = summary["alpha"]
+    low_a, high_a = summary["alpha_interval"]
+    for rule in ("measured", str(out / "check.yaml")):
+        args = ["base.lr=0.01", "base.batch_size=32", "target.batch_size=64", f"rules.batch={rule}"]
+        moved = cli_here(transfer.main, *args, *MEASURE_TINY, cwd=workdir)
+        assert moved.returncode == 0, moved.stderr
+        lines = moved.stdout.strip().splitlines()
+        assert lines[-1] == f"target_lr={format_value(0.01 * 2**alpha)}"
+        assert lines[-3] == f"target_lr_low={format_value(0.01 * 2**low_a)}"
+        assert lines[-2] == f"target_lr_high={format_value(0.01 * 2**high_a)}"
+        assert f"batch: rule measured, x{2**alpha:.6g} (32 -> 64) -- measured alpha" in moved.stdout
+        assert "warning:" not in moved.stdout  # 64 lies inside the measured 32..128
+    target = ["base.lr=0.01", "rules.batch=measured", *MEASURE_TINY]  # base: TINY's batch 64
+    beyond = cli_here(transfer.main, "target.batch_size=256", *target, cwd=workdir)
+    assert "warning: target batch 256 lies x2 outside the measured 32..128: an extrapolation" in (
+        beyond.stdout
+    )
+    far = cli_here(transfer.main, "target.batch_size=1024", *target, cwd=workdir)
+    assert "lies x8 outside the measured 32..128, further than the check's own span (x4): " in (
+        far.stdout
+    )
+    assert far.stdout.strip().splitlines()[-1].startswith("target_lr=")
+
+
+def test_a_measured_rule_from_a_check_without_an_interval_or_of_another_axis(workdir, cli_here):
+    from src import transfer
+
+    check = workdir / "check.yaml"
+    check.write_text(
+        yaml.safe_dump({"axis": "width", "alpha": -0.5, "scales": [{"scale": 64}, {"scale": 256}]})
+    )
+    args = ["base.lr=0.04", "base.width=64", "target.width=256", f"rules.width={check}"]
+    proc = cli_here(transfer.main, *args, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "target_lr=0.02"
+    assert "target_lr_low=" not in proc.stdout  # the check measured no interval
+    assert "warning: no target_lr_low/high: a measured check without an interval" in proc.stdout
+    proc = cli_here(transfer.main, "base.lr=0.04", f"rules.batch={check}", cwd=workdir)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: rules.batch={check}: that check measured the width axis\n"
 
 
 @pytest.mark.parametrize(
