@@ -13,7 +13,7 @@ the training length. `python -m src.transfer --measure` checks one on your own s
 | width | `inverse_sqrt` | -1/2     | Haas et al. 2025 (standard param., Adam, cross-entropy)          |
 | width | `inverse`      | -1       | Yang et al. 2022 (standard param., Adam: hidden LR ~ 1/width)    |
 | depth | `inverse_sqrt` | -1/2     | Yang et al. 2023; Bordelon et al. 2023 (depth-muP, residual)     |
-| any   | `none`         | 0        | no change                                                        |
+| any   | `none`         | 0        | no change (the only named rule of `epochs`, training length)     |
 
 Defaults (`default_rules`): batch follows the optimizer family (SGD: `linear`, Adam family:
 `sqrt`); width follows the parametrisation (muP: `mup`; standard: `inverse_sqrt` under the Adam
@@ -32,7 +32,7 @@ from typing import Any
 
 from lrsweep.grid import SweepConfigError
 
-AXES = ("batch", "width", "depth")
+AXES = ("batch", "width", "depth", "epochs")
 FAMILIES = ("sgd", "adam")
 PARAMETRISATIONS = ("standard", "mup")
 
@@ -74,6 +74,8 @@ RULES: dict[str, dict[str, Rule]] = {
         ),
         "none": Rule("none", 0.0, NONE_SOURCE),
     },
+    # Training length: no published rule we trust for it; `measured` (a check of your own) or none.
+    "epochs": {"none": Rule("none", 0.0, NONE_SOURCE)},
 }
 
 CAVEAT = (
@@ -130,6 +132,7 @@ def default_rules(family: str, parametrisation: str) -> dict[str, str]:
         "batch": "sqrt" if adam else "linear",
         "width": "mup" if parametrisation == "mup" else ("inverse_sqrt" if adam else "none"),
         "depth": "inverse_sqrt" if adam else "none",
+        "epochs": "none",
     }
 
 

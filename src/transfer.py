@@ -145,11 +145,15 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
         swept = {}
 
     swept_model = swept.get("model") or {}
-    defaults = {"batch": swept.get("batch_size", cfg.batch_size), **model_sizes(model)}
+    defaults = {
+        "batch": swept.get("batch_size", cfg.batch_size),
+        **model_sizes(model),
+        "epochs": swept.get("epochs", cfg.epochs),
+    }
     for axis, value in model_sizes(swept_model).items():
         if value is not None:
             defaults[axis] = value
-    key_of = {"batch": "batch_size", "width": "width", "depth": "depth"}
+    key_of = {"batch": "batch_size", "width": "width", "depth": "depth", "epochs": "epochs"}
     base_sizes: dict[str, int | None] = {}
     target_sizes: dict[str, int | None] = {}
     for axis in AXES:
@@ -214,7 +218,7 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
         ) from None
 
     warmup = int(swept.get("warmup_epochs", cfg.warmup_epochs))
-    epochs = int(swept.get("epochs", cfg.epochs))
+    epochs = int(target_sizes["epochs"])
     if target_lr > base.lr and warmup == 0 and epochs > 1:
         warmup = 1
         notes.append("warmup_epochs=1 added: the LR grows, and large-batch rules assume warmup")
@@ -224,6 +228,8 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
         values[f"model.{wkey}"] = target_sizes["width"]
     if target_sizes["depth"] is not None:
         values["model.depth"] = target_sizes["depth"]
+    if target_sizes["epochs"] != base_sizes["epochs"]:
+        values["epochs"] = target_sizes["epochs"]
     values["warmup_epochs"] = warmup
     values["lr"] = target_lr
     start = base.overrides if base.overrides is not None else list(overrides)

@@ -95,8 +95,8 @@ def axis_key(axis: str, model: dict) -> str:
     """The override key that sets `axis` for this model."""
     from src.sizes import width_key
 
-    if axis == "batch":
-        return "batch_size"
+    if axis in ("batch", "epochs"):
+        return "batch_size" if axis == "batch" else "epochs"
     key = width_key(model) if axis == "width" else ("depth" if "depth" in model else None)
     if key is None:
         raise ConfigError(f"--axis {axis}: model {model.get('_target_')} has no {axis}")

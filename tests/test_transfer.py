@@ -50,11 +50,17 @@ def test_rule_factor(axis, rule, base, target, expected):
 
 def test_factors_multiply_and_defaults_follow_family_and_parametrisation():
     rules = scaling.default_rules("adam", "standard")
-    assert rules == {"batch": "sqrt", "width": "inverse_sqrt", "depth": "inverse_sqrt"}
+    assert rules == {
+        "batch": "sqrt",
+        "width": "inverse_sqrt",
+        "depth": "inverse_sqrt",
+        "epochs": "none",
+    }
     assert scaling.default_rules("sgd", "standard") == {
         "batch": "linear",
         "width": "none",
         "depth": "none",
+        "epochs": "none",
     }
     assert scaling.default_rules("adam", "mup")["width"] == "mup"
     lr, factors = scaling.transfer(
@@ -181,8 +187,14 @@ def test_cli_base_lr_prints_factors_command_and_target_lr_last(workdir):
             "0.01",
             "optimizer=adamw batch_size=32 model.width=128 model.depth=8",
         ),
+        (  # training length: an axis whose only named rule is none (or a measured check)
+            ["optimizer=adamw", "target.epochs=50"],
+            ["epochs: rule none, x1 (5 -> 50) -- no change"],
+            "0.01",
+            "optimizer=adamw batch_size=32 model.width=128 model.depth=2 epochs=50",
+        ),
     ],
-    ids=["mup-width", "depth", "depth-rule-none"],
+    ids=["mup-width", "depth", "depth-rule-none", "epochs"],
 )
 def test_cli_width_mup_and_depth_factors(workdir, cli_here, args, factors, target_lr, command):
     from src import transfer
@@ -234,8 +246,9 @@ def test_cli_study_input_best_then_best_yaml(workdir):
         "batch": 64,
         "width": 64,
         "depth": 2,
+        "epochs": 3,
     }
-    assert [f["rule"] for f in written["factors"]] == ["linear", "none", "none"]
+    assert [f["rule"] for f in written["factors"]] == ["linear", "none", "none", "none"]
     assert "batch_size=256" in written["overrides"] and "model.width=256" in written["overrides"]
 
     # A report's best.yaml wins over the study's own best, and its overrides are the start.
@@ -359,8 +372,9 @@ WIDTH_RULES_AT_4X = {"mup": 1.0, "inverse_sqrt": 0.5, "inverse": 0.25, "none": 1
         ("width", ["model=cnn"], "model.channels", WIDTH_RULES_AT_4X),
         ("width", ["model=mlp_mup", "optimizer=muadamw"], "model.width", None),
         ("depth", [], "model.depth", {"inverse_sqrt": 0.5, "none": 1.0}),
+        ("epochs", [], "epochs", {"none": 1.0}),
     ],
-    ids=["width-mlp", "width-cnn", "width-mup", "depth-mlp"],
+    ids=["width-mlp", "width-cnn", "width-mup", "depth-mlp", "epochs"],
 )
 def test_measure_on_the_width_and_depth_axes_sets_the_models_key(axis, overrides, key, rules):
     """`--measure --axis width|depth`: the override each scale gets (the end to end run on the
@@ -489,6 +503,27 @@ def test_a_measured_rule_from_a_check_without_an_interval_or_of_another_axis(wor
     assert proc.stdout.strip().splitlines()[-1] == "target_lr=0.02"
     assert "target_lr_low=" not in proc.stdout  # the check measured no interval
     assert "warning: no target_lr_low/high: a measured check without an interval" in proc.stdout
+    # Training length by a measured check: 5 -> 20 epochs at alpha -0.25 [-0.5, 0].
+    epochs = workdir / "epochs.yaml"
+    epochs.write_text(
+        yaml.safe_dump(
+            {
+                "axis": "epochs",
+                "alpha": -0.25,
+                "alpha_interval": [-0.5, 0.0],
+                "scales": [{"scale": 5}, {"scale": 10}, {"scale": 20}, {"scale": 40}],
+            }
+        )
+    )
+    proc = cli_here(
+        transfer.main, "base.lr=0.04", "target.epochs=20", f"rules.epochs={epochs}", cwd=workdir
+    )
+    assert proc.stdout.strip().splitlines()[-3:] == [
+        f"target_lr_low={format_value(0.04 * 4**-0.5)}",
+        "target_lr_high=0.04",
+        f"target_lr={format_value(0.04 * 4**-0.25)}",
+    ]
+    assert "epochs=20" in proc.stdout and "warning:" not in proc.stdout
     proc = cli_here(transfer.main, "base.lr=0.04", f"rules.batch={check}", cwd=workdir)
     assert proc.returncode == 2
     assert proc.stderr == f"error: rules.batch={check}: that check measured the width axis\n"
