@@ -2,7 +2,8 @@
 
     python -m src.transfer base.lr=0.05 target.batch_size=512 target.width=2048 [overrides...]
     python -m src.transfer base.study=<study> target.batch_size=512 [overrides...]
-    python -m src.transfer --measure --axis batch --scales 32,128,512 [overrides...]
+    python -m src.transfer base.lr=0.01 target.width=2048 rules.width=measured [overrides...]
+    python -m src.transfer --measure --axis batch --scales 32,64,128,256 [--seeds 3] [overrides...]
 
 The config is `conf/transfer.yaml`: everything of `conf/train.yaml` (the same groups: `data`,
 `model`, `optimizer`, ...) plus `base.*`, `target.*` and `rules.*`.
@@ -12,9 +13,13 @@ The config is `conf/transfer.yaml`: everything of `conf/train.yaml` (the same gr
   stages. With a study, the base sizes default to those the study was swept with (its recorded
   config), else to the config's `batch_size`, `model.width` (`model.channels`), `model.depth`; each
   target size defaults to its base.
-- The rules (`lrsweep.scaling`, docs/transfer.md): `rules.batch` / `rules.width` / `rules.depth`, by
-  default following the optimizer family (SGD or Adam) and the parametrisation (muP when the model
-  has a `base_width` and the optimizer is a `mup.Mu*`).
+- The rules (`lrsweep.scaling`, docs/transfer.md): `rules.batch` / `rules.width` / `rules.depth` /
+  `rules.epochs` (the training length), by default following the optimizer family (SGD or Adam)
+  and the parametrisation (muP when the model has a `base_width` and the optimizer is a `mup.Mu*`);
+  or a measured check as the rule, `rules.<axis>=measured` or a `check.yaml` path
+  (`src.measured_rule`): its alpha, and from alpha's interval `target_lr_low=` and
+  `target_lr_high=` printed just before the last line, with a warning when the base or the
+  target lies outside the measured scales.
 - Output: one line per factor (rule, factor, source), the rule-of-thumb caveat, the overrides and
   the command to train the target (warmup included: the base's warmup epochs, at least 1 when the
   LR grows), and as the last line exactly `target_lr=<value>`. With a study, also

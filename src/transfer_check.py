@@ -1,10 +1,10 @@
 """The measured check of a transfer rule: sweep one axis at several scales, fit how the optimum moves.
 
-    python -m src.transfer --measure --axis batch|width|depth --scales 32,128,512 \\
+    python -m src.transfer --measure --axis batch|width|depth|epochs --scales 32,128,512 \\
         [--seeds K] [--points N] [--out DIR] [hydra overrides...]
 
-For each scale (`batch_size=`, `model.width=` / `model.channels=`, or `model.depth=` added to the
-overrides) it runs the normal search on K seeds (`--seeds`, default 3: `sweep.seeds=[0,..,K-1]`)
+For each scale (`batch_size=`, `model.width=` / `model.channels=`, `model.depth=` or `epochs=`
+added to the overrides) it runs the normal search on K seeds (`--seeds`, default 3: `sweep.seeds=[0,..,K-1]`)
 as subprocesses: stage 1 (`python -m src.train -m`) and stage 2 (`python -m src.refine --run`).
 Each scale is its own study (the sizes are part of the experiment's identity, hence of the default
 study name), and every step is resumable: re-running the command runs only the missing trials.
