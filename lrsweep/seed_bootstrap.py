@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lrsweep.grid import SweepConfigError
 from lrsweep.stats import AGG_COLUMNS, fit_optimum, rank
 
 LEVEL = 0.95
@@ -91,7 +92,9 @@ class SeedCurves:
             else:
                 ranked = rank(agg, self.direction)
                 if not len(ranked):
-                    raise ValueError("no LR with a finished, non-diverged trial on every seed")
+                    raise SweepConfigError(
+                        "no LR with a finished trial on every seed that did not diverge on all"
+                    )
                 self._memo[key] = (float(ranked.iloc[0]["lr"]), "best grid point")
         return self._memo[key]
 

@@ -124,3 +124,12 @@ def test_the_check_table_prints_each_optimum_with_its_interval_and_alpha_with_bo
     assert "alpha, bootstrap over the seeds: [" in text and "(95% bootstrap over 3 seeds)" in text
     assert "inverse_sqrt consistent" in text and "inverse not consistent" in text
     assert "verdict: consistent with inverse_sqrt (alpha -0.5)" in text
+
+
+def test_a_scale_where_every_lr_diverged_is_a_one_line_error_not_a_traceback():
+    from lrsweep.grid import SweepConfigError
+
+    frame = trials([-2.0, -2.0])
+    frame["diverged"] = True
+    with pytest.raises(SweepConfigError, match="no LR with a finished trial on every seed"):
+        SeedCurves(frame).optimum()
