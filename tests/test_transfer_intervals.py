@@ -133,3 +133,41 @@ def test_a_scale_where_every_lr_diverged_is_a_one_line_error_not_a_traceback():
     frame["diverged"] = True
     with pytest.raises(SweepConfigError, match="no LR with a finished trial on every seed"):
         SeedCurves(frame).optimum()
+
+
+def test_a_real_sqlite_study_of_two_stages_gives_the_same_optimum_and_interval(tmp_path):
+    """The synthetic trials written as the sweeper records them (stage 1 and its stage-2 study,
+    an LR of stage 1 re-run in stage 2), read back as `--measure` reads a scale."""
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from src.study import load_frames, storage
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    dists = {"lr": FloatDistribution(1e-6, 10.0, log=True), "seed": IntDistribution(0, 100)}
+    frame = trials([-2.0, -1.8, -2.3])
+    stage2 = frame["lr"].between(1e-3, 1e-1)  # the finer stage: the LRs around the best
+    for name, part in (
+        ("scale", frame[~stage2 | (frame["lr"] == GRID[12])]),
+        ("scale-stage2", frame[stage2]),
+    ):
+        study = optuna.create_study(study_name=name, storage=storage(url), direction="maximize")
+        for row in part.itertuples():
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params={"lr": row.lr, "seed": row.seed},
+                    distributions=dists,
+                    value=row.value,
+                    user_attrs={"diverged": False, "seconds": row.seconds},
+                )
+            )
+    frames = load_frames("scale", url)
+    assert set(frames) == {"stage1", "stage2"}
+    from_db = scale_result(64, "scale", pd.concat(list(frames.values())), "maximize")
+    direct = scale_result(64, "scale", frame, "maximize")
+    assert from_db.lr_opt == pytest.approx(direct.lr_opt)
+    assert math.log10(from_db.lr_opt) == pytest.approx((-2.0 - 1.8 - 2.3) / 3)
+    assert (from_db.interval.low, from_db.interval.high) == pytest.approx(
+        (direct.interval.low, direct.interval.high)
+    )
+    assert from_db.trials == len(frame) + 3  # GRID[12] ran in both stages, on every seed
