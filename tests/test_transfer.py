@@ -543,6 +543,9 @@ def test_a_measured_rule_from_a_check_without_an_interval_or_of_another_axis(wor
         # Training length under SGD: the optimum moved down; under Adam it stayed.
         (["optimizer=sgd", "target.epochs=50"], "epochs^-0.28"),
         (["optimizer=adamw", "target.epochs=50"], None),
+        # Depth under Adam on the residual MLP: slower than 1/sqrt(depth); under SGD it stayed.
+        (["optimizer=adam", "model=resmlp", "target.depth=16"], "depth^-0.32"),
+        (["optimizer=sgd", "model=resmlp", "target.depth=16"], None),
     ],
 )
 def test_a_rule_our_measurements_missed_gets_a_caveat_beside_its_factor(overrides, caveat):
@@ -550,7 +553,8 @@ def test_a_rule_our_measurements_missed_gets_a_caveat_beside_its_factor(override
 
     args = ["base.lr=0.001", *overrides]
     lines = format_plan(plan(compose_config(args, config_name="transfer"), args))
-    axis = "epochs:" if "epochs" in overrides[-1] else "width:"
+    axis = overrides[-1].split(".", 1)[1].split("=")[0] + ":"  # target.<axis>=... last
+    axis = axis.replace("batch_size:", "batch:")
     factor = next(i for i, line in enumerate(lines) if line.startswith(axis))
     if caveat:
         assert lines[factor + 1].startswith("  caveat: measured on mnist1d")
