@@ -11,7 +11,7 @@ ADAM_RANGE=(sweep.low=1e-5 sweep.high=0.3)
 check() {  # name, then arguments
   local name=$1; shift
   echo "==== $(date +%T) $name"
-  "$PY" -m src.transfer --measure --points 6 --out "docs/transfer/$name" "$@" "${COMMON[@]}"
+  "$PY" -m src.transfer --measure --seeds 1 --points 6 --out "docs/transfer/$name" "$@" "${COMMON[@]}"
 }
 # (a) batch 32 -> 128 -> 512, MLP 128x2
 check batch-sgd --axis batch --scales 32,128,512 optimizer=sgd "${SGD_RANGE[@]}"

@@ -2,7 +2,8 @@
 
     python -m src.transfer base.lr=0.05 target.batch_size=512 target.width=2048 [overrides...]
     python -m src.transfer base.study=<study> target.batch_size=512 [overrides...]
-    python -m src.transfer --measure --axis batch --scales 32,128,512 [overrides...]
+    python -m src.transfer base.lr=0.01 target.width=2048 rules.width=measured [overrides...]
+    python -m src.transfer --measure --axis batch --scales 32,64,128,256 [--seeds 3] [overrides...]
 
 The config is `conf/transfer.yaml`: everything of `conf/train.yaml` (the same groups: `data`,
 `model`, `optimizer`, ...) plus `base.*`, `target.*` and `rules.*`.
@@ -12,9 +13,13 @@ The config is `conf/transfer.yaml`: everything of `conf/train.yaml` (the same gr
   stages. With a study, the base sizes default to those the study was swept with (its recorded
   config), else to the config's `batch_size`, `model.width` (`model.channels`), `model.depth`; each
   target size defaults to its base.
-- The rules (`lrsweep.scaling`, docs/transfer.md): `rules.batch` / `rules.width` / `rules.depth`, by
-  default following the optimizer family (SGD or Adam) and the parametrisation (muP when the model
-  has a `base_width` and the optimizer is a `mup.Mu*`).
+- The rules (`lrsweep.scaling`, docs/transfer.md): `rules.batch` / `rules.width` / `rules.depth` /
+  `rules.epochs` (the training length), by default following the optimizer family (SGD or Adam)
+  and the parametrisation (muP when the model has a `base_width` and the optimizer is a `mup.Mu*`);
+  or a measured check as the rule, `rules.<axis>=measured` or a `check.yaml` path
+  (`src.measured_rule`): its alpha, and from alpha's interval `target_lr_low=` and
+  `target_lr_high=` printed just before the last line, with a warning when the base or the
+  target lies outside the measured scales.
 - Output: one line per factor (rule, factor, source), the rule-of-thumb caveat, the overrides and
   the command to train the target (warmup included: the base's warmup epochs, at least 1 when the
   LR grows), and as the last line exactly `target_lr=<value>`. With a study, also
@@ -27,6 +32,7 @@ that size) is one line `error: ...` and exit status 2.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +56,7 @@ from lrsweep.scaling import (
 from src.checks import check_lr
 from src.cli import run_cli
 from src.errors import ConfigError
+from src.measured_rule import MEASURED, MeasuredRule, find_check, is_measured, load_check
 from src.overrides import format_value, override_key, replace_overrides
 from src.sizes import WIDTH_KEYS, model_sizes, width_key
 from src.study import compose_config, report_dir
@@ -107,6 +114,9 @@ class Plan:
     factors: list[Factor]
     overrides: list[str]  # to train the target with src.train
     notes: list[str]
+    target_low: float | None = None  # the target LR's interval from the measured rules' alphas
+    target_high: float | None = None
+    warnings: tuple[str, ...] = ()  # a measured rule applied outside what its fit supports
 
 
 def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
@@ -140,11 +150,15 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
         swept = {}
 
     swept_model = swept.get("model") or {}
-    defaults = {"batch": swept.get("batch_size", cfg.batch_size), **model_sizes(model)}
+    defaults = {
+        "batch": swept.get("batch_size", cfg.batch_size),
+        **model_sizes(model),
+        "epochs": swept.get("epochs", cfg.epochs),
+    }
     for axis, value in model_sizes(swept_model).items():
         if value is not None:
             defaults[axis] = value
-    key_of = {"batch": "batch_size", "width": "width", "depth": "depth"}
+    key_of = {"batch": "batch_size", "width": "width", "depth": "depth", "epochs": "epochs"}
     base_sizes: dict[str, int | None] = {}
     target_sizes: dict[str, int | None] = {}
     for axis in AXES:
@@ -167,8 +181,12 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
     param = parametrisation(model, optimizer)
     family = optimizer_family(str(optimizer.get("_target_", "")))
     rules: dict[str, str] = {}
+    measured: dict[str, MeasuredRule] = {}
     for axis in AXES:
-        if cfg.rules[axis] is not None:
+        if cfg.rules[axis] is not None and is_measured(str(cfg.rules[axis])):
+            measured[axis] = measured_rule(cfg, overrides, axis)
+            rules[axis] = "measured"
+        elif cfg.rules[axis] is not None:
             rules[axis] = str(cfg.rules[axis])
         elif base_sizes[axis] is None:
             rules[axis] = "none"
@@ -179,12 +197,23 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
             )
         else:
             rules[axis] = default_rules(family, param)[axis]
-    if param == "mup" and rules["width"] == "inverse":
-        notes.append("rules.width=inverse on a muP model: muP already scales the LR per layer")
+    if param == "mup" and rules["width"] in ("inverse", "inverse_sqrt"):
+        notes.append(
+            f"rules.width={rules['width']} on a muP model: muP already scales the LR per layer"
+        )
+    named = {axis: "none" if axis in measured else rule for axis, rule in rules.items()}
     try:
-        target_lr, factors = transfer(base.lr, base_sizes, target_sizes, rules)
+        target_lr, factors = transfer(base.lr, base_sizes, target_sizes, named)
     except RuleError as err:
         raise ConfigError(str(err)) from None
+    target_lr, factors, low, high, warnings = apply_measured(base.lr, factors, measured)
+    for rule in measured.values():
+        notes.append(f"rules.{rule.axis}: measured with {' '.join(rule.overrides)}")
+    if measured:
+        notes.append(
+            "target_lr_low, target_lr_high: the measured alphas' 95% intervals carried to the "
+            "target; the base LR's own uncertainty is not in them"
+        )
     try:  # the printed command must be one src.train accepts
         check_lr(target_lr)
     except ConfigError:
@@ -194,7 +223,7 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
         ) from None
 
     warmup = int(swept.get("warmup_epochs", cfg.warmup_epochs))
-    epochs = int(swept.get("epochs", cfg.epochs))
+    epochs = int(target_sizes["epochs"])
     if target_lr > base.lr and warmup == 0 and epochs > 1:
         warmup = 1
         notes.append("warmup_epochs=1 added: the LR grows, and large-batch rules assume warmup")
@@ -204,6 +233,8 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
         values[f"model.{wkey}"] = target_sizes["width"]
     if target_sizes["depth"] is not None:
         values["model.depth"] = target_sizes["depth"]
+    if target_sizes["epochs"] != base_sizes["epochs"]:
+        values["epochs"] = target_sizes["epochs"]
     values["warmup_epochs"] = warmup
     values["lr"] = target_lr
     start = base.overrides if base.overrides is not None else list(overrides)
@@ -212,8 +243,56 @@ def plan(cfg: DictConfig, overrides: Sequence[str]) -> Plan:
 
     train = replace_overrides(train_overrides(kept, target_lr), values)
     return Plan(
-        base, base_sizes, target_sizes, rules, family, param, target_lr, factors, train, notes
+        base,
+        base_sizes,
+        target_sizes,
+        rules,
+        family,
+        param,
+        target_lr,
+        factors,
+        train,
+        notes,
+        low,
+        high,
+        tuple(warnings),
     )
+
+
+def measured_rule(cfg: DictConfig, overrides: Sequence[str], axis: str) -> MeasuredRule:
+    """The check `rules.<axis>` names: `measured` (this experiment's, under the reports folder)
+    or a path."""
+    value = str(cfg.rules[axis])
+    if value != MEASURED:
+        return load_check(Path(value), axis)
+    train = [o for o in overrides if not override_key(o).startswith(OWN_PREFIXES)]
+    return load_check(find_check(Path(cfg.paths.reports_dir), axis, train), axis)
+
+
+def apply_measured(
+    lr: float, factors: list[Factor], measured: dict[str, MeasuredRule]
+) -> tuple[float, list[Factor], float | None, float | None, list[str]]:
+    """(target LR, factors, its low and high ends, warnings) with each measured axis's factor
+    (`(target / base)^alpha`) in place of its placeholder; the ends are None without a measured
+    rule or when a check has no interval."""
+    if not measured:
+        return lr * math.prod(f.factor for f in factors), factors, None, None, []
+    out, low, high, warnings = [], lr, lr, []
+    for f in factors:
+        rule = measured.get(f.axis)
+        if rule is None:
+            out.append(f)
+            low, high = low * f.factor, high * f.factor
+            continue
+        point, lo, hi = rule.factors(f.base, f.target)
+        out.append(Factor(f.axis, "measured", f.base, f.target, point, rule.source()))
+        low, high = low * lo, high * hi
+        if (warning := rule.warning(f.base, f.target)) is not None:
+            warnings.append(warning)
+    if not math.isfinite(low):  # a check without an interval: no interval to print
+        low = high = None
+        warnings.append("no target_lr_low/high: a measured check without an interval of alpha")
+    return lr * math.prod(f.factor for f in out), out, low, high, warnings
 
 
 def format_plan(p: Plan) -> list[str]:
@@ -229,6 +308,7 @@ def format_plan(p: Plan) -> list[str]:
         caveat = _caveat(p, f)
         if caveat is not None:
             lines.append(f"  caveat: {caveat}")
+    lines += [f"warning: {w}" for w in p.warnings]
     lines += [f"note: {n}" for n in p.notes]
     lines.append(f"note: {CAVEAT}")
     lines.append("overrides: " + " ".join(p.overrides))
@@ -237,8 +317,9 @@ def format_plan(p: Plan) -> list[str]:
 
 
 def _caveat(p: Plan, f: Factor) -> str | None:
-    """The measured caveat of a factor that changes the LR (`lrsweep.scaling.measured_caveat`)."""
-    if f.factor == 1:
+    """The measured caveat of a factor whose size changes (`lrsweep.scaling.measured_caveat`):
+    a rule of factor 1 (`mup`) can miss too."""
+    if f.base == f.target:
         return None
     return measured_caveat(f.axis, f.rule, p.family, p.parametrisation)
 
@@ -256,6 +337,12 @@ def transfer_summary(p: Plan) -> dict:
             for f in p.factors
         ],
         "target_lr": p.target_lr,
+        **(
+            {"target_lr_low": p.target_low, "target_lr_high": p.target_high}
+            if p.target_low is not None
+            else {}
+        ),
+        "warnings": list(p.warnings),
         "overrides": p.overrides,
         "command": "python -m src.train " + " ".join(p.overrides),
         "caveat": CAVEAT,
@@ -281,6 +368,9 @@ def _main(argv: Sequence[str] | None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(yaml.safe_dump(transfer_summary(p), sort_keys=False))
         print(f"wrote {out}")
+    if p.target_low is not None:
+        print(f"target_lr_low={format_value(p.target_low)}")
+        print(f"target_lr_high={format_value(p.target_high)}")
     print(f"target_lr={format_value(p.target_lr)}")
     return 0
 

@@ -258,9 +258,9 @@ def test_python_transfer_applies_the_named_rules():
     )
     assert [(f.axis, f.rule, f.factor) for f in t.factors] == [
         ("batch", "sqrt", 4.0),
-        ("width", "inverse", 1 / 16),
+        ("width", "inverse_sqrt", 1 / 4),
     ]
-    assert t.lr == pytest.approx(0.01 * 4 / 16)
+    assert t.lr == pytest.approx(0.01 * 4 / 4)
     muP = lrsweep.transfer(0.01, base={"width": 64}, target={"width": 1024}, parametrisation="mup")
     assert muP.lr == 0.01
     with pytest.raises(ValueError, match="unknown axes"):

@@ -19,6 +19,7 @@ from src.checkpoint import initial_model
 from src.data import as_splits, digits
 from src.models import mlp
 from src.mup_models import mlp_mup
+from src.overrides import format_value
 from src.study import compose_config, storage
 from src.train import fit, train
 from tests.conftest import TINY, run_module
@@ -36,6 +37,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
         ("batch", "linear", 64, 256, 4.0),  # SGD
         ("batch", "none", 64, 256, 1.0),
         ("width", "inverse", 128, 512, 0.25),
+        ("width", "inverse_sqrt", 128, 512, 0.5),  # Adam family, standard parametrisation
+        ("width", "inverse_sqrt", 64, 1024, 0.25),
         ("width", "mup", 128, 512, 1.0),
         ("depth", "inverse_sqrt", 4, 16, 0.5),
         ("depth", "none", 4, 16, 1.0),
@@ -47,11 +50,17 @@ def test_rule_factor(axis, rule, base, target, expected):
 
 def test_factors_multiply_and_defaults_follow_family_and_parametrisation():
     rules = scaling.default_rules("adam", "standard")
-    assert rules == {"batch": "sqrt", "width": "inverse", "depth": "inverse_sqrt"}
+    assert rules == {
+        "batch": "sqrt",
+        "width": "inverse_sqrt",
+        "depth": "inverse_sqrt",
+        "epochs": "none",
+    }
     assert scaling.default_rules("sgd", "standard") == {
         "batch": "linear",
         "width": "none",
         "depth": "none",
+        "epochs": "none",
     }
     assert scaling.default_rules("adam", "mup")["width"] == "mup"
     lr, factors = scaling.transfer(
@@ -60,8 +69,8 @@ def test_factors_multiply_and_defaults_follow_family_and_parametrisation():
         {"batch": 256, "width": 512, "depth": 16},
         rules,
     )
-    assert [f.factor for f in factors] == pytest.approx([2.0, 0.25, 0.5])
-    assert lr == pytest.approx(0.01 * 2 * 0.25 * 0.5)
+    assert [f.factor for f in factors] == pytest.approx([2.0, 0.5, 0.5])
+    assert lr == pytest.approx(0.01 * 2 * 0.5 * 0.5)
     assert all(f.source for f in factors)
     assert scaling.optimizer_family("mup.MuAdamW") == "adam"
     assert scaling.optimizer_family("torch.optim.SGD") == "sgd"
@@ -139,17 +148,17 @@ def test_cli_base_lr_prints_factors_command_and_target_lr_last(workdir):
         "optimizer=adamw",
         "base.batch_size=64",
         "target.batch_size=256",
-        "target.width=512",
+        "target.width=2048",
         cwd=workdir,
     )
     out = proc.stdout
-    assert _last_line(out) == "target_lr=0.005"  # 0.01 * sqrt(4) * 128/512
+    assert _last_line(out) == "target_lr=0.005"  # 0.01 * sqrt(256/64) * sqrt(128/2048)
     assert "batch: rule sqrt, x2 (64 -> 256) -- Malladi et al. 2022" in out
-    assert "width: rule inverse, x0.25 (128 -> 512)" in out
+    assert "width: rule inverse_sqrt, x0.25 (128 -> 2048) -- Haas et al. 2025" in out
     assert "rules of thumb" in out
     command = next(line for line in out.splitlines() if line.startswith("train the target:"))
     assert command.endswith(
-        "optimizer=adamw batch_size=256 model.width=512 model.depth=2 warmup_epochs=1 lr=0.005"
+        "optimizer=adamw batch_size=256 model.width=2048 model.depth=2 warmup_epochs=1 lr=0.005"
     )
     assert not (workdir / "outputs" / "reports").exists()  # no study: nothing written
 
@@ -165,7 +174,10 @@ def test_cli_base_lr_prints_factors_command_and_target_lr_last(workdir):
         ),
         (  # depth: 1/sqrt(depth), 4x deeper halves the LR
             ["optimizer=adamw", "base.depth=2", "target.depth=8"],
-            ["width: rule inverse, x1 (128 -> 128)", "depth: rule inverse_sqrt, x0.5 (2 -> 8)"],
+            [
+                "width: rule inverse_sqrt, x1 (128 -> 128)",
+                "depth: rule inverse_sqrt, x0.5 (2 -> 8)",
+            ],
             "0.005",
             "optimizer=adamw batch_size=32 model.width=128 model.depth=8",
         ),
@@ -175,8 +187,14 @@ def test_cli_base_lr_prints_factors_command_and_target_lr_last(workdir):
             "0.01",
             "optimizer=adamw batch_size=32 model.width=128 model.depth=8",
         ),
+        (  # training length: an axis whose only named rule is none (or a measured check)
+            ["optimizer=adamw", "target.epochs=50"],
+            ["epochs: rule none, x1 (5 -> 50) -- no change"],
+            "0.01",
+            "optimizer=adamw batch_size=32 model.width=128 model.depth=2 epochs=50",
+        ),
     ],
-    ids=["mup-width", "depth", "depth-rule-none"],
+    ids=["mup-width", "depth", "depth-rule-none", "epochs"],
 )
 def test_cli_width_mup_and_depth_factors(workdir, cli_here, args, factors, target_lr, command):
     from src import transfer
@@ -228,8 +246,9 @@ def test_cli_study_input_best_then_best_yaml(workdir):
         "batch": 64,
         "width": 64,
         "depth": 2,
+        "epochs": 3,
     }
-    assert [f["rule"] for f in written["factors"]] == ["linear", "none", "none"]
+    assert [f["rule"] for f in written["factors"]] == ["linear", "none", "none", "none"]
     assert "batch_size=256" in written["overrides"] and "model.width=256" in written["overrides"]
 
     # A report's best.yaml wins over the study's own best, and its overrides are the start.
@@ -259,6 +278,13 @@ def test_cli_study_input_best_then_best_yaml(workdir):
         (["base.lr=0.1", "model=mlp_mup"], "muP needs a muP model"),
         (["--measure", "--axis", "batch", "--scales", "32,64"], "at least 3 different"),
         (["--measure", "--axis", "width", "--scales", "1,2,3", "model=resnet18"], "has no width"),
+        (["--measure", "--axis", "batch", "--scales", "8,16,32", "--seeds", "0"], "--seeds"),
+        (
+            ["--measure", "--axis", "batch", "--scales", "8,16,32", "sweep.seeds=[0,1]"],
+            "give the seeds as --seeds K",
+        ),
+        (["base.lr=0.1", "rules.width=measured"], "no measured check of width for this"),
+        (["base.lr=0.1", "rules.width=nowhere/check.yaml"], "no such check.yaml"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(workdir, args, message, cli_here):
@@ -336,15 +362,19 @@ def test_mup_checkpoint_restores_infshape_and_trains_identically(workdir):
 # ---------------------------------------------------------------- the measured check
 
 
+WIDTH_RULES_AT_4X = {"mup": 1.0, "inverse_sqrt": 0.5, "inverse": 0.25, "none": 1.0}
+
+
 @pytest.mark.parametrize(
     ("axis", "overrides", "key", "rules"),
     [
-        ("width", [], "model.width", {"mup": 1.0, "inverse": 0.25, "none": 1.0}),
-        ("width", ["model=cnn"], "model.channels", {"mup": 1.0, "inverse": 0.25, "none": 1.0}),
+        ("width", [], "model.width", WIDTH_RULES_AT_4X),
+        ("width", ["model=cnn"], "model.channels", WIDTH_RULES_AT_4X),
         ("width", ["model=mlp_mup", "optimizer=muadamw"], "model.width", None),
         ("depth", [], "model.depth", {"inverse_sqrt": 0.5, "none": 1.0}),
+        ("epochs", [], "epochs", {"none": 1.0}),
     ],
-    ids=["width-mlp", "width-cnn", "width-mup", "depth-mlp"],
+    ids=["width-mlp", "width-cnn", "width-mup", "depth-mlp", "epochs"],
 )
 def test_measure_on_the_width_and_depth_axes_sets_the_models_key(axis, overrides, key, rules):
     """`--measure --axis width|depth`: the override each scale gets (the end to end run on the
@@ -376,8 +406,14 @@ def test_measure_on_a_model_without_the_axis_is_refused():
         axis_key("depth", {"_target_": "src.models.resnet18"})
 
 
-def test_measure_end_to_end_tiny(workdir):
-    out = workdir / "check"
+MEASURE_TINY = [*TINY, "sweep.points=3", "sweep.low=0.003", "sweep.high=1"]
+
+
+def test_measure_end_to_end_tiny_then_transfer_by_the_measured_law(workdir, cli_here):
+    """`--measure` on 2 seeds: every optimum with its bootstrap interval, alpha with both
+    intervals, the cost; then `src.transfer rules.batch=measured` (found under the reports folder)
+    and `rules.batch=<check.yaml>` predict by the measured alpha, with the interval and the
+    extrapolation warnings."""
     proc = run_module(
         "src.transfer",
         "--measure",
@@ -387,35 +423,39 @@ def test_measure_end_to_end_tiny(workdir):
         "32,64,128",
         "--points",
         "3",
-        "--out",
-        str(out),
-        *TINY,
-        "sweep.points=3",
-        "sweep.low=0.003",
-        "sweep.high=1",
+        "--seeds",
+        "2",
+        *MEASURE_TINY,
         cwd=workdir,
         timeout=300,
     )
     assert "[transfer-check] scale 3/3: batch_size=128" in proc.stdout
+    (out,) = (workdir / "outputs" / "reports").glob("*/transfer-check-batch")  # the default --out
     summary = yaml.safe_load((out / "check.yaml").read_text())
     rows = summary["scales"]
-    assert [r["scale"] for r in rows] == [32, 64, 128]
+    assert [r["scale"] for r in rows] == [32, 64, 128] and summary["seeds"] == 2
+    assert out.parent.name == rows[0]["study"]
     assert len({r["study"] for r in rows}) == 3  # each scale its own study
     fit = scaling.fit_power_law([r["scale"] for r in rows], [r["lr_opt"] for r in rows])
     assert summary["alpha"] == pytest.approx(fit.alpha)
     assert summary["alpha_se"] == pytest.approx(fit.alpha_se)
     assert summary["alpha_df"] == 1 and summary["alpha_ci95"] == pytest.approx(list(fit.ci95))
+    boot = summary["alpha_bootstrap_ci95"]
+    assert summary["alpha_interval"] == pytest.approx(list(scaling.hull(fit.ci95, tuple(boot))))
+    assert summary["bootstrap"] == {"method": "percentile", "resamples": 2000, "over": "seeds"}
     assert summary["verdict"] == "undecided: need >= 4 scales"
+    assert set(summary["rule_verdicts"].values()) == {"undecided: need >= 4 scales"}
+    assert summary["cost"]["trials"] == 3 * 2 * 3 * 2  # scales x stages x LRs x seeds
     for r in rows:
-        assert 0.003 / 10 < r["lr_opt"] < 10
+        low, high = r["lr_opt_ci95"]
+        assert low <= r["lr_opt"] <= high
         predicted = rows[0]["lr_opt"] * (r["scale"] / 32)
         assert r["predicted"]["linear"] == pytest.approx(predicted)
         assert r["ratio"]["linear"] == pytest.approx(r["lr_opt"] / predicted)
-    assert (
-        f"alpha = {fit.alpha:.2f}, 95% interval [" in proc.stdout
-        and "(Student t, df=1)" in proc.stdout
-    )
+    assert f"alpha = {fit.alpha:.2f}, 95% interval [" in proc.stdout
+    assert "(Student t, df=1)" in proc.stdout and "(95% bootstrap over 2 seeds)" in proc.stdout
     assert "verdict: undecided: need >= 4 scales" in proc.stdout
+    assert "cost: 36 trials" in proc.stdout
     for png in ("lr_vs_scale.png", "curves.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # Every scale swept stage 1 (3 LRs) and stage 2 (3 LRs) into the database.
@@ -424,25 +464,102 @@ def test_measure_end_to_end_tiny(workdir):
         [r["study"] for r in rows] + [r["study"] + "-stage2" for r in rows]
     )
 
+    from src import transfer
+
+    alpha = summary["alpha"]
+    low_a, high_a = summary["alpha_interval"]
+    for rule in ("measured", str(out / "check.yaml")):
+        args = ["base.lr=0.01", "base.batch_size=32", "target.batch_size=64", f"rules.batch={rule}"]
+        moved = cli_here(transfer.main, *args, *MEASURE_TINY, cwd=workdir)
+        assert moved.returncode == 0, moved.stderr
+        lines = moved.stdout.strip().splitlines()
+        assert lines[-1] == f"target_lr={format_value(0.01 * 2**alpha)}"
+        assert lines[-3] == f"target_lr_low={format_value(0.01 * 2**low_a)}"
+        assert lines[-2] == f"target_lr_high={format_value(0.01 * 2**high_a)}"
+        assert f"batch: rule measured, x{2**alpha:.6g} (32 -> 64) -- measured alpha" in moved.stdout
+        assert "warning:" not in moved.stdout  # 64 lies inside the measured 32..128
+    target = ["base.lr=0.01", "rules.batch=measured", *MEASURE_TINY]  # base: TINY's batch 64
+    beyond = cli_here(transfer.main, "target.batch_size=256", *target, cwd=workdir)
+    assert "warning: target batch 256 lies x2 outside the measured 32..128: an extrapolation" in (
+        beyond.stdout
+    )
+    far = cli_here(transfer.main, "target.batch_size=1024", *target, cwd=workdir)
+    assert "lies x8 outside the measured 32..128, further than the check's own span (x4): " in (
+        far.stdout
+    )
+    assert far.stdout.strip().splitlines()[-1].startswith("target_lr=")
+
+
+def test_a_measured_rule_from_a_check_without_an_interval_or_of_another_axis(workdir, cli_here):
+    from src import transfer
+
+    check = workdir / "check.yaml"
+    check.write_text(
+        yaml.safe_dump({"axis": "width", "alpha": -0.5, "scales": [{"scale": 64}, {"scale": 256}]})
+    )
+    args = ["base.lr=0.04", "base.width=64", "target.width=256", f"rules.width={check}"]
+    proc = cli_here(transfer.main, *args, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "target_lr=0.02"
+    assert "target_lr_low=" not in proc.stdout  # the check measured no interval
+    assert "warning: no target_lr_low/high: a measured check without an interval" in proc.stdout
+    # Training length by a measured check: 5 -> 20 epochs at alpha -0.25 [-0.5, 0].
+    epochs = workdir / "epochs.yaml"
+    epochs.write_text(
+        yaml.safe_dump(
+            {
+                "axis": "epochs",
+                "alpha": -0.25,
+                "alpha_interval": [-0.5, 0.0],
+                "scales": [{"scale": 5}, {"scale": 10}, {"scale": 20}, {"scale": 40}],
+            }
+        )
+    )
+    proc = cli_here(
+        transfer.main, "base.lr=0.04", "target.epochs=20", f"rules.epochs={epochs}", cwd=workdir
+    )
+    assert proc.stdout.strip().splitlines()[-3:] == [
+        f"target_lr_low={format_value(0.04 * 4**-0.5)}",
+        "target_lr_high=0.04",
+        f"target_lr={format_value(0.04 * 4**-0.25)}",
+    ]
+    assert "epochs=20" in proc.stdout and "warning:" not in proc.stdout
+    proc = cli_here(transfer.main, "base.lr=0.04", f"rules.batch={check}", cwd=workdir)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: rules.batch={check}: that check measured the width axis\n"
+
 
 @pytest.mark.parametrize(
     ("overrides", "caveat"),
     [
-        (["optimizer=adamw", "target.width=2048"], True),  # inverse, Adam, standard: it missed
-        (["optimizer=adamw", "target.width=128"], False),  # x1: nothing to warn about
-        (["optimizer=sgd", "target.width=2048", "rules.width=inverse"], False),  # not measured
-        (["model=mlp_mup", "optimizer=muadamw", "target.width=2048"], False),  # muP: rule mup
+        # The default, inverse_sqrt: our 3-seed interval [-0.45, -0.30] just misses its -0.5.
+        (["optimizer=adamw", "target.width=2048"], "width^-0.38"),
+        (["optimizer=adamw", "target.width=2048", "rules.width=inverse"], "width^-0.39"),
+        (["optimizer=adamw", "rules.width=inverse"], None),  # same width: nothing to warn about
+        (["optimizer=sgd", "target.width=2048", "rules.width=inverse"], None),  # not measured
+        # muP's factor is 1, and it missed for Adam: the caveat all the same.
+        (["model=mlp_mup", "optimizer=muadamw", "target.width=2048"], "width^0.24"),
+        (["model=mlp_mup", "optimizer=musgd", "target.width=2048"], None),  # SGD muP held
+        # Training length under SGD: the optimum moved down; under Adam it stayed.
+        (["optimizer=sgd", "target.epochs=50"], "epochs^-0.28"),
+        (["optimizer=adamw", "target.epochs=50"], None),
+        # Depth under Adam on the residual MLP: slower than 1/sqrt(depth); under SGD it stayed.
+        (["optimizer=adam", "model=resmlp", "target.depth=16"], "depth^-0.32"),
+        (["optimizer=sgd", "model=resmlp", "target.depth=16"], None),
     ],
 )
-def test_a_default_our_measurements_missed_gets_a_caveat_beside_its_factor(overrides, caveat):
+def test_a_rule_our_measurements_missed_gets_a_caveat_beside_its_factor(overrides, caveat):
     from src.transfer import format_plan, plan
 
     args = ["base.lr=0.001", *overrides]
     lines = format_plan(plan(compose_config(args, config_name="transfer"), args))
-    width = next(i for i, line in enumerate(lines) if line.startswith("width:"))
+    axis = overrides[-1].split(".", 1)[1].split("=")[0] + ":"  # target.<axis>=... last
+    axis = axis.replace("batch_size:", "batch:")
+    factor = next(i for i, line in enumerate(lines) if line.startswith(axis))
     if caveat:
-        assert lines[width + 1].startswith("  caveat: measured on mnist1d")
-        assert "width^-0.39" in lines[width + 1] and "docs/transfer.md" in lines[width + 1]
+        assert lines[factor + 1].startswith("  caveat: measured on mnist1d")
+        assert caveat in lines[factor + 1] and "docs/transfer.md" in lines[factor + 1]
+        assert sum("caveat:" in line for line in lines) == 1
     else:
         assert not any("caveat:" in line for line in lines)
 
@@ -456,6 +573,10 @@ def test_rules_that_predict_the_same_line_are_drawn_and_labelled_together():
         ScaleResult(s, "x", 0.1, "interpolated", 0.1, 0.5, pd.DataFrame()) for s in (64, 256)
     ]
     lines = dict(rule_lines("width", results))
-    assert list(lines) == ["rules mup, none (α=0)", "rule inverse (α=-1)"]  # mup, none: one line
+    assert list(lines) == [  # mup, none: one line
+        "rules mup, none (α=0)",
+        "rule inverse_sqrt (α=-0.5)",
+        "rule inverse (α=-1)",
+    ]
     assert lines["rule inverse (α=-1)"] == pytest.approx([0.1, 0.025])
     assert len(rule_lines("batch", results)) == 3  # linear, sqrt, none: three lines
