@@ -192,7 +192,7 @@ def transfer(
     parametrisation: str = "standard",
     rules: dict[str, str] | None = None,
 ) -> Transferred:
-    """Carries `lr`, found at sizes `base` (any of "batch", "width", "depth"), to sizes `target`
+    """Carries `lr`, found at sizes `base` (any of "batch", "width", "depth", "epochs"), to sizes `target`
     with named scaling rules (`lrsweep.scaling`; docs/transfer.md). `optimizer`: "sgd", "adam", or
     an optimizer's class name (`torch.optim.AdamW`); `parametrisation`: "standard" or "mup";
     `rules` overrides the defaults per axis. An axis given in only one of `base` and `target` keeps
