@@ -192,11 +192,11 @@ def transfer(
     parametrisation: str = "standard",
     rules: dict[str, str] | None = None,
 ) -> Transferred:
-    """Carries `lr`, found at sizes `base` (any of "batch", "width", "depth", "epochs"), to sizes `target`
-    with named scaling rules (`lrsweep.scaling`; docs/transfer.md). `optimizer`: "sgd", "adam", or
-    an optimizer's class name (`torch.optim.AdamW`); `parametrisation`: "standard" or "mup";
-    `rules` overrides the defaults per axis. An axis given in only one of `base` and `target` keeps
-    its size. Bad input raises ValueError."""
+    """Carries `lr`, found at sizes `base` (any of "batch", "width", "depth", "epochs"), to sizes
+    `target` with named scaling rules (`lrsweep.scaling`; docs/transfer.md). `optimizer`: "sgd",
+    "adam", or an optimizer's class name (`torch.optim.AdamW`); `parametrisation`: "standard" or
+    "mup"; `rules` overrides the defaults per axis. An axis given in only one of `base` and
+    `target` keeps its size. Bad input raises ValueError."""
     from lrsweep.scaling import AXES, CAVEAT, FAMILIES, default_rules, optimizer_family
     from lrsweep.scaling import transfer as scale
 
