@@ -4,6 +4,7 @@
     python -m src.transfer base.study=<study> target.batch_size=512 [overrides...]
     python -m src.transfer base.lr=0.01 target.width=2048 rules.width=measured [overrides...]
     python -m src.transfer --measure --axis batch --scales 32,64,128,256 [--seeds 3] [overrides...]
+    python -m src.transfer --law --design batch_size=32,model.width=64 --design ... [--predict ...]
 
 The config is `conf/transfer.yaml`: everything of `conf/train.yaml` (the same groups: `data`,
 `model`, `optimizer`, ...) plus `base.*`, `target.*` and `rules.*`.
@@ -25,6 +26,7 @@ The config is `conf/transfer.yaml`: everything of `conf/train.yaml` (the same gr
   LR grows), and as the last line exactly `target_lr=<value>`. With a study, also
   `<paths.reports_dir>/<study>/transfer.yaml`.
 - `--measure`: the measured check (`src.transfer_check`).
+- `--law`: the law over several axes from a small design (`src.transfer_law`).
 
 Bad input (a size <= 0, an unknown rule, a missing study, a width or depth rule on a model without
 that size) is one line `error: ...` and exit status 2.
@@ -351,6 +353,10 @@ def transfer_summary(p: Plan) -> dict:
 
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--law" in argv:
+        from src.transfer_law import main_law
+
+        return main_law([a for a in argv if a != "--law"])
     if "--measure" in argv:
         from src.transfer_check import main_measure
 
