@@ -3,6 +3,7 @@ its own Hydra job and Optuna trial; a batch it cannot fuse runs one job at a tim
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import optuna
@@ -76,3 +77,37 @@ def test_the_whole_search_runs_fused(tmp_path: Path):
     assert "chosen lr" in out
     (report,) = tmp_path.glob("outputs/reports/*/best.yaml")
     assert report.is_file()
+
+
+def test_a_fused_batch_killed_mid_training_is_run_again_exactly_once(tmp_path: Path):
+    """Two batches of 3 arms; the sweep is killed while the second trains: the rerun fails its 3
+    orphans as stale (heartbeat 1 s, grace 3 s) and trains them again, every point once."""
+    import signal
+    import time
+
+    from conftest import start_module
+
+    args = [
+        "-m", *TINY, "epochs=30", "sweep.points=6", "study.name=killed", FUSED,
+        "hydra.launcher.n_jobs=3", "hydra.sweeper.heartbeat_interval=1",
+    ]  # fmt: skip
+    sweep = start_module("src.train", *args, cwd=tmp_path, stderr=subprocess.STDOUT)
+    finished = 0
+    while finished < 3:  # the first batch's progress lines
+        line = sweep.stdout.readline()
+        assert line, "the sweep ended before it could be killed"
+        finished += line.startswith("[") and "] lr=" in line
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    deadline = time.monotonic() + 60
+    while len(optuna.load_study(study_name="killed", storage=storage).get_trials(
+        states=(State.RUNNING,)
+    )) < 3:  # fmt: skip
+        assert time.monotonic() < deadline, "the second batch did not start"
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    run_module("src.train", *args, cwd=tmp_path)
+    study = optuna.load_study(study_name="killed", storage=storage)
+    done = study.get_trials(states=(State.COMPLETE,))
+    assert len(done) == 6 and len({(t.params["lr"], t.params["seed"]) for t in done}) == 6
+    assert len(study.get_trials(states=(State.FAIL,))) == 3  # the orphans, failed as stale
