@@ -13,12 +13,22 @@ COMPLETE trial; a diverged trial counts, with accuracy 0; an LR whose trials all
   is a grid point like any other: a best just below the divergence is interior, bounded above by
   the first diverged LR;
 - nothing usable (fewer than 2 LRs with a finished, non-diverged trial): SweepConfigError.
+
+Stage 2's LRs (`stage2_lrs`): stage 1's best LR always lies strictly inside the new range, and
+stage 2's grid always holds it, whatever `points`: the range is cut at the best LR, each side gets
+a log-uniform share of the grid steps in proportion to its log-length, and the `points` LRs are
+every grid point except the best itself, which stage 1 already measured on the same seeds (a CPU
+run is deterministic: running it again would repeat the same number). The report pools every
+stage's trials of an LR (`lrsweep.stats.pool`), so the best LR of stage 1 competes in stage 2's
+grid with the trials it has.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from lrsweep.grid import SweepConfigError
@@ -88,3 +98,58 @@ def propose_bounds(
         top_lrs=tuple(top),
         edge=edge,
     )
+
+
+def stage2_lrs(low: float, high: float, anchor: float, points: int) -> list[float]:
+    """The `points` new LRs of stage 2 in [low, high], ends included, on a grid that also holds
+    `anchor` (stage 1's best, not returned: already measured). The `points` steps of the grid are
+    split between the two sides of `anchor` in proportion to their log-lengths (at least one
+    each), each side log-uniform. An `anchor` outside (low, high): `points` LRs log-uniform."""
+    if not low < anchor < high:
+        return [float(x) for x in np.logspace(math.log10(low), math.log10(high), points)]
+    share = math.log(anchor / low) / math.log(high / low)
+    left = min(max(round(points * share), 1), points - 1) if points >= 2 else 1
+    below = np.logspace(math.log10(low), math.log10(anchor), left + 1)[:-1]
+    above = np.logspace(math.log10(anchor), math.log10(high), points - left + 1)[1:]
+    lrs = [float(x) for x in (*below, *above)]
+    lrs[0], lrs[-1] = float(low), float(high)  # the ends exactly, whatever logspace's rounding
+    return lrs
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The sweeps' best LR sits at an end of the finest sweep stage's range: the optimum may lie
+    beyond it. `beyond` is one grid step (the end's distance to its neighbour) past that end."""
+
+    stage: str  # the finest sweep stage ("stage2", else "stage1")
+    side: str  # "low" or "high"
+    lr: float  # the best LR, at the end of the range
+    beyond: float
+    low: float  # the stage's range
+    high: float
+
+
+def sweep_edge(aggs: dict[str, pd.DataFrame], direction: str = "maximize") -> Edge | None:
+    """Is the best LR of the sweeps (stage 1 and 2 pooled, `lrsweep.stats.pool`) inside the finest
+    sweep stage's range, or at one of its ends? None when inside (or nothing to rank)."""
+    from lrsweep.stats import finest_stage, pool
+
+    stage = finest_stage(aggs)
+    if stage not in aggs:
+        return None
+    sweeps = pool([aggs[s] for s in ("stage1", "stage2") if s in aggs])
+    grid = sorted(float(x) for x in aggs[stage].loc[aggs[stage]["n"] > 0, "lr"])
+    if len(grid) < 2:
+        return None
+    low, high = grid[0], grid[-1]
+    inside = sweeps[(sweeps["lr"] >= low * (1 - 1e-9)) & (sweeps["lr"] <= high * (1 + 1e-9))]
+    ranked = rank(inside, direction)
+    if not len(ranked):
+        return None
+    best = float(ranked.iloc[0]["lr"])
+    points = sorted(float(x) for x in inside.loc[inside["n"] > 0, "lr"])
+    if math.isclose(best, low, rel_tol=1e-9):
+        return Edge(stage, "low", best, low * low / points[1], low, high)
+    if math.isclose(best, high, rel_tol=1e-9):
+        return Edge(stage, "high", best, high * high / points[-2], low, high)
+    return None

@@ -5,8 +5,8 @@ and the report. Every adapter runs it the same way (`run_later_stages`): the Hyd
 `run_stage`, so every stage is exactly-once and resumable: re-running the search re-runs only
 what is missing, and plans the same later stages from the same finished trials.
 
-1. stage 2: `propose_bounds` on stage 1's per-LR statistics, then `points` LRs log-uniform in the
-   new range, on stage 1's seeds;
+1. stage 2: `propose_bounds` on stage 1's per-LR statistics, then `points` new LRs in the new
+   range on a grid that holds stage 1's best (`stage2_lrs`), on stage 1's seeds;
 2. confirm: the best LRs of the finest stage, the interpolated optimum and stage 1's best, on
    `confirm_seeds` seeds no sweep used (`plan_confirm`); skipped, with a note, when the app has
    no seed key (fresh seeds would be the same run again);
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrsweep.grid import Axis, SweepConfigError, build_grid, log_axis
+from lrsweep.grid import Axis, SweepConfigError, build_grid
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,7 +147,7 @@ def run_later_stages(
     plan: SearchPlan, stage1: SweepSpec, run_stage: Callable[[SweepSpec], SweepResult]
 ) -> SearchReport:
     """Stage 2, the confirm step and the report after `stage1` ran (module docstring)."""
-    from lrsweep.bounds import propose_bounds
+    from lrsweep.bounds import propose_bounds, stage2_lrs
     from lrsweep.confirm import plan_confirm
     from lrsweep.stats import aggregate
 
@@ -156,7 +156,8 @@ def run_later_stages(
     frames = {"stage1": _frame(names["stage1"], url, plan)}
     proposal = propose_bounds(aggregate(frames["stage1"]), plan.low, plan.high, direction)
     print(f"\n[lrsweep] stage 2: [{proposal.low:.4g}, {proposal.high:.4g}] -- {proposal.reason}")
-    axes = [log_axis(plan.lr_key, proposal.low, proposal.high, plan.points)]
+    lrs = stage2_lrs(proposal.low, proposal.high, proposal.best_lr, plan.points)
+    axes = [Axis(plan.lr_key, lrs)]
     axes += plan.seed_axis(plan.seeds)
 
     def sweep(stage: str, axes: list[Axis], parent: str, **attrs: Any) -> None:
@@ -172,7 +173,12 @@ def run_later_stages(
         run_stage(spec)
         frames[stage] = _frame(names[stage], url, plan)
 
-    proposal_attrs = {"low": proposal.low, "high": proposal.high, "reason": proposal.reason}
+    proposal_attrs = {
+        "low": proposal.low,
+        "high": proposal.high,
+        "reason": proposal.reason,
+        "stage1_best": proposal.best_lr,
+    }
     sweep("stage2", axes, "stage1", proposal=proposal_attrs)
     if plan.seed_key is None:
         print("[lrsweep] confirm step skipped: the app has no seed key (hydra.sweeper.seed_key)")
@@ -238,6 +244,8 @@ def write_search_report(
     best["overrides"] = [f"{plan.lr_key}={choice.lr!r}"]
     if choice.stage2_gain is not None:
         best["stage2_gain"] = dataclasses.asdict(choice.stage2_gain)
+    if choice.edge is not None:
+        best["edge"] = {"side": choice.edge, "note": choice.edge_note}
     (out / "best.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
     lines = []
     for stage, agg in aggs.items():
@@ -255,6 +263,8 @@ def write_search_report(
         "stage 2 gain: " + (choice.stage2_gain.verdict if choice.stage2_gain else "no stage 2"),
         f"wrote {out}/trials.csv, curve.png, best.yaml",
     ]
+    if choice.edge is not None:
+        lines.append(f"warning: {choice.edge_note}")
     if math.isnan(choice.mean):
         lines.append("warning: the chosen LR has no finite mean")
     return SearchReport(

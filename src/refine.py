@@ -7,7 +7,10 @@ same study. Prints the per-LR table, the proposed range and the overrides for st
 creates the study `<name>-stage2` (user attrs `parent_study`, `stage`) and runs stage 2 into it, in
 this process (`src.train.run_multirun`: the printed command, without a second interpreter).
 
-The bound rules are `lrsweep.bounds.propose_bounds`'s.
+The bound rules are `lrsweep.bounds.propose_bounds`'s; stage 2's LRs are `lrsweep.bounds.stage2_lrs`:
+`points` new LRs on a grid that also holds stage 1's best LR (already measured on the same seeds),
+passed to the sweep as `hydra.sweeper.params.lr='choice(...)'` (exact floats), with `sweep.low`
+and `sweep.high` recording the range.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lrsweep.bounds import Proposal, propose_bounds
+from lrsweep.bounds import Proposal, propose_bounds, stage2_lrs
 from lrsweep.stages import study_names
 from lrsweep.stats import aggregate, format_table
 from src.cli import run_cli
 from src.errors import ConfigError
-from src.overrides import override_key, replace_overrides
+from src.overrides import ChoiceOverride, override_key, replace_overrides
 from src.study import (
     compose_config,
     create_child_study,
@@ -35,6 +38,9 @@ from src.study import (
 def stage2_overrides(
     overrides: Sequence[str], name: str, proposal: Proposal, points: int
 ) -> list[str]:
+    """The overrides of the stage-2 sweep: its study, its range, and its `points` LRs exactly
+    (`stage2_lrs`: a grid that holds stage 1's best, which is not run again)."""
+    lrs = stage2_lrs(proposal.low, proposal.high, proposal.best_lr, int(points))
     return replace_overrides(
         overrides,
         {
@@ -42,6 +48,7 @@ def stage2_overrides(
             "sweep.low": proposal.low,
             "sweep.high": proposal.high,
             "sweep.points": int(points),
+            "hydra.sweeper.params.lr": ChoiceOverride(lrs),
         },
     )
 
@@ -87,7 +94,14 @@ def _main(argv: Sequence[str] | None) -> int:
         storage_url,
         parent=name,
         stage="stage2",
-        meta={"proposal": {"low": proposal.low, "high": proposal.high, "reason": proposal.reason}},
+        meta={
+            "proposal": {
+                "low": proposal.low,
+                "high": proposal.high,
+                "reason": proposal.reason,
+                "stage1_best": proposal.best_lr,
+            }
+        },
         direction=direction,
         identity=study.user_attrs.get("config"),  # stage 1's experiment
     )

@@ -89,6 +89,9 @@ def test_two_stage_script_end_to_end(search):
         lr1, key=lambda lr: sum(t.value for t in stage1.trials if t.params["lr"] == lr)
     )
     assert stage1_best in candidates
+    # Stage 2's grid holds stage 1's best (--points 4, even): inside its range, not run again
+    assert proposal["stage1_best"] == stage1_best
+    assert lr2[0] < stage1_best < lr2[-1] and stage1_best not in lr2
 
     report = tmp_path / "outputs" / "reports" / name
     assert (report / "curve.png").read_bytes()[:8] == PNG_SIGNATURE
