@@ -3,9 +3,12 @@ gain over stage 1, the chosen LR's test score. Pure calculations on the stages' 
 (`lrsweep.stats.aggregate`, stage -> table); no I/O.
 
 The choice pools every stage's trials of an LR (`lrsweep.stats.pool`: stage 1's best LR is part
-of stage 2's grid, and each confirm candidate keeps the trials the sweeps gave it): the best pooled
-mean among the confirm step's candidates when it has a finished trial, else among every LR the
-sweeps measured. `stage` names the latest stage that ran the chosen LR. `good_range` (the LRs
+of stage 2's grid, and each confirm candidate keeps the trials the sweeps gave it). Among the
+confirm step's candidates when it has a finished trial, else among every LR the sweeps measured,
+it takes the lowest LR whose pooled mean is within one standard error of the best pooled mean
+(`one_se_pick`: the best LR's std / sqrt(n), the std floored at one validation example): LRs the
+seeds cannot tell apart are a tie, and the lowest of them lies furthest from the divergence cliff,
+where a longer run's optimum moves (docs/choice.md). With one trial the best mean wins. `stage` names the latest stage that ran the chosen LR. `good_range` (the LRs
 within one std of the best mean) is taken among the same LRs, and is unknown when the best LR has
 one trial; the interpolated optimum is fitted on the sweeps (stages 1 and 2 pooled, the same
 seeds). `edge` flags a chosen LR at or past an end of the finest sweep stage's range, and,
@@ -25,6 +28,7 @@ std where n_val is not recorded. `noise` is the interval's half-width.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +39,7 @@ import pandas as pd
 from lrsweep.bounds import Edge, sweep_edge
 from lrsweep.grid import SweepConfigError
 from lrsweep.stats import (
+    TIE,
     finest_stage,
     fit_optimum,
     pool,
@@ -158,6 +163,30 @@ class Choice:
     optimum_note: str = ""  # how the interpolated optimum was found, or why there is none
     edge: str | None = None  # "low" / "high": the optimum may lie beyond the searched range
     edge_note: str = ""  # what lies at the edge, and what to do
+    rule: str = ""  # how the LR was picked among the candidates (`one_se_pick`)
+
+
+def one_se_pick(
+    ranked: pd.DataFrame, direction: str = "maximize", resolution: float | None = None
+) -> tuple[pd.Series, str]:
+    """(the picked row of a `rank`, the rule as a sentence): the lowest LR whose mean is within
+    one standard error of the best mean (the best LR's std / sqrt(n), the std floored at
+    `resolution`, one validation example); the best mean itself when its LR has one trial (no
+    standard error to measure)."""
+    best = ranked.iloc[0]
+    n = int(best["n"])
+    if n < 2:
+        return best, "the best mean (one trial: no standard error to measure)"
+    se = max(float(best["std"]), resolution or 0.0) / math.sqrt(n)
+    s = sign(direction)
+    tied = ranked[s * ranked["mean"] >= s * float(best["mean"]) - se - TIE]
+    pick = tied.sort_values("lr", kind="stable").iloc[0]
+    if len(tied) == 1:
+        return pick, f"the best mean; no other LR within one standard error ({se:.2g}) of it"
+    return pick, (
+        f"the lowest of {len(tied)} LRs within one standard error ({se:.2g}) of the best mean "
+        f"{float(best['mean']):.4g} (lr={float(best['lr']):.4g})"
+    )
 
 
 def _isin(lrs: pd.Series, among: pd.Series) -> pd.Series:
@@ -221,7 +250,7 @@ def choose(
         raise SweepConfigError(
             "report: no finished non-diverged trial in any stage; nothing to choose from"
         )
-    best = ranked.iloc[0]
+    best, rule = one_se_pick(ranked, direction, resolution)
     good = top_set(ranked, direction)["lr"] if best["n"] >= 2 else None  # one seed: no std
     optimum, note = fit_optimum(sweeps, direction=direction) if len(sweeps) else (None, "no sweep")
     edge, edge_note = edge_of(aggs, float(best["lr"]), direction)
@@ -237,6 +266,7 @@ def choose(
         optimum_note=note,
         edge=edge,
         edge_note=edge_note,
+        rule=rule,
     )
 
 

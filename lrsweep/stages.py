@@ -230,6 +230,7 @@ def write_search_report(
             "std": choice.std,
             "n": choice.n,
             "note": SELECTION_NOTE,
+            "rule": choice.rule,
         },
         "good_range": (
             list(choice.good_range)
@@ -253,7 +254,7 @@ def write_search_report(
     std = "one seed" if choice.n < 2 else f"± {choice.std:.4g} (std over {choice.n} seeds)"
     lines += [
         f"chosen {plan.lr_key}={choice.lr:.4g} (from {choice.stage}): {plan.metric} "
-        f"{choice.mean:.4g} {std}",
+        f"{choice.mean:.4g} {std}: {choice.rule}",
         "good range: "
         + (
             "[{:.4g}, {:.4g}]".format(*choice.good_range)

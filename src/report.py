@@ -88,6 +88,7 @@ class Report:
                 "std": c.std,
                 "n": c.n,
                 "note": SELECTION_NOTE,
+                "rule": c.rule,
             },
         }
         if self.test_score is not None:
@@ -114,7 +115,7 @@ def format_summary(report: Report) -> str:
         lines += [f"== {stage}: {report.stages[stage]} ({len(agg)} LRs)", format_table(agg), ""]
     c = report.choice
     rows = [
-        ("chosen lr", f"{c.lr!r} (from {c.stage})"),
+        ("chosen lr", f"{c.lr!r} (from {c.stage}): {c.rule}"),
         ("selection score", f"{c.mean:.4f} ± {c.std:.4f} (n={c.n}; it chose the LR: optimistic)"),
         (
             "test accuracy",

@@ -58,6 +58,26 @@ def test_choice_pools_stage1s_best_with_stage2_and_confirm():
     assert c.interpolated_optimum is not None
 
 
+def test_choice_takes_the_lowest_lr_within_one_standard_error_of_the_best():
+    s1 = agg_of({GRID[3]: 0.5, GRID[6]: 0.6}, n=1)
+    # se of the best mean: 0.01 / sqrt(3) = 0.0058; 0.900 is within it of 0.905, 0.890 is not
+    conf = agg_of({0.01: 0.900, 0.02: 0.905, 0.04: 0.890}, n=3, std=0.01)
+    c = choosing.choose({"stage1": s1, "confirm": conf})
+    assert (c.lr, c.mean) == (0.01, 0.900)
+    assert "lowest of 2 LRs within one standard error (0.0058)" in c.rule
+    # a gap larger than the standard error: the best mean
+    apart = agg_of({0.01: 0.890, 0.02: 0.905, 0.04: 0.880}, n=3, std=0.01)
+    c = choosing.choose({"stage1": s1, "confirm": apart})
+    assert c.lr == 0.02 and c.rule.startswith("the best mean; no other LR")
+    # the same scores on every seed (std 0): the floor, one validation example (1 / 200), decides
+    flat = agg_of({0.01: 0.900, 0.02: 0.902}, n=4, std=0.0)
+    assert choosing.choose({"stage1": s1, "confirm": flat}, resolution=1 / 200).lr == 0.01
+    assert choosing.choose({"stage1": s1, "confirm": flat}, resolution=None).lr == 0.02
+    # one trial per LR: no standard error, the best mean
+    c = choosing.choose({"stage1": agg_of({0.01: 0.900, 0.02: 0.905}, n=1)})
+    assert c.lr == 0.02 and "one trial" in c.rule
+
+
 def test_an_optimum_at_the_edge_of_stage2s_range_is_flagged_and_extended(tmp_path):
     s1 = agg_of({GRID[4]: 0.80, GRID[5]: 0.85, GRID[6]: 0.70}, n=1)
     fine = [GRID[5] * 0.8, GRID[5] * 1.25, GRID[5] * 1.5]  # rising to the high end
