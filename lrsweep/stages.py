@@ -6,7 +6,9 @@ and the report. Every adapter runs it the same way (`run_later_stages`): the Hyd
 what is missing, and plans the same later stages from the same finished trials.
 
 1. stage 2: `propose_bounds` on stage 1's per-LR statistics, then `points` new LRs in the new
-   range on a grid that holds stage 1's best (`stage2_lrs`), on stage 1's seeds;
+   range, on stage 1's seeds: on a grid that holds stage 1's best (`stage2_lrs`, method "grid"),
+   or proposed one at a time by Optuna's TPE or GP sampler seeded with stage 1's trials
+   (`lrsweep.stage2_model`, methods "tpe" and "gp");
 2. confirm: the best LRs of the finest stage, the interpolated optimum and stage 1's best, on
    `confirm_seeds` seeds no sweep used (`plan_confirm`); skipped, with a note, when the app has
    no seed key (fresh seeds would be the same run again);
@@ -51,6 +53,7 @@ class SearchPlan:
     confirm_seeds: int = 3
     report_dir: Path = Path(".")
     metric: str = "value"
+    stage2_method: str = "grid"  # grid | tpe | gp (`lrsweep.stage2_model`)
 
     @classmethod
     def from_axes(
@@ -63,6 +66,7 @@ class SearchPlan:
         confirm_seeds: int = 3,
         report_dir: Path = Path("."),
         metric: str | None = None,
+        stage2_method: str = "grid",
     ) -> SearchPlan:
         """The plan for stage 1's `axes`; a grid the search cannot refine is a SweepConfigError.
         The LR axis is `lr_key`, else the one log interval (`tag(log, interval(a, b))`)."""
@@ -99,6 +103,12 @@ class SearchPlan:
             raise SweepConfigError(f"stage 2 points={points!r}: need an integer >= 2")
         if confirm_top < 1 or confirm_seeds < 1:
             raise SweepConfigError("confirm_top and confirm_seeds must be >= 1")
+        from lrsweep.stage2_model import check_method
+
+        try:
+            check_method(stage2_method)
+        except ValueError as err:
+            raise SweepConfigError(str(err)) from None
         return cls(
             lr_key=lr_key,
             seed_key=seed_key,
@@ -110,6 +120,7 @@ class SearchPlan:
             confirm_seeds=confirm_seeds,
             report_dir=Path(report_dir),
             metric=metric or "value",
+            stage2_method=stage2_method,
         )
 
     def seed_axis(self, seeds: Sequence[int]) -> list[Axis]:
@@ -156,9 +167,6 @@ def run_later_stages(
     frames = {"stage1": _frame(names["stage1"], url, plan)}
     proposal = propose_bounds(aggregate(frames["stage1"]), plan.low, plan.high, direction)
     print(f"\n[lrsweep] stage 2: [{proposal.low:.4g}, {proposal.high:.4g}] -- {proposal.reason}")
-    lrs = stage2_lrs(proposal.low, proposal.high, proposal.best_lr, plan.points)
-    axes = [Axis(plan.lr_key, lrs)]
-    axes += plan.seed_axis(plan.seeds)
 
     def sweep(stage: str, axes: list[Axis], parent: str, **attrs: Any) -> None:
         """Stage `stage` as a sweep of its own study, its trials then read into `frames`."""
@@ -178,8 +186,30 @@ def run_later_stages(
         "high": proposal.high,
         "reason": proposal.reason,
         "stage1_best": proposal.best_lr,
+        "method": plan.stage2_method,
     }
-    sweep("stage2", axes, "stage1", proposal=proposal_attrs)
+
+    def stage2(lrs: list[float]) -> pd.DataFrame:
+        """Stage 2 over `lrs` on stage 1's seeds; its trials frame."""
+        axes = [Axis(plan.lr_key, lrs), *plan.seed_axis(plan.seeds)]
+        sweep("stage2", axes, "stage1", proposal=proposal_attrs)
+        return frames["stage2"]
+
+    if plan.stage2_method == "grid":
+        stage2(stage2_lrs(proposal.low, proposal.high, proposal.best_lr, plan.points))
+    else:
+        from lrsweep.stage2_model import model_stage2
+
+        print(f"[lrsweep] stage 2 by {plan.stage2_method}: {plan.points} LRs, one at a time")
+        model_stage2(
+            plan.stage2_method,
+            frames["stage1"],
+            proposal.low,
+            proposal.high,
+            plan.points,
+            direction,
+            stage2,
+        )
     if plan.seed_key is None:
         print("[lrsweep] confirm step skipped: the app has no seed key (hydra.sweeper.seed_key)")
     else:

@@ -1,6 +1,6 @@
 """Stage 2: narrow the LR range around the stage-1 optimum and sweep it again, finer.
 
-    python -m src.refine [--run] [--points N] [hydra overrides...]
+    python -m src.refine [--run] [--points N] [--method grid|tpe|gp] [hydra overrides...]
 
 The overrides are those of the stage-1 sweep (`python -m src.train -m <overrides>`): they name the
 same study. Prints the per-LR table, the proposed range and the overrides for stage 2; with `--run`
@@ -10,7 +10,11 @@ this process (`src.train.run_multirun`: the printed command, without a second in
 The bound rules are `lrsweep.bounds.propose_bounds`'s; stage 2's LRs are `lrsweep.bounds.stage2_lrs`:
 `points` new LRs on a grid that also holds stage 1's best LR (already measured on the same seeds),
 passed to the sweep as `hydra.sweeper.params.lr='choice(...)'` (exact floats), with `sweep.low`
-and `sweep.high` recording the range.
+and `sweep.high` recording the range. `--method tpe` or `gp` proposes the `points` LRs one at a
+time instead, by Optuna's TPE or GP sampler seeded with stage 1's trials
+(`lrsweep.stage2_model`): each step sweeps the LRs proposed so far into `<name>-stage2` (the
+printed command with the choice of those LRs), so a rerun replays the same proposals and runs only
+what is missing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import optuna
+
 from lrsweep.bounds import Proposal, propose_bounds, stage2_lrs
+from lrsweep.stage2_model import METHODS, model_stage2
 from lrsweep.stages import study_names
 from lrsweep.stats import aggregate, format_table
 from src.cli import run_cli
@@ -36,11 +43,16 @@ from src.study import (
 
 
 def stage2_overrides(
-    overrides: Sequence[str], name: str, proposal: Proposal, points: int
+    overrides: Sequence[str],
+    name: str,
+    proposal: Proposal,
+    points: int,
+    lrs: Sequence[float] | None = None,
 ) -> list[str]:
-    """The overrides of the stage-2 sweep: its study, its range, and its `points` LRs exactly
-    (`stage2_lrs`: a grid that holds stage 1's best, which is not run again)."""
-    lrs = stage2_lrs(proposal.low, proposal.high, proposal.best_lr, int(points))
+    """The overrides of the stage-2 sweep: its study, its range, and its LRs exactly: `lrs`, by
+    default the `points` of `stage2_lrs` (a grid that holds stage 1's best, not run again)."""
+    if lrs is None:
+        lrs = stage2_lrs(proposal.low, proposal.high, proposal.best_lr, int(points))
     return replace_overrides(
         overrides,
         {
@@ -63,9 +75,16 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument(
         "--points", type=int, default=None, help="stage-2 points (default: stage 1's)"
     )
+    parser.add_argument(
+        "--method",
+        default="grid",
+        help="grid (default), or tpe / gp: Optuna's sampler seeded with stage 1's trials",
+    )
     args, overrides = parser.parse_known_args(argv)
     if args.points is not None and args.points < 2:
         raise ConfigError(f"--points: must be >= 2, got {args.points}")
+    if args.method not in METHODS:
+        raise ConfigError(f"--method: one of {', '.join(METHODS)}, got {args.method!r}")
 
     cfg = compose_config(overrides)
     name, storage_url = str(cfg.study.name), str(cfg.study.storage)
@@ -85,7 +104,10 @@ def _main(argv: Sequence[str] | None) -> int:
         else o
         for o in stage2
     ]
-    print("stage 2: python -m src.train -m " + " ".join(shown))
+    if args.method == "grid":
+        print("stage 2: python -m src.train -m " + " ".join(shown))
+    else:
+        print(f"stage 2: {points} LRs proposed one at a time by {args.method} in the range above")
     sys.stdout.flush()
     if not args.run:
         return 0
@@ -100,6 +122,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 "high": proposal.high,
                 "reason": proposal.reason,
                 "stage1_best": proposal.best_lr,
+                "method": args.method,
             }
         },
         direction=direction,
@@ -107,7 +130,46 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     from src.train import run_multirun  # imports torch: only when a sweep runs
 
-    return run_multirun(stage2)
+    if args.method == "grid":
+        return run_multirun(stage2)
+    return model_stage2_run(args.method, study, overrides, name, proposal, points, direction)
+
+
+class _StepFailed(Exception):
+    def __init__(self, rc: int):
+        self.rc = rc
+
+
+def model_stage2_run(
+    method: str,
+    stage1: optuna.Study,
+    overrides: Sequence[str],
+    name: str,
+    proposal: Proposal,
+    points: int,
+    direction: str,
+) -> int:
+    """Stage 2 by `method` (`lrsweep.stage2_model.model_stage2`): each step runs
+    `python -m src.train -m` (in this process) over the LRs proposed so far; its exit status."""
+    from src.train import run_multirun
+
+    stage2_name = study_names(name)["stage2"]
+    storage_url = str(compose_config(overrides).study.storage)
+
+    def run(lrs: list[float]):
+        step = stage2_overrides(overrides, name, proposal, points, lrs)
+        print(f"stage 2, {method} step {len(lrs)}/{points}: lr={lrs[-1]:.4g}", flush=True)
+        if rc := run_multirun(step):
+            raise _StepFailed(rc)
+        return trials_frame(open_study(stage2_name, storage_url))
+
+    try:
+        model_stage2(
+            method, trials_frame(stage1), proposal.low, proposal.high, points, direction, run
+        )
+    except _StepFailed as failed:
+        return failed.rc
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
