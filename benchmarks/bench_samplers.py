@@ -21,11 +21,13 @@ trial), scored by validation accuracy:
    fresh seeds and keeps the best mean (the shape of lrsweep's confirm step).
 
 Prints the table (mean regret over the reps, the worst in brackets) and, as its last line,
-`lrsweep_regret=<mean> best_peer=<name>:<mean> budget=<N>`: lrsweep's default setting and the
-peer with the lowest mean regret, each averaged over every data set and rep. Every run's accuracy
+`lrsweep_regret=<mean> best_peer=<name>:<mean> budget=<N>`: lrsweep's default setting (its
+default stage 2 method, `lrsweep.stage2_model.DEFAULT_METHOD`) and the peer with the lowest mean
+regret, each averaged over every data set and rep. Every run's accuracy
 is cached by (data, lr, seed) under `outputs/bench_samplers/` (a CPU run is deterministic), so a
 rerun after a change to lrsweep trains only the runs it has not seen. `--quick` (for development)
-uses 2 reps and a 16 x 2 reference grid. One torch thread, one run at a time: run it under `nice`
+uses 2 reps and a 16 x 2 reference grid; `--report` prints the last run's table again
+(`outputs/bench_samplers/results.json`) without training. One torch thread, one run at a time: run it under `nice`
 on a shared machine.
 """
 
@@ -62,11 +64,23 @@ CONFIRM_TOP, CONFIRM_SEEDS = 5, 3
 # Seed ranges that never meet: lrsweep uses 0.. (stage 1 on r, confirm above); the samplers'
 # trials 1000 + 100 r + i, their confirm runs 5000 + 100 r + j; the reference 9000 + j.
 SAMPLER_SEED, SAMPLER_CONFIRM_SEED, DENSE_SEED = 1000, 5000, 9000
-# lrsweep's settings: keyword arguments of lrsweep.search; the first is the default.
+# lrsweep's settings: keyword arguments of lrsweep.search (10 stage-1 LRs, 10 in stage 2, the
+# confirm step's top 3 + interpolated optimum + stage 1's best on 3 fresh seeds).
 LRSWEEP_SETTINGS: dict[str, dict] = {
-    "lrsweep": {"points": 10},
-    "lrsweep 8+12": {"points": 8, "stage2_points": 12},
+    "lrsweep grid": {"points": 10},  # the grid: also what an lrsweep without stage2_method ran
+    "lrsweep tpe": {"points": 10, "stage2_method": "tpe"},
+    "lrsweep gp": {"points": 10, "stage2_method": "gp"},
+    "lrsweep tpe 6+14": {"points": 6, "stage2_points": 14, "stage2_method": "tpe"},
 }
+
+
+def default_setting() -> str:
+    """The setting that is lrsweep's default search (its default stage 2 method, 10 + 10)."""
+    try:
+        from lrsweep.stage2_model import DEFAULT_METHOD
+    except ImportError:  # an lrsweep from before stage 2 had methods: the grid
+        return "lrsweep grid"
+    return f"lrsweep {DEFAULT_METHOD}"
 
 
 class Runs:
@@ -173,22 +187,40 @@ def sampler_choices(runs: Runs, name: str, rep: int, budget: int) -> dict[str, f
     return {"best": study.best_trial.params["lr"], "confirm": chosen["confirm"]}
 
 
-def measure(data: str, reps: int, budget: int, dense: tuple[int, int], log) -> dict:
+class Choices:
+    """The samplers' choices on one data set, cached on disk: they do not depend on lrsweep's
+    code, so a rerun after a change to lrsweep does not search with them again."""
+
+    def __init__(self, data: str):
+        self.path = OUT / f"choices-{data}.json"
+        self.saved = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def get(self, runs: Runs, name: str, rep: int, budget: int) -> dict[str, float]:
+        key = f"{name}|{rep}|{budget}"
+        if key not in self.saved:
+            self.saved[key] = sampler_choices(runs, name, rep, budget)
+            self.path.write_text(json.dumps(self.saved))
+        return self.saved[key]
+
+
+def measure(
+    data: str, reps: int, budget: int, dense: tuple[int, int], settings: list[str], log
+) -> dict:
     """Every method's regret per rep on `data`, and lrsweep's budgets."""
-    runs = Runs(data)
+    runs, choices = Runs(data), Choices(data)
     started = time.perf_counter()
     ref = reference(runs, *dense)
     regrets: dict[str, list[float]] = {}
     budgets: dict[str, list[int]] = {}
-    for label, setting in LRSWEEP_SETTINGS.items():
+    for label in settings:
         for rep in range(reps):
-            lr, trials = lrsweep_choice(runs, rep, setting, log)
+            lr, trials = lrsweep_choice(runs, rep, LRSWEEP_SETTINGS[label], log)
             regrets.setdefault(label, []).append(ref.regret(lr))
             budgets.setdefault(label, []).append(trials)
         runs.save()
     for name in ("TPE", "GP", "random"):
         for rep in range(reps):
-            for variant, lr in sampler_choices(runs, name, rep, budget).items():
+            for variant, lr in choices.get(runs, name, rep, budget).items():
                 regrets.setdefault(f"{name} {variant}", []).append(ref.regret(lr))
         runs.save()
     seconds = time.perf_counter() - started
@@ -206,7 +238,7 @@ def format_table(results: list[dict], budget: int) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     runs = ", ".join(
         f"{label} {np.mean([b for r in results for b in r['budgets'][label]]):.1f}"
-        for label in LRSWEEP_SETTINGS
+        for label in results[0]["budgets"]
     )
     lines.append(
         f"\nregret: accuracy points below the reference's best, mean over the reps (worst); "
@@ -219,8 +251,8 @@ def summary_line(results: list[dict], budget: int) -> str:
     def mean_of(method: str) -> float:
         return float(np.mean([x for r in results for x in r["regrets"][method]]))
 
-    default = next(iter(LRSWEEP_SETTINGS))
-    peers = [m for m in results[0]["regrets"] if m not in LRSWEEP_SETTINGS]
+    default = default_setting()
+    peers = [m for m in results[0]["regrets"] if m not in results[0]["budgets"]]
     best_peer = min(peers, key=mean_of)
     return (
         f"lrsweep_regret={mean_of(default):.3f} "
@@ -234,13 +266,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=",".join(DATASETS), help="comma-separated data sets")
     parser.add_argument("--reps", type=int, default=None, help="default 5 (--quick: 2)")
     parser.add_argument("--budget", type=int, default=35, help="runs per sampler search")
+    parser.add_argument(
+        "--settings",
+        default=",".join(LRSWEEP_SETTINGS),
+        help=f"comma-separated lrsweep settings, of {list(LRSWEEP_SETTINGS)}",
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="print the last run's table again, train nothing"
+    )
     args = parser.parse_args(argv)
-    datasets = args.data.split(",")
+    saved = OUT / "results.json"
+    if args.report:
+        results = json.loads(saved.read_text())
+        print(format_table(results, args.budget))
+        print(summary_line(results, args.budget))
+        return 0
+    datasets, settings = args.data.split(","), args.settings.split(",")
     unknown = [d for d in datasets if d not in DATASETS]
+    unknown += [s for s in settings if s not in LRSWEEP_SETTINGS]
     if unknown or args.budget <= CONFIRM_TOP * CONFIRM_SEEDS:
         print(
-            f"error: --data takes {list(DATASETS)}; --budget must exceed "
-            f"{CONFIRM_TOP * CONFIRM_SEEDS}",
+            f"error: {unknown}: --data takes {list(DATASETS)}, --settings "
+            f"{list(LRSWEEP_SETTINGS)}; --budget must exceed {CONFIRM_TOP * CONFIRM_SEEDS}",
             file=sys.stderr,
         )
         return 2
@@ -248,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     dense = (16, 2) if args.quick else (DENSE_POINTS, DENSE_SEEDS)
     OUT.mkdir(parents=True, exist_ok=True)
     with (OUT / "search.log").open("w") as log:
-        results = [measure(d, reps, args.budget, dense, log) for d in datasets]
+        results = [measure(d, reps, args.budget, dense, settings, log) for d in datasets]
+    saved.write_text(json.dumps(results))
     print(format_table(results, args.budget))
     print(summary_line(results, args.budget))
     return 0

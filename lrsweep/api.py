@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrsweep.grid import Axis, SweepConfigError, build_grid, log_axis
+from lrsweep.stage2_model import DEFAULT_METHOD
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +59,7 @@ def search(
     metric: str = "value",
     search: str = "full",
     stage2_points: int | None = None,
-    stage2_method: str = "grid",
+    stage2_method: str = DEFAULT_METHOD,
     confirm_top: int = 3,
     confirm_seeds: int = 3,
     report_dir: str | Path | None = None,

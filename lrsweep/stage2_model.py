@@ -20,6 +20,9 @@ from typing import Any
 import pandas as pd
 
 METHODS = ("grid", "tpe", "gp")
+# Stage 2's method when none is given (every adapter): chosen by benchmarks/bench_samplers.py
+# (docs/benchmarks.md).
+DEFAULT_METHOD = "grid"
 
 
 def check_method(method: str) -> str:

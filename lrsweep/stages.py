@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrsweep.grid import Axis, SweepConfigError, build_grid
+from lrsweep.stage2_model import DEFAULT_METHOD
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +54,7 @@ class SearchPlan:
     confirm_seeds: int = 3
     report_dir: Path = Path(".")
     metric: str = "value"
-    stage2_method: str = "grid"  # grid | tpe | gp (`lrsweep.stage2_model`)
+    stage2_method: str = DEFAULT_METHOD  # grid | tpe | gp (`lrsweep.stage2_model`)
 
     @classmethod
     def from_axes(
@@ -66,7 +67,7 @@ class SearchPlan:
         confirm_seeds: int = 3,
         report_dir: Path = Path("."),
         metric: str | None = None,
-        stage2_method: str = "grid",
+        stage2_method: str = DEFAULT_METHOD,
     ) -> SearchPlan:
         """The plan for stage 1's `axes`; a grid the search cannot refine is a SweepConfigError.
         The LR axis is `lr_key`, else the one log interval (`tag(log, interval(a, b))`)."""

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import optuna
 
 from lrsweep.bounds import Proposal, propose_bounds, stage2_lrs
-from lrsweep.stage2_model import METHODS, model_stage2
+from lrsweep.stage2_model import DEFAULT_METHOD, METHODS, model_stage2
 from lrsweep.stages import study_names
 from lrsweep.stats import aggregate, format_table
 from src.cli import run_cli
@@ -77,8 +77,9 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     parser.add_argument(
         "--method",
-        default="grid",
-        help="grid (default), or tpe / gp: Optuna's sampler seeded with stage 1's trials",
+        default=DEFAULT_METHOD,
+        help=f"grid, tpe or gp (default {DEFAULT_METHOD}): tpe / gp: Optuna's sampler seeded "
+        "with stage 1's trials proposes the LRs one at a time",
     )
     args, overrides = parser.parse_known_args(argv)
     if args.points is not None and args.points < 2:

@@ -39,7 +39,7 @@ import sys
 from collections.abc import Callable
 
 from lrsweep.interrupts import interrupt_noted
-from lrsweep.stage2_model import METHODS
+from lrsweep.stage2_model import DEFAULT_METHOD, METHODS
 from src import range_test, refine, report
 from src.checks import check_output_dirs, check_sweep
 from src.cli import run_cli
@@ -112,8 +112,9 @@ def _main(argv: list[str] | None) -> int:
     )
     parser.add_argument(
         "--stage2-method",
-        default="grid",
-        help="how stage 2 spends its points: grid (default), tpe or gp (src.refine --method)",
+        default=DEFAULT_METHOD,
+        help=f"how stage 2 spends its points: grid, tpe or gp (default {DEFAULT_METHOD}; "
+        "src.refine --method)",
     )
     parser.add_argument("--confirm-top", type=int, default=3, help="LRs to confirm (default 3)")
     parser.add_argument("--confirm-seeds", type=int, default=3, help="fresh seeds (default 3)")
@@ -125,7 +126,7 @@ def _main(argv: list[str] | None) -> int:
         raise ConfigError(
             f"--stage2-method: one of {', '.join(METHODS)}, got {args.stage2_method!r}"
         )
-    if args.stage2_method != "grid":
+    if args.stage2_method != DEFAULT_METHOD:
         points += ["--method", args.stage2_method]
     own, overrides = split_range_test(overrides)
     if own and not args.auto_bounds:
