@@ -5,10 +5,10 @@ gain over stage 1, the chosen LR's test score. Pure calculations on the stages' 
 The choice pools every stage's trials of an LR (`lrsweep.stats.pool`: stage 1's best LR is part
 of stage 2's grid, and each confirm candidate keeps the trials the sweeps gave it). Among the
 confirm step's candidates when it has a finished trial, else among every LR the sweeps measured,
-it takes the lowest LR whose pooled mean is within one standard error of the best pooled mean
-(`one_se_pick`: the best LR's std / sqrt(n), the std floored at one validation example): LRs the
-seeds cannot tell apart are a tie, and the lowest of them lies furthest from the divergence cliff,
-where a longer run's optimum moves (docs/choice.md). With one trial the best mean wins. `stage` names the latest stage that ran the chosen LR. `good_range` (the LRs
+the LRs whose pooled mean is within one standard error of the best pooled mean (the best LR's
+std / sqrt(n), the std floored at one validation example) are a tie the seeds cannot break, and
+the pick is the tied LR nearest the middle of the tie in log10(lr) (`one_se_pick`,
+docs/choice.md). With one trial the best mean wins. `stage` names the latest stage that ran the chosen LR. `good_range` (the LRs
 within one std of the best mean) is taken among the same LRs, and is unknown when the best LR has
 one trial; the interpolated optimum is fitted on the sweeps (stages 1 and 2 pooled, the same
 seeds). `edge` flags a chosen LR at or past an end of the finest sweep stage's range, and,
@@ -169,10 +169,11 @@ class Choice:
 def one_se_pick(
     ranked: pd.DataFrame, direction: str = "maximize", resolution: float | None = None
 ) -> tuple[pd.Series, str]:
-    """(the picked row of a `rank`, the rule as a sentence): the lowest LR whose mean is within
-    one standard error of the best mean (the best LR's std / sqrt(n), the std floored at
-    `resolution`, one validation example); the best mean itself when its LR has one trial (no
-    standard error to measure)."""
+    """(the picked row of a `rank`, the rule as a sentence). The tie: every LR whose mean is
+    within one standard error of the best mean (the best LR's std / sqrt(n), the std floored at
+    `resolution`, one validation example); the pick: the tied LR nearest (in log10(lr)) the
+    middle of the tie, the geometric mean of its lowest and highest LR (the lower LR of two as
+    near). The best mean itself when its LR has one trial (no standard error to measure)."""
     best = ranked.iloc[0]
     n = int(best["n"])
     if n < 2:
@@ -180,12 +181,15 @@ def one_se_pick(
     se = max(float(best["std"]), resolution or 0.0) / math.sqrt(n)
     s = sign(direction)
     tied = ranked[s * ranked["mean"] >= s * float(best["mean"]) - se - TIE]
-    pick = tied.sort_values("lr", kind="stable").iloc[0]
     if len(tied) == 1:
-        return pick, f"the best mean; no other LR within one standard error ({se:.2g}) of it"
-    return pick, (
-        f"the lowest of {len(tied)} LRs within one standard error ({se:.2g}) of the best mean "
-        f"{float(best['mean']):.4g} (lr={float(best['lr']):.4g})"
+        return best, f"the best mean; no other LR within one standard error ({se:.2g}) of it"
+    low, high = float(tied["lr"].min()), float(tied["lr"].max())
+    middle = math.sqrt(low * high)
+    distance = tied["lr"].astype(float).map(lambda x: round(abs(math.log(x / middle)), 9))
+    pick = tied.assign(_d=distance).sort_values(["_d", "lr"], kind="stable").iloc[0]
+    return ranked.loc[pick.name], (
+        f"the middle of {len(tied)} LRs in [{low:.4g}, {high:.4g}] within one standard error "
+        f"({se:.2g}) of the best mean {float(best['mean']):.4g} (lr={float(best['lr']):.4g})"
     )
 
 

@@ -58,13 +58,17 @@ def test_choice_pools_stage1s_best_with_stage2_and_confirm():
     assert c.interpolated_optimum is not None
 
 
-def test_choice_takes_the_lowest_lr_within_one_standard_error_of_the_best():
+def test_choice_takes_the_middle_of_the_lrs_within_one_standard_error_of_the_best():
     s1 = agg_of({GRID[3]: 0.5, GRID[6]: 0.6}, n=1)
-    # se of the best mean: 0.01 / sqrt(3) = 0.0058; 0.900 is within it of 0.905, 0.890 is not
-    conf = agg_of({0.01: 0.900, 0.02: 0.905, 0.04: 0.890}, n=3, std=0.01)
-    c = choosing.choose({"stage1": s1, "confirm": conf})
-    assert (c.lr, c.mean) == (0.01, 0.900)
-    assert "lowest of 2 LRs within one standard error (0.0058)" in c.rule
+    # se of the best mean: 0.01 / sqrt(3) = 0.0058; 0.01, 0.02 and 0.04 are within it of 0.905,
+    # 0.08 is not: the tie spans [0.01, 0.04], its middle is 0.02
+    tie = {0.01: 0.900, 0.02: 0.901, 0.04: 0.905, 0.08: 0.890}
+    c = choosing.choose({"stage1": s1, "confirm": agg_of(tie, n=3, std=0.01)})
+    assert (c.lr, c.mean) == (0.02, pytest.approx(0.901))
+    assert "the middle of 3 LRs in [0.01, 0.04] within one standard error (0.0058)" in c.rule
+    # two tied: equally near their middle, the lower
+    two = agg_of({0.01: 0.900, 0.02: 0.905, 0.04: 0.890}, n=3, std=0.01)
+    assert choosing.choose({"stage1": s1, "confirm": two}).lr == 0.01
     # a gap larger than the standard error: the best mean
     apart = agg_of({0.01: 0.890, 0.02: 0.905, 0.04: 0.880}, n=3, std=0.01)
     c = choosing.choose({"stage1": s1, "confirm": apart})
