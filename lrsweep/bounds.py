@@ -17,8 +17,9 @@ COMPLETE trial; a diverged trial counts, with accuracy 0; an LR whose trials all
 Stage 2's LRs (`stage2_lrs`): stage 1's best LR always lies strictly inside the new range, and
 stage 2's grid always holds it, whatever `points`: the range is cut at the best LR, each side gets
 a log-uniform share of the grid steps in proportion to its log-length, and the `points` LRs are
-every grid point except the best itself, which stage 1 already measured on the same seeds (a CPU
-run is deterministic: running it again would repeat the same number). The report pools every
+every grid point except those stage 1 already measured on the same seeds (the best, and an end
+that is a stage-1 grid point; a CPU run is deterministic: running them again would repeat the
+same numbers). The report pools every
 stage's trials of an LR (`lrsweep.stats.pool`), so the best LR of stage 1 competes in stage 2's
 grid with the trials it has.
 """
@@ -26,6 +27,7 @@ grid with the trials it has.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,20 +102,26 @@ def propose_bounds(
     )
 
 
-def stage2_lrs(low: float, high: float, anchor: float, points: int) -> list[float]:
-    """The `points` new LRs of stage 2 in [low, high], ends included, on a grid that also holds
-    `anchor` (stage 1's best, not returned: already measured). The `points` steps of the grid are
-    split between the two sides of `anchor` in proportion to their log-lengths (at least one
-    each), each side log-uniform. An `anchor` outside (low, high): `points` LRs log-uniform."""
+def stage2_lrs(
+    low: float, high: float, anchor: float, points: int, measured: Sequence[float] = ()
+) -> list[float]:
+    """The `points` new LRs of stage 2 in [low, high], on a grid that also holds `anchor` (stage
+    1's best) and the range's ends. Neither `anchor` nor an end among `measured` (stage 1's LRs,
+    to 1e-9) is returned: stage 1 measured them on the same seeds. The grid's steps are split
+    between the two sides of `anchor` in proportion to their log-lengths (at least one each),
+    each side log-uniform. An `anchor` outside (low, high): `points` LRs log-uniform."""
     if not low < anchor < high:
         return [float(x) for x in np.logspace(math.log10(low), math.log10(high), points)]
+    known_low = any(math.isclose(low, m, rel_tol=1e-9) for m in measured)
+    known_high = any(math.isclose(high, m, rel_tol=1e-9) for m in measured)
+    steps = points + known_low + known_high
     share = math.log(anchor / low) / math.log(high / low)
-    left = min(max(round(points * share), 1), points - 1) if points >= 2 else 1
+    left = min(max(round(steps * share), 1), steps - 1)
     below = np.logspace(math.log10(low), math.log10(anchor), left + 1)[:-1]
-    above = np.logspace(math.log10(anchor), math.log10(high), points - left + 1)[1:]
+    above = np.logspace(math.log10(anchor), math.log10(high), steps - left + 1)[1:]
     lrs = [float(x) for x in (*below, *above)]
     lrs[0], lrs[-1] = float(low), float(high)  # the ends exactly, whatever logspace's rounding
-    return lrs
+    return lrs[int(known_low) : len(lrs) - int(known_high)]
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,8 @@ def run_later_stages(
         return frames["stage2"]
 
     if plan.stage2_method == "grid":
-        stage2(stage2_lrs(proposal.low, proposal.high, proposal.best_lr, plan.points))
+        measured = [float(x) for x in frames["stage1"]["lr"].dropna()]
+        stage2(stage2_lrs(proposal.low, proposal.high, proposal.best_lr, plan.points, measured))
     else:
         from lrsweep.stage2_model import model_stage2
 

@@ -48,11 +48,13 @@ def stage2_overrides(
     proposal: Proposal,
     points: int,
     lrs: Sequence[float] | None = None,
+    measured: Sequence[float] = (),
 ) -> list[str]:
     """The overrides of the stage-2 sweep: its study, its range, and its LRs exactly: `lrs`, by
-    default the `points` of `stage2_lrs` (a grid that holds stage 1's best, not run again)."""
+    default the `points` of `stage2_lrs` (a grid through stage 1's best; neither it nor an end
+    among `measured`, stage 1's LRs, is run again)."""
     if lrs is None:
-        lrs = stage2_lrs(proposal.low, proposal.high, proposal.best_lr, int(points))
+        lrs = stage2_lrs(proposal.low, proposal.high, proposal.best_lr, int(points), measured)
     return replace_overrides(
         overrides,
         {
@@ -94,7 +96,7 @@ def _main(argv: Sequence[str] | None) -> int:
     agg = aggregate(trials_frame(study))
     proposal = propose_bounds(agg, float(cfg.sweep.low), float(cfg.sweep.high), direction)
     points = args.points or int(cfg.sweep.points)
-    stage2 = stage2_overrides(overrides, name, proposal, points)
+    stage2 = stage2_overrides(overrides, name, proposal, points, measured=list(agg["lr"]))
 
     print(f"study {name} ({shown_url(storage_url)}): {len(agg)} LRs")
     print(format_table(agg))

@@ -122,7 +122,7 @@ def test_fewer_than_two_finished_points_is_a_config_error(tmp_path):
 def test_stage2_overrides_replace_keys_and_keep_floats_exact():
     p = bounds.Proposal(0.1 / 3, 0.1 * 3, "r", 0.1, 0.9, 0.0, (0.1,), None)
     out = refine.stage2_overrides(["data=mnist1d", "study.name=x", "sweep.points=7"], "x", p, 12)
-    lrs = bounds.stage2_lrs(p.low, p.high, p.best_lr, 12)
+    lrs = bounds.stage2_lrs(p.low, p.high, p.best_lr, 12)  # no `measured`: the ends included
     assert out == [
         "data=mnist1d",
         "study.name=x-stage2",
@@ -142,18 +142,18 @@ def test_stage2_overrides_replace_keys_and_keep_floats_exact():
 @pytest.mark.parametrize("best", [4, 0, 9])  # interior, at the low edge, at the high edge
 def test_stage2_grid_holds_stage1_best_whatever_points(tmp_path, points, best):
     p = propose(grid_study(tmp_path, means=peak_at(best)))
-    lrs = bounds.stage2_lrs(p.low, p.high, p.best_lr, points)
+    lrs = bounds.stage2_lrs(p.low, p.high, p.best_lr, points, measured=GRID)
     assert len(lrs) == points and lrs == sorted(lrs) and len(set(lrs)) == points
-    assert (lrs[0], lrs[-1]) == (p.low, p.high)
     assert p.low < p.best_lr < p.high  # the best is inside the range, on the grid ...
-    grid = np.log([*lrs, p.best_lr])
-    steps = np.diff(np.sort(grid))
-    below, above = (
-        steps[: sum(x < p.best_lr for x in lrs)],
-        steps[sum(x < p.best_lr for x in lrs) :],
-    )
+    grid = sorted({*lrs, p.best_lr, p.low, p.high})
+    assert (grid[0], grid[-1]) == (p.low, p.high)
+    steps = np.diff(np.log(grid))
+    split = grid.index(p.best_lr)
+    below, above = steps[:split], steps[split:]
     assert np.allclose(below, below[0]) and np.allclose(above, above[0])  # log-uniform each side
-    assert not any(np.isclose(lrs, p.best_lr, rtol=1e-9))  # ... and not run again
+    # ... and neither it nor an end stage 1 measured (the same seeds) is run again
+    assert not any(np.isclose(lrs, x, rtol=1e-9).any() for x in GRID)
+    assert len(grid) == points + 1 + sum(end in GRID for end in (p.low, p.high))
 
 
 def test_cli_unknown_study_is_one_line_and_status_2(tmp_path, capsys):
