@@ -137,25 +137,41 @@ class Edge:
     high: float
 
 
-def sweep_edge(aggs: dict[str, pd.DataFrame], direction: str = "maximize") -> Edge | None:
-    """Is the best LR of the sweeps (stage 1 and 2 pooled, `lrsweep.stats.pool`) inside the finest
-    sweep stage's range, or at one of its ends? None when inside (or nothing to rank)."""
-    from lrsweep.stats import finest_stage, pool
+def finest_range(
+    aggs: dict[str, pd.DataFrame], direction: str = "maximize"
+) -> tuple[str, float, float] | None:
+    """(the finest sweep stage, its range): stage 2's is the range `propose_bounds` gives on stage
+    1's trials (its grid holds stage-1 LRs it does not run again: stage 1's best, a measured end);
+    stage 1's runs from its lowest to its highest LR. None with fewer than 2 LRs."""
+    from lrsweep.stats import finest_stage
 
     stage = finest_stage(aggs)
+    if stage == "stage2":
+        proposal = propose_bounds(aggs["stage1"], 0.0, 0.0, direction)
+        return stage, proposal.low, proposal.high
     if stage not in aggs:
         return None
-    sweeps = pool([aggs[s] for s in ("stage1", "stage2") if s in aggs])
     grid = sorted(float(x) for x in aggs[stage].loc[aggs[stage]["n"] > 0, "lr"])
-    if len(grid) < 2:
+    return (stage, grid[0], grid[-1]) if len(grid) >= 2 else None
+
+
+def sweep_edge(aggs: dict[str, pd.DataFrame], direction: str = "maximize") -> Edge | None:
+    """Is the best LR of the sweeps (stage 1 and 2 pooled, `lrsweep.stats.pool`) inside the finest
+    sweep stage's range (`finest_range`), or at one of its ends? None when inside (or nothing to
+    rank)."""
+    from lrsweep.stats import pool
+
+    found = finest_range(aggs, direction)
+    if found is None:
         return None
-    low, high = grid[0], grid[-1]
+    stage, low, high = found
+    sweeps = pool([aggs[s] for s in ("stage1", "stage2") if s in aggs])
     inside = sweeps[(sweeps["lr"] >= low * (1 - 1e-9)) & (sweeps["lr"] <= high * (1 + 1e-9))]
     ranked = rank(inside, direction)
-    if not len(ranked):
+    points = sorted(float(x) for x in inside.loc[inside["n"] > 0, "lr"])
+    if not len(ranked) or len(points) < 2:
         return None
     best = float(ranked.iloc[0]["lr"])
-    points = sorted(float(x) for x in inside.loc[inside["n"] > 0, "lr"])
     if math.isclose(best, low, rel_tol=1e-9):
         return Edge(stage, "low", best, low * low / points[1], low, high)
     if math.isclose(best, high, rel_tol=1e-9):

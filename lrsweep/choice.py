@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from lrsweep.bounds import Edge, sweep_edge
+from lrsweep.bounds import Edge, finest_range, sweep_edge
 from lrsweep.grid import SweepConfigError
 from lrsweep.stats import (
     TIE,
@@ -213,11 +213,10 @@ def edge_of(
     """(side, note) when the chosen `lr` is at or past an end of the finest sweep stage's range,
     or, without a confirm step, when the sweeps' best is at one (module docstring); (None, "")
     when the optimum is inside the range."""
-    stage = finest_stage(aggs)
-    done = aggs[stage].loc[aggs[stage]["n"] > 0, "lr"].astype(float) if stage in aggs else []
-    if len(done) < 2:
+    found = finest_range(dict(aggs), direction)
+    if found is None:
         return None, ""
-    low, high = float(done.min()), float(done.max())
+    stage, low, high = found
     where = f"{stage}'s range [{low:.4g}, {high:.4g}]"
     if lr <= low * (1 + 1e-9) or lr >= high * (1 - 1e-9):
         side = "low" if lr <= low * (1 + 1e-9) else "high"

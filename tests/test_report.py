@@ -83,12 +83,16 @@ def test_choice_takes_the_middle_of_the_lrs_within_one_standard_error_of_the_bes
 
 
 def test_an_optimum_at_the_edge_of_stage2s_range_is_flagged_and_extended(tmp_path):
-    s1 = agg_of({GRID[4]: 0.80, GRID[5]: 0.85, GRID[6]: 0.70}, n=1)
-    fine = [GRID[5] * 0.8, GRID[5] * 1.25, GRID[5] * 1.5]  # rising to the high end
-    s2 = agg_of(dict(zip(fine, [0.84, 0.86, 0.88], strict=True)), n=1)
+    from lrsweep.bounds import propose_bounds, stage2_lrs
+
+    s1 = agg_of({GRID[7]: 0.80, GRID[8]: 0.85, GRID[9]: 0.86}, n=1)  # best at stage 1's top
+    p = propose_bounds(s1, GRID[7], GRID[9])
+    fine = stage2_lrs(p.low, p.high, p.best_lr, 3, measured=list(s1["lr"]))
+    assert fine[-1] == p.high > GRID[9]  # stage 2 reaches past stage 1's range
+    s2 = agg_of(dict(zip(fine, [0.87, 0.88, 0.89], strict=True)), n=1)  # rising to its end
     c = choosing.choose({"stage1": s1, "stage2": s2})
     assert (c.lr, c.edge) == (fine[-1], "high") and "high end of stage2's range" in c.edge_note
-    # the confirm step measures one stage-2 grid step past the edge: the range extends
+    # the confirm step measures one grid step past the edge: the range extends
     frames = {
         "stage1": pd.DataFrame(_rows(s1, seeds=[0])),
         "stage2": pd.DataFrame(_rows(s2, seeds=[0])),
@@ -97,11 +101,11 @@ def test_an_optimum_at_the_edge_of_stage2s_range_is_flagged_and_extended(tmp_pat
     beyond = fine[-1] * fine[-1] / fine[-2]
     assert plan.lrs[0] == fine[-1] and any(np.isclose(plan.lrs, beyond, rtol=1e-9))
     # chosen past the end, after the confirm step: still flagged, "past"
-    conf = agg_of({fine[-1]: 0.87, beyond: 0.89}, n=2, std=0.002)
+    conf = agg_of({fine[-1]: 0.87, beyond: 0.90}, n=2, std=0.002)
     c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": conf})
     assert (c.lr, c.edge) == (beyond, "high") and "past the high end" in c.edge_note
     # an interior optimum is not flagged
-    s2_peak = agg_of(dict(zip(fine, [0.84, 0.88, 0.86], strict=True)), n=1)
+    s2_peak = agg_of(dict(zip(fine, [0.87, 0.89, 0.88], strict=True)), n=1)
     assert choosing.choose({"stage1": s1, "stage2": s2_peak}).edge is None
 
 
