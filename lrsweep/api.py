@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrsweep.grid import Axis, SweepConfigError, build_grid, log_axis
+from lrsweep.stage2_model import DEFAULT_METHOD
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,6 +59,7 @@ def search(
     metric: str = "value",
     search: str = "full",
     stage2_points: int | None = None,
+    stage2_method: str = DEFAULT_METHOD,
     confirm_top: int = 3,
     confirm_seeds: int = 3,
     report_dir: str | Path | None = None,
@@ -66,7 +68,9 @@ def search(
     """Searches the LR of `train_fn(lr, seed) -> metric`: stage 1 (`points` LRs log-uniform in
     [low, high] x `seeds`), then with `search="full"` stage 2, the confirm step on
     `confirm_seeds` fresh seeds, and the report (`trials.csv`, `curve.png`, `best.yaml` in
-    `report_dir`, default `lrsweep-reports/<study>`). Studies: `<study>`, `<study>-stage2`,
+    `report_dir`, default `lrsweep-reports/<study>`). `stage2_method`: stage 2's LRs on a grid
+    through stage 1's best ("grid"), or proposed one at a time by Optuna's TPE ("tpe") or GP
+    ("gp") sampler seeded with stage 1's trials (`lrsweep.stage2_model`), same budget. Studies: `<study>`, `<study>-stage2`,
     `<study>-confirm` in `storage`. Bad settings raise ValueError before any training; Ctrl-C
     marks the trials in flight failed and raises KeyboardInterrupt (re-run to resume); a
     `train_fn` that raises fails its trial and, past `max_failure_rate`, stops the search with
@@ -92,6 +96,7 @@ def search(
         lr_key="lr",
         seed_key="seed",
         points=stage2_points or points,
+        stage2_method=stage2_method,
         confirm_top=confirm_top,
         confirm_seeds=confirm_seeds,
         report_dir=Path(report_dir or Path("lrsweep-reports") / study),

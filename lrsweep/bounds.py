@@ -13,12 +13,24 @@ COMPLETE trial; a diverged trial counts, with accuracy 0; an LR whose trials all
   is a grid point like any other: a best just below the divergence is interior, bounded above by
   the first diverged LR;
 - nothing usable (fewer than 2 LRs with a finished, non-diverged trial): SweepConfigError.
+
+Stage 2's LRs (`stage2_lrs`): stage 1's best LR always lies strictly inside the new range, and
+stage 2's grid always holds it, whatever `points`: the range is cut at the best LR, each side gets
+a log-uniform share of the grid steps in proportion to its log-length, and the `points` LRs are
+every grid point except those stage 1 already measured on the same seeds (the best, and an end
+that is a stage-1 grid point; a CPU run is deterministic: running them again would repeat the
+same numbers). The report pools every
+stage's trials of an LR (`lrsweep.stats.pool`), so the best LR of stage 1 competes in stage 2's
+grid with the trials it has.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from lrsweep.grid import SweepConfigError
@@ -88,3 +100,80 @@ def propose_bounds(
         top_lrs=tuple(top),
         edge=edge,
     )
+
+
+def stage2_lrs(
+    low: float, high: float, anchor: float, points: int, measured: Sequence[float] = ()
+) -> list[float]:
+    """The `points` new LRs of stage 2 in [low, high], on a grid that also holds `anchor` (stage
+    1's best) and the range's ends. Neither `anchor` nor an end among `measured` (stage 1's LRs,
+    to 1e-9) is returned: stage 1 measured them on the same seeds. The grid's steps are split
+    between the two sides of `anchor` in proportion to their log-lengths (at least one each),
+    each side log-uniform. An `anchor` outside (low, high): `points` LRs log-uniform."""
+    if not low < anchor < high:
+        return [float(x) for x in np.logspace(math.log10(low), math.log10(high), points)]
+    known_low = any(math.isclose(low, m, rel_tol=1e-9) for m in measured)
+    known_high = any(math.isclose(high, m, rel_tol=1e-9) for m in measured)
+    steps = points + known_low + known_high
+    share = math.log(anchor / low) / math.log(high / low)
+    left = min(max(round(steps * share), 1), steps - 1)
+    below = np.logspace(math.log10(low), math.log10(anchor), left + 1)[:-1]
+    above = np.logspace(math.log10(anchor), math.log10(high), steps - left + 1)[1:]
+    lrs = [float(x) for x in (*below, *above)]
+    lrs[0], lrs[-1] = float(low), float(high)  # the ends exactly, whatever logspace's rounding
+    return lrs[int(known_low) : len(lrs) - int(known_high)]
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The sweeps' best LR sits at an end of the finest sweep stage's range: the optimum may lie
+    beyond it. `beyond` is one grid step (the end's distance to its neighbour) past that end."""
+
+    stage: str  # the finest sweep stage ("stage2", else "stage1")
+    side: str  # "low" or "high"
+    lr: float  # the best LR, at the end of the range
+    beyond: float
+    low: float  # the stage's range
+    high: float
+
+
+def finest_range(
+    aggs: dict[str, pd.DataFrame], direction: str = "maximize"
+) -> tuple[str, float, float] | None:
+    """(the finest sweep stage, its range): stage 2's is the range `propose_bounds` gives on stage
+    1's trials (its grid holds stage-1 LRs it does not run again: stage 1's best, a measured end);
+    stage 1's runs from its lowest to its highest LR. None with fewer than 2 LRs."""
+    from lrsweep.stats import finest_stage
+
+    stage = finest_stage(aggs)
+    if stage == "stage2":
+        proposal = propose_bounds(aggs["stage1"], 0.0, 0.0, direction)
+        return stage, proposal.low, proposal.high
+    if stage not in aggs:
+        return None
+    grid = sorted(float(x) for x in aggs[stage].loc[aggs[stage]["n"] > 0, "lr"])
+    return (stage, grid[0], grid[-1]) if len(grid) >= 2 else None
+
+
+def sweep_edge(aggs: dict[str, pd.DataFrame], direction: str = "maximize") -> Edge | None:
+    """Is the best LR of the sweeps (stage 1 and 2 pooled, `lrsweep.stats.pool`) inside the finest
+    sweep stage's range (`finest_range`), or at one of its ends? None when inside (or nothing to
+    rank)."""
+    from lrsweep.stats import pool
+
+    found = finest_range(aggs, direction)
+    if found is None:
+        return None
+    stage, low, high = found
+    sweeps = pool([aggs[s] for s in ("stage1", "stage2") if s in aggs])
+    inside = sweeps[(sweeps["lr"] >= low * (1 - 1e-9)) & (sweeps["lr"] <= high * (1 + 1e-9))]
+    ranked = rank(inside, direction)
+    points = sorted(float(x) for x in inside.loc[inside["n"] > 0, "lr"])
+    if not len(ranked) or len(points) < 2:
+        return None
+    best = float(ranked.iloc[0]["lr"])
+    if math.isclose(best, low, rel_tol=1e-9):
+        return Edge(stage, "low", best, low * low / points[1], low, high)
+    if math.isclose(best, high, rel_tol=1e-9):
+        return Edge(stage, "high", best, high * high / points[-2], low, high)
+    return None

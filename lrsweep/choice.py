@@ -2,9 +2,19 @@
 gain over stage 1, the chosen LR's test score. Pure calculations on the stages' per-LR statistics
 (`lrsweep.stats.aggregate`, stage -> table); no I/O.
 
-The choice: the best mean of the confirm stage when it has a finished trial, else of the finest
-sweep stage (stage 2 if it has a finished trial, else stage 1). `good_range` (the LRs within one std of
-the best mean) is taken in that same stage, and is unknown when the best LR has one seed; the interpolated optimum is fitted on the finest sweep stage (the dense grid).
+The choice pools every stage's trials of an LR (`lrsweep.stats.pool`: stage 1's best LR is part
+of stage 2's grid, and each confirm candidate keeps the trials the sweeps gave it). Among the
+confirm step's candidates when it has a finished trial, else among every LR the sweeps measured,
+the LRs whose pooled mean is within one standard error of the best pooled mean (the best LR's
+std / sqrt(n), the std floored at one validation example) are a tie the seeds cannot break, and
+the pick is the tied LR nearest the middle of the tie in log10(lr) (`one_se_pick`,
+docs/choice.md). With one trial the best mean wins. `stage` names the latest stage that ran the chosen LR. `good_range` (the LRs
+within one std of the best mean) is taken among the same LRs, and is unknown when the best LR has
+one trial; the interpolated optimum is fitted on the sweeps (stages 1 and 2 pooled, the same
+seeds). `edge` flags a chosen LR at or past an end of the finest sweep stage's range, and,
+without a confirm step, a best LR of the sweeps at such an end (`lrsweep.bounds.sweep_edge`; the
+confirm step measures one grid step past it, so the choice can move there): the optimum may lie
+further out.
 
 Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
 seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. One rule for
@@ -18,6 +28,7 @@ std where n_val is not recorded. `noise` is the interval's half-width.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -25,8 +36,18 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from lrsweep.bounds import Edge, finest_range, sweep_edge
 from lrsweep.grid import SweepConfigError
-from lrsweep.stats import finest_stage, fit_optimum, rank, sign, top_set, welch_difference
+from lrsweep.stats import (
+    TIE,
+    finest_stage,
+    fit_optimum,
+    pool,
+    rank,
+    sign,
+    top_set,
+    welch_difference,
+)
 
 # best.yaml's `good_range` and the printed line when the chosen LR has one seed.
 GOOD_RANGE_UNKNOWN = "unknown (one seed: no spread to measure)"
@@ -131,15 +152,87 @@ def stage2_gain(
 
 @dataclass(frozen=True)
 class Choice:
-    stage: str  # where the chosen LR comes from
+    stage: str  # the latest stage that ran the chosen LR
     lr: float
-    mean: float
+    mean: float  # over every stage's trials of the chosen LR (pooled)
     std: float
     n: int
     good_range: tuple[float, float] | None  # None: unknown (one seed, no spread to measure)
     interpolated_optimum: float | None
     stage2_gain: Stage2Gain | None = None
     optimum_note: str = ""  # how the interpolated optimum was found, or why there is none
+    edge: str | None = None  # "low" / "high": the optimum may lie beyond the searched range
+    edge_note: str = ""  # what lies at the edge, and what to do
+    rule: str = ""  # how the LR was picked among the candidates (`one_se_pick`)
+
+
+def one_se_pick(
+    ranked: pd.DataFrame, direction: str = "maximize", resolution: float | None = None
+) -> tuple[pd.Series, str]:
+    """(the picked row of a `rank`, the rule as a sentence). The tie: every LR whose mean is
+    within one standard error of the best mean (the best LR's std / sqrt(n), the std floored at
+    `resolution`, one validation example); the pick: the tied LR nearest (in log10(lr)) the
+    middle of the tie, the geometric mean of its lowest and highest LR (the lower LR of two as
+    near). The best mean itself when its LR has one trial (no standard error to measure)."""
+    best = ranked.iloc[0]
+    n = int(best["n"])
+    if n < 2:
+        return best, "the best mean (one trial: no standard error to measure)"
+    se = max(float(best["std"]), resolution or 0.0) / math.sqrt(n)
+    s = sign(direction)
+    tied = ranked[s * ranked["mean"] >= s * float(best["mean"]) - se - TIE]
+    if len(tied) == 1:
+        return best, f"the best mean; no other LR within one standard error ({se:.2g}) of it"
+    low, high = float(tied["lr"].min()), float(tied["lr"].max())
+    middle = math.sqrt(low * high)
+    distance = tied["lr"].astype(float).map(lambda x: round(abs(math.log(x / middle)), 9))
+    pick = tied.assign(_d=distance).sort_values(["_d", "lr"], kind="stable").iloc[0]
+    return ranked.loc[pick.name], (
+        f"the middle of {len(tied)} LRs in [{low:.4g}, {high:.4g}] within one standard error "
+        f"({se:.2g}) of the best mean {float(best['mean']):.4g} (lr={float(best['lr']):.4g})"
+    )
+
+
+def _isin(lrs: pd.Series, among: pd.Series) -> pd.Series:
+    """Which of `lrs` are (to 1e-9 relative) among `among`."""
+    targets = among.astype(float).to_numpy()
+    return lrs.astype(float).apply(lambda x: bool(np.isclose(targets, x, rtol=1e-9, atol=0).any()))
+
+
+def _latest_stage(aggs: Mapping[str, pd.DataFrame], lr: float) -> str:
+    """The latest stage (stage1, stage2, confirm) with a finished trial of `lr`."""
+    held = [
+        s for s in ("stage1", "stage2", "confirm") if s in aggs and _row_at(aggs[s], lr) is not None
+    ]
+    return held[-1] if held else finest_stage(aggs)
+
+
+def edge_of(
+    aggs: Mapping[str, pd.DataFrame], lr: float, direction: str = "maximize"
+) -> tuple[str | None, str]:
+    """(side, note) when the chosen `lr` is at or past an end of the finest sweep stage's range,
+    or, without a confirm step, when the sweeps' best is at one (module docstring); (None, "")
+    when the optimum is inside the range."""
+    found = finest_range(dict(aggs), direction)
+    if found is None:
+        return None, ""
+    stage, low, high = found
+    where = f"{stage}'s range [{low:.4g}, {high:.4g}]"
+    if lr <= low * (1 + 1e-9) or lr >= high * (1 - 1e-9):
+        side = "low" if lr <= low * (1 + 1e-9) else "high"
+        past = "at" if low * (1 - 1e-9) <= lr <= high * (1 + 1e-9) else "past"
+        further = "below" if side == "low" else "above"
+        return side, (
+            f"the chosen lr={lr:.4g} is {past} the {side} end of {where}: the optimum may lie "
+            f"further {further}; search again with a range around it"
+        )
+    edge: Edge | None = sweep_edge(dict(aggs), direction)
+    if edge is not None and "confirm" not in aggs:
+        return edge.side, (
+            f"the sweeps' best lr={edge.lr:.4g} is at the {edge.side} end of {where}: the "
+            f"optimum may lie beyond it (the confirm step would also measure lr={edge.beyond:.4g})"
+        )
+    return None, ""
 
 
 def choose(
@@ -149,20 +242,23 @@ def choose(
 ) -> Choice:
     """The chosen LR (rules: module docstring). `aggs`: stage -> `lrsweep.stats.aggregate`;
     `resolution`: one validation example, 1 / n_val (None: unknown)."""
-    sweep = finest_stage(aggs)
-    stage = "confirm" if "confirm" in aggs and len(rank(aggs["confirm"])) else sweep
-    ranked = rank(aggs[stage], direction) if stage in aggs else pd.DataFrame()
+    sweeps = pool([aggs[s] for s in ("stage1", "stage2") if s in aggs])
+    pooled = pool([aggs[s] for s in ("stage1", "stage2", "confirm") if s in aggs])
+    if "confirm" in aggs and len(rank(aggs["confirm"])):
+        candidates = pooled[_isin(pooled["lr"], rank(aggs["confirm"])["lr"])]
+    else:
+        candidates = pooled
+    ranked = rank(candidates, direction) if len(candidates) else pd.DataFrame()
     if not len(ranked):
         raise SweepConfigError(
             "report: no finished non-diverged trial in any stage; nothing to choose from"
         )
-    best = ranked.iloc[0]
+    best, rule = one_se_pick(ranked, direction, resolution)
     good = top_set(ranked, direction)["lr"] if best["n"] >= 2 else None  # one seed: no std
-    optimum, note = (
-        fit_optimum(aggs[sweep], direction=direction) if sweep in aggs else (None, "no sweep")
-    )
+    optimum, note = fit_optimum(sweeps, direction=direction) if len(sweeps) else (None, "no sweep")
+    edge, edge_note = edge_of(aggs, float(best["lr"]), direction)
     return Choice(
-        stage=stage,
+        stage=_latest_stage(aggs, float(best["lr"])),
         lr=float(best["lr"]),
         mean=float(best["mean"]),
         std=float(best["std"]),
@@ -171,6 +267,9 @@ def choose(
         interpolated_optimum=optimum,
         stage2_gain=stage2_gain(aggs, resolution, direction),
         optimum_note=note,
+        edge=edge,
+        edge_note=edge_note,
+        rule=rule,
     )
 
 

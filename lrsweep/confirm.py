@@ -5,9 +5,11 @@ partly the luckiest. The confirm step re-runs the candidates on seeds no sweep s
 study `<name>-confirm`, and the report chooses among them (`lrsweep.choice`).
 
 Candidates (`plan_confirm`): the top `top_k` LRs of the finest sweep stage (stage 2 when it has a
-finished trial, else stage 1), its interpolated optimum when there is one, and, when the finest
+finished trial, else stage 1), the interpolated optimum of stages 1 and 2 pooled when there is one, and, when the finest
 stage is stage 2, stage 1's best LR too, so that the report weighs stage 2's gain over stage 1 on
-the same fresh seeds. Seeds: `n_seeds` integers above every seed the sweeps used. The plan is
+the same fresh seeds; when the sweeps' best LR sits at an end of the finest stage's range
+(`lrsweep.bounds.sweep_edge`), the LR one grid step past that end too: the range extends where
+the optimum may lie. Seeds: `n_seeds` integers above every seed the sweeps used. The plan is
 deterministic, so a re-run plans the same trials (and the resumable sweep adds none).
 """
 
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from lrsweep.bounds import sweep_edge
 from lrsweep.grid import SweepConfigError
-from lrsweep.stats import aggregate, finest_stage, interpolated_optimum, rank
+from lrsweep.stats import aggregate, finest_stage, interpolated_optimum, pool, rank
 
 
 def confirm_candidates(
@@ -67,9 +70,13 @@ def plan_confirm(
     stage = finest_stage(aggs)
     if stage not in aggs or not len(rank(aggs[stage])):
         raise SweepConfigError("confirm: no finished non-diverged trial in stage 1 or 2")
-    extra = [interpolated_optimum(aggs[stage], direction=direction)]
+    pooled = pool(list(aggs.values()))  # stage 1's best is part of stage 2's grid
+    extra = [interpolated_optimum(pooled, direction=direction)]
     if stage == "stage2":
         extra.append(float(rank(aggs["stage1"], direction)["lr"].iloc[0]))
+    edge = sweep_edge(aggs, direction)
+    if edge is not None:
+        extra.append(edge.beyond)
     lrs = confirm_candidates(aggs[stage], top_k, extra, direction)
     used = pd.concat([f["seed"] for f in sweeps.values()]).dropna().astype(int).tolist()
     return ConfirmPlan(stage=stage, lrs=lrs, seeds=fresh_seeds(used, n_seeds))

@@ -5,8 +5,10 @@ and the report. Every adapter runs it the same way (`run_later_stages`): the Hyd
 `run_stage`, so every stage is exactly-once and resumable: re-running the search re-runs only
 what is missing, and plans the same later stages from the same finished trials.
 
-1. stage 2: `propose_bounds` on stage 1's per-LR statistics, then `points` LRs log-uniform in the
-   new range, on stage 1's seeds;
+1. stage 2: `propose_bounds` on stage 1's per-LR statistics, then `points` new LRs in the new
+   range, on stage 1's seeds: on a grid that holds stage 1's best (`stage2_lrs`, method "grid"),
+   or proposed one at a time by Optuna's TPE or GP sampler seeded with stage 1's trials
+   (`lrsweep.stage2_model`, methods "tpe" and "gp");
 2. confirm: the best LRs of the finest stage, the interpolated optimum and stage 1's best, on
    `confirm_seeds` seeds no sweep used (`plan_confirm`); skipped, with a note, when the app has
    no seed key (fresh seeds would be the same run again);
@@ -22,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrsweep.grid import Axis, SweepConfigError, build_grid, log_axis
+from lrsweep.grid import Axis, SweepConfigError, build_grid
+from lrsweep.stage2_model import DEFAULT_METHOD
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,6 +54,7 @@ class SearchPlan:
     confirm_seeds: int = 3
     report_dir: Path = Path(".")
     metric: str = "value"
+    stage2_method: str = DEFAULT_METHOD  # grid | tpe | gp (`lrsweep.stage2_model`)
 
     @classmethod
     def from_axes(
@@ -63,6 +67,7 @@ class SearchPlan:
         confirm_seeds: int = 3,
         report_dir: Path = Path("."),
         metric: str | None = None,
+        stage2_method: str = DEFAULT_METHOD,
     ) -> SearchPlan:
         """The plan for stage 1's `axes`; a grid the search cannot refine is a SweepConfigError.
         The LR axis is `lr_key`, else the one log interval (`tag(log, interval(a, b))`)."""
@@ -99,6 +104,12 @@ class SearchPlan:
             raise SweepConfigError(f"stage 2 points={points!r}: need an integer >= 2")
         if confirm_top < 1 or confirm_seeds < 1:
             raise SweepConfigError("confirm_top and confirm_seeds must be >= 1")
+        from lrsweep.stage2_model import check_method
+
+        try:
+            check_method(stage2_method)
+        except ValueError as err:
+            raise SweepConfigError(str(err)) from None
         return cls(
             lr_key=lr_key,
             seed_key=seed_key,
@@ -110,6 +121,7 @@ class SearchPlan:
             confirm_seeds=confirm_seeds,
             report_dir=Path(report_dir),
             metric=metric or "value",
+            stage2_method=stage2_method,
         )
 
     def seed_axis(self, seeds: Sequence[int]) -> list[Axis]:
@@ -147,7 +159,7 @@ def run_later_stages(
     plan: SearchPlan, stage1: SweepSpec, run_stage: Callable[[SweepSpec], SweepResult]
 ) -> SearchReport:
     """Stage 2, the confirm step and the report after `stage1` ran (module docstring)."""
-    from lrsweep.bounds import propose_bounds
+    from lrsweep.bounds import propose_bounds, stage2_lrs
     from lrsweep.confirm import plan_confirm
     from lrsweep.stats import aggregate
 
@@ -156,8 +168,6 @@ def run_later_stages(
     frames = {"stage1": _frame(names["stage1"], url, plan)}
     proposal = propose_bounds(aggregate(frames["stage1"]), plan.low, plan.high, direction)
     print(f"\n[lrsweep] stage 2: [{proposal.low:.4g}, {proposal.high:.4g}] -- {proposal.reason}")
-    axes = [log_axis(plan.lr_key, proposal.low, proposal.high, plan.points)]
-    axes += plan.seed_axis(plan.seeds)
 
     def sweep(stage: str, axes: list[Axis], parent: str, **attrs: Any) -> None:
         """Stage `stage` as a sweep of its own study, its trials then read into `frames`."""
@@ -172,8 +182,36 @@ def run_later_stages(
         run_stage(spec)
         frames[stage] = _frame(names[stage], url, plan)
 
-    proposal_attrs = {"low": proposal.low, "high": proposal.high, "reason": proposal.reason}
-    sweep("stage2", axes, "stage1", proposal=proposal_attrs)
+    proposal_attrs = {
+        "low": proposal.low,
+        "high": proposal.high,
+        "reason": proposal.reason,
+        "stage1_best": proposal.best_lr,
+        "method": plan.stage2_method,
+    }
+
+    def stage2(lrs: list[float]) -> pd.DataFrame:
+        """Stage 2 over `lrs` on stage 1's seeds; its trials frame."""
+        axes = [Axis(plan.lr_key, lrs), *plan.seed_axis(plan.seeds)]
+        sweep("stage2", axes, "stage1", proposal=proposal_attrs)
+        return frames["stage2"]
+
+    if plan.stage2_method == "grid":
+        measured = [float(x) for x in frames["stage1"]["lr"].dropna()]
+        stage2(stage2_lrs(proposal.low, proposal.high, proposal.best_lr, plan.points, measured))
+    else:
+        from lrsweep.stage2_model import model_stage2
+
+        print(f"[lrsweep] stage 2 by {plan.stage2_method}: {plan.points} LRs, one at a time")
+        model_stage2(
+            plan.stage2_method,
+            frames["stage1"],
+            proposal.low,
+            proposal.high,
+            plan.points,
+            direction,
+            stage2,
+        )
     if plan.seed_key is None:
         print("[lrsweep] confirm step skipped: the app has no seed key (hydra.sweeper.seed_key)")
     else:
@@ -224,6 +262,7 @@ def write_search_report(
             "std": choice.std,
             "n": choice.n,
             "note": SELECTION_NOTE,
+            "rule": choice.rule,
         },
         "good_range": (
             list(choice.good_range)
@@ -238,6 +277,8 @@ def write_search_report(
     best["overrides"] = [f"{plan.lr_key}={choice.lr!r}"]
     if choice.stage2_gain is not None:
         best["stage2_gain"] = dataclasses.asdict(choice.stage2_gain)
+    if choice.edge is not None:
+        best["edge"] = {"side": choice.edge, "note": choice.edge_note}
     (out / "best.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
     lines = []
     for stage, agg in aggs.items():
@@ -245,7 +286,7 @@ def write_search_report(
     std = "one seed" if choice.n < 2 else f"± {choice.std:.4g} (std over {choice.n} seeds)"
     lines += [
         f"chosen {plan.lr_key}={choice.lr:.4g} (from {choice.stage}): {plan.metric} "
-        f"{choice.mean:.4g} {std}",
+        f"{choice.mean:.4g} {std}: {choice.rule}",
         "good range: "
         + (
             "[{:.4g}, {:.4g}]".format(*choice.good_range)
@@ -255,6 +296,8 @@ def write_search_report(
         "stage 2 gain: " + (choice.stage2_gain.verdict if choice.stage2_gain else "no stage 2"),
         f"wrote {out}/trials.csv, curve.png, best.yaml",
     ]
+    if choice.edge is not None:
+        lines.append(f"warning: {choice.edge_note}")
     if math.isnan(choice.mean):
         lines.append("warning: the chosen LR has no finite mean")
     return SearchReport(

@@ -17,7 +17,7 @@ scores in another order, which must not decide a ranking. `rank` compares at thi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +87,47 @@ def _learned(complete: pd.DataFrame) -> pd.Series:
         & ~_column(complete, "stopped_at_chance")
         & pd.Series(np.isfinite(values.to_numpy()), index=complete.index)
     )
+
+
+def pool(aggs: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One `aggregate` of several (stages'), each LR's trials pooled: LRs within 1e-9 relative are
+    one LR (the first table's value kept); n, diverged, stopped, learned and failed add up; mean and
+    seconds are the n-weighted means; std is that of all the pooled trials (ddof=1), from each
+    table's mean, std and n. Rows sorted by lr. The tables must hold different trials (different
+    stages run an LR on different seeds, or not at all), or a trial counts twice."""
+    tables = [a for a in aggs if len(a)]
+    if not tables:
+        return pd.DataFrame(columns=AGG_COLUMNS)
+    rows = pd.concat(tables, ignore_index=True)
+    lrs: list[float] = []
+    for lr in rows["lr"].astype(float):
+        if not any(math.isclose(lr, x, rel_tol=1e-9) for x in lrs):
+            lrs.append(lr)
+    rows["lr"] = [next(x for x in lrs if math.isclose(lr, x, rel_tol=1e-9)) for lr in rows["lr"]]
+    with np.errstate(invalid="ignore"):
+        pooled = [_pool_rows(lr, group) for lr, group in rows.groupby("lr", sort=True)]
+    return pd.DataFrame(pooled, columns=AGG_COLUMNS).reset_index(drop=True)
+
+
+def _pool_rows(lr: float, group: pd.DataFrame) -> dict:
+    """One LR's rows of several `aggregate`s as one row (`pool`)."""
+    done = group[group["n"] > 0]
+    n = int(done["n"].sum())
+    counts = {c: int(group[c].sum()) for c in ("diverged", "stopped", "learned", "failed")}
+    if not n:
+        return {"lr": lr, "mean": math.nan, "std": math.nan, "n": 0, **counts, "seconds": math.nan}
+    ns, means = done["n"].to_numpy(float), done["mean"].to_numpy(float)
+    mean = float((ns * means).sum() / n)
+    if n < 2:
+        std = 0.0
+    else:
+        spread = ((ns - 1) * done["std"].to_numpy(float) ** 2).sum()
+        std = float(math.sqrt(max(spread + (ns * (means - mean) ** 2).sum(), 0.0) / (n - 1)))
+    timed = done[done["seconds"].notna()]
+    seconds = (
+        float((timed["n"] * timed["seconds"]).sum() / timed["n"].sum()) if len(timed) else math.nan
+    )
+    return {"lr": lr, "mean": mean, "std": std, "n": n, **counts, "seconds": seconds}
 
 
 def sign(direction: str) -> int:

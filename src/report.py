@@ -15,7 +15,8 @@ The overrides are those of the stage-1 sweep: they name the study `<name>`; the 
   data's test split (`data.test_fraction` > 0: mean, std, n over the trials of the chosen LR in
   the stage that chose it, i.e. the confirm seeds; no choice ever reads it); the good range, the
   interpolated optimum (`lrsweep.stats.fit_optimum`; when there is none, `no_interpolated_optimum`
-  says why), the overrides to train with it, and stage 2's gain over stage 1.
+  says why), the overrides to train with it, stage 2's gain over stage 1, and `edge` when the
+  optimum sits at an end of the searched range (`lrsweep.choice.edge_of`).
 
 The choice and stage 2's gain follow `lrsweep.choice`; the curve is `lrsweep.curve`'s.
 """
@@ -87,6 +88,7 @@ class Report:
                 "std": c.std,
                 "n": c.n,
                 "note": SELECTION_NOTE,
+                "rule": c.rule,
             },
         }
         if self.test_score is not None:
@@ -102,6 +104,8 @@ class Report:
             gain = dataclasses.asdict(c.stage2_gain)
             gain["interval"] = None if gain["interval"] is None else list(gain["interval"])
             best["stage2_gain"] = gain
+        if c.edge is not None:
+            best["edge"] = {"side": c.edge, "note": c.edge_note}
         return best
 
 
@@ -111,7 +115,7 @@ def format_summary(report: Report) -> str:
         lines += [f"== {stage}: {report.stages[stage]} ({len(agg)} LRs)", format_table(agg), ""]
     c = report.choice
     rows = [
-        ("chosen lr", f"{c.lr!r} (from {c.stage})"),
+        ("chosen lr", f"{c.lr!r} (from {c.stage}): {c.rule}"),
         ("selection score", f"{c.mean:.4f} ± {c.std:.4f} (n={c.n}; it chose the LR: optimistic)"),
         (
             "test accuracy",
@@ -134,6 +138,8 @@ def format_summary(report: Report) -> str:
         ("stage 2 gain", c.stage2_gain.verdict if c.stage2_gain else "no stage 2"),
         ("train with", report.command),
     ]
+    if c.edge is not None:
+        rows.append(("warning", c.edge_note))
     width = max(len(k) for k, _ in rows)
     lines += [f"{k:<{width}}  {v}" for k, v in rows]
     return "\n".join(lines)

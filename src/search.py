@@ -1,7 +1,7 @@
 """The whole search in one command: stage 1, refine + stage 2, confirm, report.
 
-    python scripts/two_stage_sweep.py [--auto-bounds] [--points N] [--confirm-top K]
-                                      [--confirm-seeds S] [overrides...]
+    python scripts/two_stage_sweep.py [--auto-bounds] [--points N] [--stage2-method M]
+                                      [--confirm-top K] [--confirm-seeds S] [overrides...]
 
 Every step runs inside this process, exactly as the command in its header
 (`==== <step>: python ...`, which a user can re-run by hand) would run it: the sweeps through
@@ -21,7 +21,9 @@ remaining trials. The overrides are the stage-1 Hydra overrides
              decades instead of 5; the study gets its own name, so a default-bounds study is never
              mixed with it)
 1. stage 1:  python -m src.train -m <overrides>
-2. stage 2:  python -m src.refine --run [--points N] <overrides>
+2. stage 2:  python -m src.refine --run [--points N] [--method M] <overrides> (M: grid, the
+             default, or tpe / gp: Optuna's sampler seeded with stage 1's trials proposes the N
+             LRs one at a time; `docs/choice.md`)
 3. confirm:  the top K LRs of the finest stage, the interpolated optimum (if any) and stage 1's
              best LR (to weigh stage 2's gain on the same seeds), on S fresh
              seeds, into <name>-confirm (`src.confirm.prepare_confirm` plans it), then
@@ -37,6 +39,7 @@ import sys
 from collections.abc import Callable
 
 from lrsweep.interrupts import interrupt_noted
+from lrsweep.stage2_model import DEFAULT_METHOD, METHODS
 from src import range_test, refine, report
 from src.checks import check_output_dirs, check_sweep
 from src.cli import run_cli
@@ -107,12 +110,24 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument(
         "--points", type=int, default=None, help="stage-2 points (default: stage 1's)"
     )
+    parser.add_argument(
+        "--stage2-method",
+        default=DEFAULT_METHOD,
+        help=f"how stage 2 spends its points: grid, tpe or gp (default {DEFAULT_METHOD}; "
+        "src.refine --method)",
+    )
     parser.add_argument("--confirm-top", type=int, default=3, help="LRs to confirm (default 3)")
     parser.add_argument("--confirm-seeds", type=int, default=3, help="fresh seeds (default 3)")
     args, overrides = parser.parse_known_args(argv)
     if args.confirm_top < 1 or args.confirm_seeds < 1 or (args.points or 2) < 2:
         raise ConfigError("--confirm-top and --confirm-seeds must be >= 1, --points >= 2")
     points = [] if args.points is None else ["--points", str(args.points)]
+    if args.stage2_method not in METHODS:
+        raise ConfigError(
+            f"--stage2-method: one of {', '.join(METHODS)}, got {args.stage2_method!r}"
+        )
+    if args.stage2_method != DEFAULT_METHOD:
+        points += ["--method", args.stage2_method]
     own, overrides = split_range_test(overrides)
     if own and not args.auto_bounds:
         raise ConfigError(f"{' '.join(own)}: range_test.* overrides need --auto-bounds")

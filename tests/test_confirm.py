@@ -28,13 +28,13 @@ def test_fresh_seeds():
 
 def test_plan_confirm_uses_the_finest_stage_and_fresh_seeds(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
-    s1 = make_study(url, "a", {x: parabola(x) for x in GRID}, seeds=(0, 1))
+    s1 = make_study(url, "a", {x: parabola(x, 10**-1.95) for x in GRID}, seeds=(0, 1))
     fine = [float(x) for x in np.logspace(-2.6, -1.4, 7)]
     s2 = make_study(url, "a-stage2", {x: parabola(x, 10**-1.95) for x in fine}, seeds=(0, 1, 4))
     plan = confirm_plan.plan_confirm({"stage1": trials_frame(s1), "stage2": trials_frame(s2)}, 3, 2)
     assert plan.stage == "stage2" and plan.seeds == [5, 6]
     assert plan.lrs[:3] == [fine[3], fine[4], fine[2]]  # by distance to the peak 10**-1.95
-    assert plan.lrs[3] == pytest.approx(10**-1.95, rel=1e-3)  # the interpolated optimum
+    assert plan.lrs[3] == pytest.approx(10**-1.95, rel=1e-3)  # the optimum of stages 1 + 2
     assert plan.lrs[4:] == [GRID[5]]  # stage 1's best, to weigh stage 2's gain on fresh seeds
     only1 = confirm_plan.plan_confirm({"stage1": trials_frame(s1)}, top_k=1, n_seeds=1)
     assert (only1.stage, only1.lrs[0], only1.seeds) == ("stage1", GRID[5], [2])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from study_helpers import GRID, add_trial, make_study
 
 from lrsweep import bounds
@@ -118,17 +120,40 @@ def test_fewer_than_two_finished_points_is_a_config_error(tmp_path):
 
 
 def test_stage2_overrides_replace_keys_and_keep_floats_exact():
-    p = bounds.Proposal(1 / 3, 0.1 * 3, "r", 0.1, 0.9, 0.0, (0.1,), None)
+    p = bounds.Proposal(0.1 / 3, 0.1 * 3, "r", 0.1, 0.9, 0.0, (0.1,), None)
     out = refine.stage2_overrides(["data=mnist1d", "study.name=x", "sweep.points=7"], "x", p, 12)
+    lrs = bounds.stage2_lrs(p.low, p.high, p.best_lr, 12)  # no `measured`: the ends included
     assert out == [
         "data=mnist1d",
         "study.name=x-stage2",
-        f"sweep.low={1 / 3!r}",
+        f"sweep.low={0.1 / 3!r}",
         f"sweep.high={0.1 * 3!r}",
         "sweep.points=12",
+        "hydra.sweeper.params.lr='choice(" + ",".join(repr(x) for x in lrs) + ")'",
     ]
-    cfg = compose_config(out)  # Hydra reads the values back exactly
-    assert (cfg.sweep.low, cfg.sweep.high, cfg.study.name) == (1 / 3, 0.1 * 3, "x-stage2")
+    cfg = compose_config(out[:-1])  # Hydra reads the values back exactly
+    assert (cfg.sweep.low, cfg.sweep.high, cfg.study.name) == (0.1 / 3, 0.1 * 3, "x-stage2")
+    parsed = OverridesParser.create().parse_overrides(out)
+    assert not any(o.is_sweep_override() for o in parsed)
+    assert OverridesParser.create().parse_override("lr=" + parsed[-1].value()).value().list == lrs
+
+
+@pytest.mark.parametrize("points", [2, 3, 4, 5, 10, 11])
+@pytest.mark.parametrize("best", [4, 0, 9])  # interior, at the low edge, at the high edge
+def test_stage2_grid_holds_stage1_best_whatever_points(tmp_path, points, best):
+    p = propose(grid_study(tmp_path, means=peak_at(best)))
+    lrs = bounds.stage2_lrs(p.low, p.high, p.best_lr, points, measured=GRID)
+    assert len(lrs) == points and lrs == sorted(lrs) and len(set(lrs)) == points
+    assert p.low < p.best_lr < p.high  # the best is inside the range, on the grid ...
+    grid = sorted({*lrs, p.best_lr, p.low, p.high})
+    assert (grid[0], grid[-1]) == (p.low, p.high)
+    steps = np.diff(np.log(grid))
+    split = grid.index(p.best_lr)
+    below, above = steps[:split], steps[split:]
+    assert np.allclose(below, below[0]) and np.allclose(above, above[0])  # log-uniform each side
+    # ... and neither it nor an end stage 1 measured (the same seeds) is run again
+    assert not any(np.isclose(lrs, x, rtol=1e-9).any() for x in GRID)
+    assert len(grid) == points + 1 + sum(end in GRID for end in (p.low, p.high))
 
 
 def test_cli_unknown_study_is_one_line_and_status_2(tmp_path, capsys):

@@ -33,7 +33,97 @@ def test_choose_prefers_confirm_then_the_finest_stage():
     assert c.stage2_gain.gain == pytest.approx(0.03)
     assert c.stage2_gain.exceeds_noise is True  # 0.03 > t(0.975, 4) * 0.01 * sqrt(2/3) = 0.0227
     c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": conf})
-    assert (c.stage, c.lr, c.good_range) == ("confirm", 0.003, (0.003, 0.003))
+    # every stage's trials of an LR pooled: 0.002 scores (3 * 0.88 + 3 * 0.87) / 6 = 0.875 over 6
+    # trials, ahead of 0.003's (3 * 0.87 + 3 * 0.875) / 6 = 0.8725
+    assert (c.stage, c.lr, c.n) == ("confirm", 0.002, 6)
+    assert c.mean == pytest.approx(0.875)
+    spread = [0.88 - 0.875] * 3 + [0.87 - 0.875] * 3  # each trial's stage mean to the pooled one
+    within = 2 * 0.01**2 + 2 * 0.002**2  # each stage's squared deviations, (n - 1) * std**2
+    assert c.std == pytest.approx(math.sqrt((within + sum(d * d for d in spread)) / 5))
+
+
+def test_choice_pools_stage1s_best_with_stage2_and_confirm():
+    """Stage 1's best LR, part of stage 2's grid but run only in stage 1 and the confirm step,
+    competes with all its trials: a stage-2 LR that looked better on its one sweep seed loses to
+    it once the fresh seeds are pooled."""
+    s1 = agg_of({GRID[4]: 0.80, GRID[5]: 0.90, GRID[6]: 0.70}, n=1)
+    s2 = agg_of({GRID[5] * 0.8: 0.91, GRID[5] * 1.25: 0.89}, n=1)  # around stage 1's best
+    conf = agg_of({GRID[5]: 0.90, GRID[5] * 0.8: 0.89}, n=3, std=0.004)
+    c = choosing.choose({"stage1": s1, "stage2": s2})
+    assert (c.stage, c.lr) == ("stage2", GRID[5] * 0.8)
+    c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": conf})
+    assert (c.lr, c.n, c.mean) == (GRID[5], 4, pytest.approx(0.90))
+    assert c.stage == "confirm" and c.edge is None  # inside stage 2's range
+    # the interpolated optimum is fitted on stages 1 and 2 together: stage 1's best included
+    assert c.interpolated_optimum is not None
+
+
+def test_choice_takes_the_middle_of_the_lrs_within_one_standard_error_of_the_best():
+    s1 = agg_of({GRID[3]: 0.5, GRID[6]: 0.6}, n=1)
+    # se of the best mean: 0.01 / sqrt(3) = 0.0058; 0.01, 0.02 and 0.04 are within it of 0.905,
+    # 0.08 is not: the tie spans [0.01, 0.04], its middle is 0.02
+    tie = {0.01: 0.900, 0.02: 0.901, 0.04: 0.905, 0.08: 0.890}
+    c = choosing.choose({"stage1": s1, "confirm": agg_of(tie, n=3, std=0.01)})
+    assert (c.lr, c.mean) == (0.02, pytest.approx(0.901))
+    assert "the middle of 3 LRs in [0.01, 0.04] within one standard error (0.0058)" in c.rule
+    # two tied: equally near their middle, the lower
+    two = agg_of({0.01: 0.900, 0.02: 0.905, 0.04: 0.890}, n=3, std=0.01)
+    assert choosing.choose({"stage1": s1, "confirm": two}).lr == 0.01
+    # a gap larger than the standard error: the best mean
+    apart = agg_of({0.01: 0.890, 0.02: 0.905, 0.04: 0.880}, n=3, std=0.01)
+    c = choosing.choose({"stage1": s1, "confirm": apart})
+    assert c.lr == 0.02 and c.rule.startswith("the best mean; no other LR")
+    # the same scores on every seed (std 0): the floor, one validation example (1 / 200), decides
+    flat = agg_of({0.01: 0.900, 0.02: 0.902}, n=4, std=0.0)
+    assert choosing.choose({"stage1": s1, "confirm": flat}, resolution=1 / 200).lr == 0.01
+    assert choosing.choose({"stage1": s1, "confirm": flat}, resolution=None).lr == 0.02
+    # one trial per LR: no standard error, the best mean
+    c = choosing.choose({"stage1": agg_of({0.01: 0.900, 0.02: 0.905}, n=1)})
+    assert c.lr == 0.02 and "one trial" in c.rule
+
+
+def test_an_optimum_at_the_edge_of_stage2s_range_is_flagged_and_extended(tmp_path):
+    from lrsweep.bounds import propose_bounds, stage2_lrs
+
+    s1 = agg_of({GRID[7]: 0.80, GRID[8]: 0.85, GRID[9]: 0.86}, n=1)  # best at stage 1's top
+    p = propose_bounds(s1, GRID[7], GRID[9])
+    fine = stage2_lrs(p.low, p.high, p.best_lr, 3, measured=list(s1["lr"]))
+    assert fine[-1] == p.high > GRID[9]  # stage 2 reaches past stage 1's range
+    s2 = agg_of(dict(zip(fine, [0.87, 0.88, 0.89], strict=True)), n=1)  # rising to its end
+    c = choosing.choose({"stage1": s1, "stage2": s2})
+    assert (c.lr, c.edge) == (fine[-1], "high") and "high end of stage2's range" in c.edge_note
+    # the confirm step measures one grid step past the edge: the range extends
+    frames = {
+        "stage1": pd.DataFrame(_rows(s1, seeds=[0])),
+        "stage2": pd.DataFrame(_rows(s2, seeds=[0])),
+    }
+    plan = plan_confirm(frames, top_k=1, n_seeds=2)
+    beyond = fine[-1] * fine[-1] / fine[-2]
+    assert plan.lrs[0] == fine[-1] and any(np.isclose(plan.lrs, beyond, rtol=1e-9))
+    # chosen past the end, after the confirm step: still flagged, "past"
+    conf = agg_of({fine[-1]: 0.87, beyond: 0.90}, n=2, std=0.002)
+    c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": conf})
+    assert (c.lr, c.edge) == (beyond, "high") and "past the high end" in c.edge_note
+    # an interior optimum is not flagged
+    s2_peak = agg_of(dict(zip(fine, [0.87, 0.89, 0.88], strict=True)), n=1)
+    assert choosing.choose({"stage1": s1, "stage2": s2_peak}).edge is None
+
+
+def _rows(agg: pd.DataFrame, seeds: list[int]) -> list[dict]:
+    """A trials frame whose every LR of `agg` scores its mean on each of `seeds`."""
+    return [
+        {
+            "lr": float(r["lr"]),
+            "seed": s,
+            "value": float(r["mean"]),
+            "state": "COMPLETE",
+            "diverged": False,
+            "stopped_at_chance": False,
+            "seconds": 1.0,
+        }
+        for _, r in agg.iterrows()
+        for s in seeds
+    ]
 
 
 def test_stage2_gain_within_noise_and_unknown_noise():
@@ -144,7 +234,8 @@ def test_report_stage1_and_stage2(tmp_path, monkeypatch, capsys):
     assert best["stage"] == "stage2" and best["lr"] == fine[2]  # 10**-2, nearest the peak
     assert best["overrides"] == ["data=digits", f"lr={fine[2]!r}"]
     assert best["good_range"][0] <= best["lr"] <= best["good_range"][1]
-    assert best["interpolated_optimum"] == pytest.approx(10**-1.9, rel=1e-6)
+    # fitted on stages 1 and 2 pooled (here offset by 0.05 from each other): near the best
+    assert fine[1] < best["interpolated_optimum"] < fine[3]
     gain = best["stage2_gain"]
     assert (gain["outcome"], gain["exceeds_noise"], gain["measured_on"]) == (
         "gain",
@@ -176,7 +267,10 @@ def test_report_with_confirm_chooses_the_best_confirmed_mean(tmp_path, monkeypat
     _, best = run_report(tmp_path, monkeypatch)
     assert best["stage"] == "confirm"
     assert best["lr"] in plan.lrs and best["lr"] == plan.lrs[1]
-    assert best["selection_score"]["mean"] == pytest.approx(0.85)
+    # pooled: its 3 stage-1 trials and its 3 confirm trials
+    pooled = (parabola(plan.lrs[1]) + 0.85) / 2
+    assert best["selection_score"]["mean"] == pytest.approx(pooled)
+    assert best["selection_score"]["n"] == 6
     assert "optimistic" in best["selection_score"]["note"] and "test_score" not in best
     assert "stage2_gain" not in best
 
@@ -195,7 +289,8 @@ def test_best_yaml_gives_the_chosen_lrs_test_accuracy_over_the_confirm_seeds(tmp
             add_trial(confirm, lr, seed, 0.8 + (0.05 if i == 1 else 0.0), test_acc=tests[lr, seed])
     out, best = run_report(tmp_path, monkeypatch)
     chosen = plan.lrs[1]
-    assert best["lr"] == chosen and best["selection_score"]["mean"] == pytest.approx(0.85)
+    pooled = (parabola(chosen) + 0.85) / 2  # its stage-1 and confirm trials
+    assert best["lr"] == chosen and best["selection_score"]["mean"] == pytest.approx(pooled)
     expected = [tests[chosen, seed] for seed in plan.seeds]
     assert best["test_score"] == {
         "mean": pytest.approx(np.mean(expected)),

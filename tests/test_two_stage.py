@@ -68,17 +68,17 @@ def test_two_stage_script_end_to_end(search):
     lr1 = sorted(stage1.user_attrs["grid"]["lr"])
     lr2 = sorted(stage2.user_attrs["grid"]["lr"])
     proposal = stage2.user_attrs["proposal"]
-    assert (lr2[0], lr2[-1]) == (proposal["low"], proposal["high"]) or (
-        abs(lr2[0] / proposal["low"] - 1) < 1e-12 and abs(lr2[-1] / proposal["high"] - 1) < 1e-12
-    )
+    low, high = proposal["low"], proposal["high"]
+    assert low <= lr2[0] and lr2[-1] <= high
+    assert not set(lr2) & set(lr1)  # stage 1's LRs (the range's ends among them) not run again
     # Interior: two stage-1 grid points around the best, a strictly narrower range.
-    inside = lr1[0] <= lr2[0] and lr2[-1] <= lr1[-1] and lr2[-1] / lr2[0] < lr1[-1] / lr1[0]
-    past_an_edge = lr2[0] < lr1[0] or lr2[-1] > lr1[-1]
+    inside = lr1[0] <= low and high <= lr1[-1] and high / low < lr1[-1] / lr1[0]
+    past_an_edge = low < lr1[0] or high > lr1[-1]
     assert inside != past_an_edge
     if inside:
-        assert lr2[0] in lr1 and lr2[-1] in lr1 and "interior" in proposal["reason"]
+        assert low in lr1 and high in lr1 and "interior" in proposal["reason"]
     else:
-        assert "edge" in proposal["reason"]
+        assert "edge" in proposal["reason"] and (lr2[0] == low or lr2[-1] == high)
 
     # Confirm: the candidates ran on seeds stages 1 and 2 never used.
     confirm_seeds = {t.params["seed"] for t in confirm.trials}
@@ -89,6 +89,9 @@ def test_two_stage_script_end_to_end(search):
         lr1, key=lambda lr: sum(t.value for t in stage1.trials if t.params["lr"] == lr)
     )
     assert stage1_best in candidates
+    # Stage 2's grid holds stage 1's best (--points 4, even): inside its range, not run again
+    assert proposal["stage1_best"] == stage1_best
+    assert lr2[0] < stage1_best < lr2[-1] and stage1_best not in lr2
 
     report = tmp_path / "outputs" / "reports" / name
     assert (report / "curve.png").read_bytes()[:8] == PNG_SIGNATURE
