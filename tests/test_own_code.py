@@ -333,3 +333,18 @@ def test_a_minimised_search_with_diverged_runs_plots_and_reports(tmp_path):
     assert (tmp_path / "r" / "curve.png").stat().st_size > 0
     diverged = result.trials[result.trials["diverged"]]
     assert len(diverged) and (diverged["lr"] > 0.3).all()
+
+
+def test_a_hydra_apps_stage_2_by_a_model_and_a_bad_method_refused(tmp_path):
+    """`hydra.sweeper.stage2_method=gp`: stage 2's LRs proposed one at a time by Optuna's GP
+    sampler seeded with stage 1; an unknown method is one line, exit 2, before the study."""
+    bad = run_app("hydra.sweeper.search=full", "hydra.sweeper.stage2_method=bogus", cwd=tmp_path,
+                  check=False)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: stage 2 method='bogus': one of grid, tpe, gp"
+    ]
+    assert not (tmp_path / "peak.db").exists()
+    proc = run_app("hydra.sweeper.search=full", "hydra.sweeper.stage2_method=gp", cwd=tmp_path)
+    assert "stage 2 by gp: 6 LRs, one at a time" in proc.stdout
+    assert best_yaml(tmp_path)["stage"] == "confirm"
+    assert len(trials_per_point(tmp_path, "peak-stage2")) == 6

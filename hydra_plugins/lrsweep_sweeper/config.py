@@ -78,6 +78,9 @@ class LrSweepConf:
     confirm_top: int = 3  # LRs re-run by the confirm step (plus the interpolated optimum and
     confirm_seeds: int = 3  # stage 1's best), on this many fresh seeds
     report_dir: str | None = None  # null: the sweep folder (hydra.sweep.dir)
+    # How stage 2 picks its LRs in the narrowed range: grid (log-uniform through stage 1's best),
+    # tpe or gp (Optuna's sampler seeded with stage 1's trials); docs/choice.md.
+    stage2_method: str = "grid"
     # A job that ends without a result (cancelled, preempted, out of time or memory, its process
     # killed) is launched again up to this many times; then its trial is FAIL with the
     # scheduler's state in its `error`. Typed Any: a wrong value is the sweeper's one line.

@@ -74,6 +74,7 @@ class LrSweeper(Sweeper):
         confirm_top: int = 3,
         confirm_seeds: int = 3,
         report_dir: str | None = None,
+        stage2_method: str = "grid",
         retries: Any = 2,
         job_trial: int | None = None,
     ) -> None:
@@ -104,6 +105,7 @@ class LrSweeper(Sweeper):
         self.confirm_top = confirm_top
         self.confirm_seeds = confirm_seeds
         self.report_dir = report_dir
+        self.stage2_method = stage2_method
         self.retries = retries
         self.job_trial = job_trial  # set on jobs, by the sweeper; never by the user
         self.job_idx = 0
@@ -345,6 +347,7 @@ class LrSweeper(Sweeper):
             confirm_seeds=self.confirm_seeds,
             report_dir=Path(report_dir),
             metric=self.metric_name,
+            stage2_method=self.stage2_method,
         )
 
     def _launch(self, claimed: list, slot: int) -> list:
