@@ -5,7 +5,7 @@ A sweep's jobs often differ only in the LR and the seed. Trained one after anoth
 spend their time on per-step Python and kernel launches; trained as one stacked model (every LR an
 arm of it), the same arithmetic takes a fraction of the time. The launcher stays out of how:
 
-1. it composes every job's config, as the in-process launcher does;
+1. it composes every job's config, as the in-process launcher (`launcher.py`, its base) does;
 2. it hands the task configs to the app's `batch_function` (a dotted path), which trains them all
    and returns, for each job, the function the job then runs in place of the task function (it
    records the arm's result in its trial and returns the job's value);
@@ -17,76 +17,34 @@ LR and seed, a model or optimizer it does not fuse) runs one job at a time, with
 why. Any other error of the batch function fails every job of the batch with it.
 """
 
-import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
-from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from hydra.core.utils import JobReturn
+from omegaconf import DictConfig
 
-from hydra_plugins.lrsweep_sweeper.in_process import run_job, task_config
-
-log = logging.getLogger(__name__)
+from hydra_plugins.lrsweep_sweeper.in_process import task_config
+from hydra_plugins.lrsweep_sweeper.launcher import InProcessLauncher
 
 
 class CannotFuse(Exception):
     """Raised by a batch function for jobs it cannot train together; the message says why."""
 
 
-class FusedLauncher(Launcher):
-    in_process = True  # the sweeper runs one lane of batches of `n_jobs` jobs
+class FusedLauncher(InProcessLauncher):
+    """The in-process launcher, with each batch's jobs trained by the app's batch function."""
 
     def __init__(self, batch_function: str | None = None, n_jobs: int = 30) -> None:
+        super().__init__()
         self.batch_function = batch_function
         self.n_jobs = n_jobs
-        self.config: DictConfig | None = None
-        self.task_function: TaskFunction | None = None
-        self.hydra_context: HydraContext | None = None
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        self.config = config
-        self.hydra_context = hydra_context
-        self.task_function = task_function
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        assert self.config is not None and self.hydra_context is not None
-        assert self.task_function is not None
-        setup_globals()
-        hydra = self.config.hydra
-        configure_log(hydra.hydra_logging, hydra.verbose)
-        Path(str(hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        configs = []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            job_cfg = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
-            with open_dict(job_cfg):
-                job_cfg.hydra.job.id = idx
-                job_cfg.hydra.job.num = idx
-            configs.append(job_cfg)
-        tasks = self._fused_tasks(configs)
-        runs = []
-        for job_cfg, task in zip(configs, tasks, strict=True):
-            runs.append(
-                run_job(
-                    self.hydra_context,
-                    task,
-                    job_cfg,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
-            )
-            configure_log(hydra.hydra_logging, hydra.verbose)
-        return runs
+        configs = self.job_configs(job_overrides, initial_job_idx)
+        return self.run_jobs(configs, self._fused_tasks(configs))
 
     def _fused_tasks(self, configs: list[DictConfig]) -> list[Any]:
         """The function each job runs: the batch function's, or the task function itself when

@@ -35,14 +35,21 @@ class InProcessLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        assert self.config is not None and self.hydra_context is not None
         assert self.task_function is not None
+        configs = self.job_configs(job_overrides, initial_job_idx)
+        return self.run_jobs(configs, [self.task_function] * len(configs))
+
+    def job_configs(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> list[DictConfig]:
+        """Each job's config, composed (through the sweeper's loader: once per shape of job)."""
+        assert self.config is not None and self.hydra_context is not None
         setup_globals()
         hydra = self.config.hydra
         configure_log(hydra.hydra_logging, hydra.verbose)
         Path(str(hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs locally")
-        runs = []
+        configs = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_cfg = self.hydra_context.config_loader.load_sweep_config(
@@ -51,10 +58,19 @@ class InProcessLauncher(Launcher):
             with open_dict(job_cfg):
                 job_cfg.hydra.job.id = idx
                 job_cfg.hydra.job.num = idx
+            configs.append(job_cfg)
+        return configs
+
+    def run_jobs(self, configs: list[DictConfig], tasks: Sequence[TaskFunction]) -> list[JobReturn]:
+        """Each job run in this process (`in_process.run_job`), job i by `tasks[i]`."""
+        assert self.config is not None and self.hydra_context is not None
+        hydra = self.config.hydra
+        runs = []
+        for job_cfg, task in zip(configs, tasks, strict=True):
             runs.append(
                 run_job(
                     self.hydra_context,
-                    self.task_function,
+                    task,
                     job_cfg,
                     job_dir_key="hydra.sweep.dir",
                     job_subdir_key="hydra.sweep.subdir",
