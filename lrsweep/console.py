@@ -48,12 +48,16 @@ def trial_failed(number: int, error: str) -> None:
     print(f"[lrsweep] trial {number} FAILED: {error}", file=sys.stderr, flush=True)
 
 
+def point_text(params: dict[str, Any], float_format: str) -> str:
+    """A grid point as `key=value` pairs, its floats in `float_format` (`lr=1.00e-05 seed=0`)."""
+    return " ".join(
+        f"{k}={v:{float_format}}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
 def job_lost(number: int, params: dict[str, Any], lost: str, attempt: int, retries: int) -> None:
     """One line for a job that ended without a result and is launched again."""
-    point = " ".join(
-        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-        for key, value in params.items()
-    )
+    point = point_text(params, ".4g")
     print(
         f"[lrsweep] trial {number} ({point}): {lost}; launching it again ({attempt} of {retries})",
         file=sys.stderr,
@@ -79,9 +83,7 @@ def progress(
     """`[done/total] lr=... seed=... val_acc=... 1.2s ETA 10s` for a finished trial: its told
     `value` (None: it failed) and its `PROGRESS_ATTRS` in `attrs`."""
     eta = elapsed / launched * remaining
-    shown = " ".join(
-        f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-    )
+    shown = point_text(params, ".2e")
     if value is None:
         outcome = "FAILED"
     else:

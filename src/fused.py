@@ -48,7 +48,6 @@ from src.fused_models import FUSED_LAYERS_TEXT, Stack, layer_problem
 from src.train import (
     EVAL_BATCH_SIZE,
     FitResult,
-    TrialResult,
     check_config,
     evaluate,
     initial_state,
@@ -56,6 +55,7 @@ from src.train import (
     lr_at,
     resolve_device,
 )
+from src.trial_record import TrialResult
 
 OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 

@@ -19,12 +19,10 @@ import atexit
 import functools
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
 import hydra
@@ -54,6 +52,7 @@ from src.devices import gpu_for_slot
 from src.errors import ConfigError
 from src.inprocess import run_hydra_main
 from src.study import CONF_DIR, TrialReporter, check_name
+from src.trial_record import TrialResult, record_trial
 
 SCHEDULES = ("constant", "cosine")
 # What a trial returns. A diverged trial scores 0.0 accuracy, or an infinite loss (the sweeper
@@ -84,22 +83,6 @@ def freeze_long_lived() -> None:
         _frozen = True
         gc.collect()  # the first trial's garbage is not frozen with it (a joblib worker collects
         gc.freeze()  # in full after its first job anyway: that pass is cheap now)
-
-
-@dataclass
-class TrialResult:
-    val_acc: float  # 0.0 for a diverged trial (its weights are NaN: any accuracy would be noise)
-    val_loss: float  # inf for a diverged trial
-    diverged: bool
-    stopped_at_chance: bool  # at chance a full epoch after warmup: stopped, scored as it stood
-    epochs_run: int
-    seconds: float
-    checkpoint: str
-    train_loss: list[float] = field(default_factory=list)  # per epoch
-    val_acc_curve: list[float] = field(default_factory=list)  # per epoch
-    # On the data's test split (None without one): recorded, never the objective, never chosen on.
-    test_acc: float | None = None
-    val_examples: int = 0  # a score's resolution: 1 / val_examples (src.report)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -315,16 +298,6 @@ def _builder(node_json: str):
     return _cached_builder(node_json)
 
 
-def resident_mb() -> float | None:
-    """This process's resident memory now, in MiB (Linux; None elsewhere): recorded per trial, so a
-    leak across a sweep's in-process trials shows in the study."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def load_data(cfg: DictConfig) -> Splits:
     """The splits of `cfg.data`, built once per process and data config."""
     return _load_data(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
@@ -402,27 +375,6 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
     )
     record_trial(reporter, result, started)
     return result
-
-
-def record_trial(reporter: TrialReporter, result: TrialResult, started: float) -> None:
-    """A trial's record in its study (user attributes), from inside its job: `started` is the Unix
-    time its training began."""
-    reporter.set_attrs(
-        diverged=result.diverged,
-        stopped_at_chance=result.stopped_at_chance,
-        epochs_run=result.epochs_run,
-        train_loss=result.train_loss,
-        val_acc=result.val_acc_curve,
-        val_examples=result.val_examples,  # a score's resolution: 1 / val_examples (src.report)
-        test_acc=result.test_acc,  # None without a test split
-        seconds=result.seconds,
-        started=started,  # Unix times and process: when and where the job itself ran
-        finished=time.time(),
-        pid=os.getpid(),
-        checkpoint=result.checkpoint,
-        output_dir=HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None,
-        rss_mb=resident_mb(),
-    )
 
 
 def run_multirun(overrides: Sequence[str]) -> int:

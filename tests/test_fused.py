@@ -14,7 +14,8 @@ from conftest import ROOT, TINY
 
 from src.fused import Arm, NotFusable, run_arms
 from src.study import compose_config
-from src.train import TrialResult, train
+from src.train import train
+from src.trial_record import TrialResult
 
 FUSED = [*TINY, "epochs=3"]
 CNN = ["model=cnn", "model.channels=8", "epochs=3", "warmup_epochs=1", "batch_size=64"]

@@ -18,14 +18,11 @@ from conftest import ROOT, TINY, run_python, wait_for
 
 from lrsweep.results import RECORDED_BY_JOB
 from lrsweep.study_protocol import POINT_ATTR
+from tests.test_jobs_elsewhere import trials
 from tests.test_own_code import run_app, start_app
 
 pytestmark = pytest.mark.slurm
 COMPLETE, RUNNING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
-
-
-def peak_trials(cwd: Path, name: str = "peak") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/peak.db").trials
 
 
 def our_jobs(cwd: Path, state: str) -> list[str]:
@@ -52,11 +49,11 @@ def test_the_two_stage_search_runs_through_submitit_slurm(slurm_cluster, tmp_pat
     assert best["stage"] == "confirm"
     storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
     for name in best["stages"].values():
-        trials = optuna.load_study(study_name=name, storage=storage).trials
-        assert {t.state for t in trials} == {COMPLETE}, name
-        points = [t.user_attrs[POINT_ATTR] for t in trials]
+        stage = optuna.load_study(study_name=name, storage=storage).trials
+        assert {t.state for t in stage} == {COMPLETE}, name
+        points = [t.user_attrs[POINT_ATTR] for t in stage]
         assert len(points) == len(set(points)), name  # each point exactly once
-        assert all(t.user_attrs[RECORDED_BY_JOB] for t in trials)  # told by its own job
+        assert all(t.user_attrs[RECORDED_BY_JOB] for t in stage)  # told by its own job
 
 
 def test_a_task_cancelled_mid_trial_is_retried_and_the_sweep_ends_cleanly(slurm_cluster, tmp_path):
@@ -79,9 +76,9 @@ def test_a_task_cancelled_mid_trial_is_retried_and_the_sweep_ends_cleanly(slurm_
     assert f"job {job} ended without a result (CANCELLED" in line
     assert line.endswith("launching it again (1 of 2)")
     assert "Traceback" not in err and "UncompletedJobError" not in err
-    trials = peak_trials(tmp_path)
-    assert [t.state for t in trials] == [COMPLETE] * 3
-    assert len({t.user_attrs[POINT_ATTR] for t in trials}) == 3
+    done = trials(tmp_path)
+    assert [t.state for t in done] == [COMPLETE] * 3
+    assert len({t.user_attrs[POINT_ATTR] for t in done}) == 3
 
 
 def test_a_sweep_killed_mid_trial_loses_nothing(slurm_cluster, tmp_path):
@@ -100,11 +97,11 @@ def test_a_sweep_killed_mid_trial_loses_nothing(slurm_cluster, tmp_path):
         sweep.send_signal(signal.SIGKILL)
     finally:
         sweep.wait(timeout=60)
-    assert [t.state for t in peak_trials(tmp_path)] == [RUNNING, RUNNING]
+    assert [t.state for t in trials(tmp_path)] == [RUNNING, RUNNING]
     for job in jobs:
         assert slurm_cluster.wait(job) == {job: "COMPLETED"}
-    trials = peak_trials(tmp_path)
-    assert [t.state for t in trials] == [COMPLETE, COMPLETE]
+    done = trials(tmp_path)
+    assert [t.state for t in done] == [COMPLETE, COMPLETE]
     rerun = run_app(*args, cwd=tmp_path)
     assert "nothing to run: all 2 grid points are done" in rerun.stdout
-    assert len(peak_trials(tmp_path)) == 2
+    assert len(trials(tmp_path)) == 2

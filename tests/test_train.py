@@ -28,7 +28,8 @@ from src.checkpoint import checkpoint_key, initial_model
 from src.data import as_splits
 from src.errors import ConfigError
 from src.study import compose_config
-from src.train import TrialResult, check_config, train
+from src.train import check_config, train
+from src.trial_record import TrialResult
 
 # The bring-your-own overrides the README shows (see tests/byo_example.py).
 BYO = [
