@@ -18,6 +18,15 @@
 
 (c) Optional (`--parts c`): (a)'s trials with `model=cnn` (convolutions, BatchNorm), sequential and
     fused.
+(d) Optional (`--parts d`): where fusing stops paying on this device. (a)'s trials (10 LRs, seed 0,
+    `--epochs-d` epochs) with the mlp at each of `--widths` x `--batch-sizes`, sequential and
+    fused interleaved; each setting's MFLOP per arm and step (`src.fused_plan.step_cost`) beside
+    its ratio. `src.fused_plan.CPU_FUSE_MAX_MFLOP` is the crossover this part measured on the CPU.
+(g) On a GPU (`--parts g`, `device=cuda`): one arm against 30 (10 LRs x 3 seeds) fused, on the
+    default trial and on (b)'s mnist1d setting, interleaved, the trials' time; beside it one
+    sequential trial on the GPU, the 30 arms' accuracies against 30 sequential trials on the GPU,
+    and the peak GPU memory against `src.fused_plan`'s estimate. Last line:
+    `gpu 30arms/1arm=<mnist1d ratio> default=<default ratio>`.
 
 Measured here (2 shared CPU cores, Intel Xeon, torch 2.14, 4 other agents at work; default
 `--reps 5 --reps-b 3`): (a) trials 1.21 s sequential, fused 0.40x (per rep 0.33-0.43), vmap 0.58x
@@ -218,12 +227,97 @@ def part_b(reps: int, epochs: int, work: str) -> tuple[float, int]:
     return ratios["fused"], len(DEFAULT_LRS) * len(seeds)
 
 
+def part_d(reps: int, epochs: int, widths: list[int], batch_sizes: list[int]) -> None:
+    """Fused/sequential trials' time against each setting's arithmetic per arm and step."""
+    from src.fused_plan import step_cost
+    from src.train import EVAL_BATCH_SIZE, initial_state, load_data
+
+    print(f"(d) where fusing pays: digits, mlp WIDTHx2, sgd, {epochs} epochs, 10 LRs, seed 0")
+    rows = []
+    for batch_size in batch_sizes:
+        for width in widths:
+            overrides = [f"model.width={width}", f"batch_size={batch_size}", f"epochs={epochs}"]
+            overrides += ["warmup_epochs=0"] if epochs == 1 else []
+            cfg = compose_config(overrides)
+            splits = load_data(cfg)
+            model, _, _ = initial_state(cfg, splits, torch.device("cpu"), lr=cfg.lr)
+            cost = step_cost(model, splits.train[0][0], batch_size, EVAL_BATCH_SIZE, states=1)
+            print(f"  width {width}, batch {batch_size}: {cost.mflop:.2f} MFLOP per arm and step")
+            ratios = trials_side_by_side(reps, overrides, ("sequential", "fused"))
+            rows.append((width, batch_size, cost.mflop, ratios["fused"]))
+    print("  | width | batch | MFLOP per arm-step | fused / sequential (trials) |")
+    print("  |---|---|---|---|")
+    for width, batch_size, mflop, ratio in sorted(rows, key=lambda r: r[2]):
+        print(f"  | {width} | {batch_size} | {mflop:.2f} | {ratio:.2f} |")
+
+
+def part_g(reps: int, epochs: int, device: str = "cuda") -> None:
+    """On the GPU: 30 fused arms against one, and what memory a batch takes against the plan."""
+    from src.fused_plan import step_cost
+    from src.train import EVAL_BATCH_SIZE, initial_state, load_data
+
+    print(f"(g) GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    seeds = [0, 1, 2]
+    thirty = arms_of(DEFAULT_LRS, seeds)
+    ratios = {}
+    for name, overrides in (
+        ("default", [f"device={device}"]),
+        ("mnist1d", [f"device={device}", "data=mnist1d", f"epochs={epochs}"]),
+    ):
+        cfg = compose_config(overrides)
+        one = [Arm(0.0215, 0)]
+        run_arms(cfg, one)  # warm-up: data, checkpoint, CUDA context and kernels
+        times: dict[str, list[float]] = {"1 arm": [], "30 arms": []}
+        for rep in range(reps):
+            for entry in rotated(("1 arm", "30 arms"), rep):
+                arms = one if entry == "1 arm" else thirty
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                results = run_arms(cfg, arms)
+                torch.cuda.synchronize()
+                times[entry].append(time.perf_counter() - start)
+        one_s, thirty_s = (statistics.median(times[e]) for e in times)
+        ratios[name] = thirty_s / one_s
+        seq_start = time.perf_counter()
+        seq = [train(compose_config([*overrides, f"lr={a.lr}", f"seed={a.seed}"])) for a in thirty]
+        seq_s = (time.perf_counter() - seq_start) / len(thirty)
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        results = run_arms(cfg, thirty)
+        peak = torch.cuda.max_memory_allocated() - before
+        splits = load_data(cfg)
+        model, _, _ = initial_state(cfg, splits, torch.device(device), lr=cfg.lr)
+        x = splits.train[0][0].to(device)
+        cost = step_cost(model, x, int(cfg.batch_size), EVAL_BATCH_SIZE, states=1)
+        same = sum(r.val_acc == q.val_acc for r, q in zip(results, seq, strict=True))
+        close = sum(abs(r.val_acc - q.val_acc) <= 0.01 for r, q in zip(results, seq, strict=True))
+        print(
+            f"  {name}: 1 arm {one_s:.2f} s, 30 arms {thirty_s:.2f} s (ratio {ratios[name]:.2f};"
+            f" per rep 1 arm {[round(t, 2) for t in times['1 arm']]}, 30 arms"
+            f" {[round(t, 2) for t in times['30 arms']]}); one sequential trial on the GPU"
+            f" {seq_s:.2f} s (30 of them {30 * seq_s:.1f} s)"
+        )
+        print(
+            f"  {name}: val_acc of the 30 fused arms against 30 sequential trials on the GPU:"
+            f" {same} equal, {close} within 0.01"
+        )
+        print(
+            f"  {name}: peak GPU memory of 30 arms {peak / 2**20:.1f} MiB; the plan's estimate"
+            f" {30 * max(cost.train_bytes, cost.eval_bytes) / 2**20:.1f} MiB"
+            f" ({cost.mflop:.2f} MFLOP per arm and step)"
+        )
+    print(f"gpu 30arms/1arm={ratios['mnist1d']:.2f} default={ratios['default']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions of (a)")
     parser.add_argument("--reps-b", type=int, default=3, help="repetitions of (b)")
     parser.add_argument("--epochs-b", type=int, default=20)
-    parser.add_argument("--parts", nargs="+", default=["a", "b"], choices=["a", "b", "c"])
+    parser.add_argument("--parts", nargs="+", default=["a", "b"], choices=["a", "b", "c", "d", "g"])
+    parser.add_argument("--epochs-d", type=int, default=1)
+    parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--child", choices=ENTRIES, help=argparse.SUPPRESS)
     parser.add_argument("--lrs", type=float, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", type=int, nargs="+", help=argparse.SUPPRESS)
@@ -239,6 +333,11 @@ def main() -> None:
         ratio_a = part_a(args.reps, work) if "a" in args.parts else float("nan")
         if "c" in args.parts:
             part_c(args.reps)
+        if "d" in args.parts:
+            part_d(args.reps, args.epochs_d, args.widths, args.batch_sizes)
+        if "g" in args.parts:
+            part_g(args.reps, args.epochs_b)
+            return
         ratio_b, arms = (
             part_b(args.reps_b, args.epochs_b, work) if "b" in args.parts else (float("nan"), 0)
         )

@@ -66,7 +66,7 @@ def job_lost(number: int, params: dict[str, Any], lost: str, attempt: int, retri
 
 
 # The trial user attributes the progress line shows, when the job wrote them.
-PROGRESS_ATTRS = ("seconds", "diverged", "stopped_at_chance", "epochs_run")
+PROGRESS_ATTRS = ("seconds", "diverged", "stopped_at_chance", "epochs_run", "fused_arms")
 
 
 def progress(
@@ -76,13 +76,14 @@ def progress(
     done: int,
     total: int,
     remaining: int,
-    launched: int,
+    ended: int,
     elapsed: float,
     metric: str,
 ) -> None:
     """`[done/total] lr=... seed=... val_acc=... 1.2s ETA 10s` for a finished trial: its told
-    `value` (None: it failed) and its `PROGRESS_ATTRS` in `attrs`."""
-    eta = elapsed / launched * remaining
+    `value` (None: it failed) and its `PROGRESS_ATTRS` in `attrs`; the ETA is `remaining` jobs at
+    this run's pace so far (`ended` jobs in `elapsed` seconds)."""
+    eta = elapsed / ended * remaining
     shown = point_text(params, ".2e")
     if value is None:
         outcome = "FAILED"
@@ -90,8 +91,10 @@ def progress(
         outcome = f"{metric}={value:.4f}" + (" DIVERGED" if attrs.get("diverged") else "")
         if attrs.get("stopped_at_chance"):
             outcome += f" STOPPED at chance after epoch {attrs.get('epochs_run', '?')}"
-    seconds = attrs.get("seconds")
+    seconds, arms = attrs.get("seconds"), attrs.get("fused_arms")
     took = f" {seconds:.1f}s" if isinstance(seconds, int | float) else ""
+    if took and isinstance(arms, int) and arms > 1:  # its share of a batch trained together
+        took = f" {seconds:.2g}s (1/{arms} of a fused batch)"
     print(f"[{done}/{total}] {shown} {outcome}{took} ETA {eta:.0f}s", flush=True)
 
 

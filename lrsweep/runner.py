@@ -312,8 +312,11 @@ class _Run:
             for _, trial_id, params in claimed:
                 protocol.record_params(self.storage, trial_id, params, self.dists)
             results = self._launch(claimed, slot)
-            for (number, trial_id, params), result in zip(claimed, results, strict=True):
-                self._tell(number, trial_id, params, result)
+            for i, ((number, trial_id, params), result) in enumerate(
+                zip(claimed, results, strict=True)
+            ):
+                # The batch's jobs have all ended: those not yet told are not left to run.
+                self._tell(number, trial_id, params, result, ended_untold=len(claimed) - i - 1)
             with self.mutex:
                 failures, launched = self.failures, self.launched
             if failures and failures / launched > spec.max_failure_rate:
@@ -393,7 +396,14 @@ class _Run:
             elsewhere = 0 if unclaimed else protocol.running_elsewhere(rows, self.grid, ours)
             return [], unclaimed, elsewhere
 
-    def _tell(self, number: int, trial_id: int, params: dict[str, Any], result: JobResult) -> None:
+    def _tell(
+        self,
+        number: int,
+        trial_id: int,
+        params: dict[str, Any],
+        result: JobResult,
+        ended_untold: int = 0,
+    ) -> None:
         spec = self.spec
         told = tell(
             self.study, self.storage, number, trial_id, result, spec.metric_name, spec.direction
@@ -414,7 +424,7 @@ class _Run:
             console.trial_failed(number, told.error)
         # `done` is this run's count: the points done at its last look at the study, and its own
         # since (another sweep's newer ones show from its next round on). No read of the study.
-        remaining = len(self.grid) - done
+        remaining = len(self.grid) - done - ended_untold
         if spec.n_trials is not None:
             remaining = min(remaining, spec.n_trials - launched)
         console.progress(
@@ -424,7 +434,7 @@ class _Run:
             done,
             len(self.grid),
             remaining,
-            launched,
+            launched + ended_untold,
             time.perf_counter() - self.started,
             spec.metric_name or "value",
         )

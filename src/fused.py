@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,13 +38,14 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from hydra_plugins.lrsweep_sweeper.fused_launcher import CannotFuse
+from lrsweep.fusing import CannotFuse
 from src.base_lr import lr_scales
 from src.batches import Batches
 from src.chance import chance_accuracy, chance_threshold
 from src.checks import check_lr
 from src.data import Splits
 from src.fused_models import FUSED_LAYERS_TEXT, Stack, layer_problem
+from src.fused_plan import arms_per_batch, batches_of, free_memory, fusing_pays, step_cost
 from src.train import (
     EVAL_BATCH_SIZE,
     FitResult,
@@ -281,13 +282,19 @@ def fit_arms(
 
 
 def run_arms(
-    cfg: DictConfig, arms: Sequence[Arm], stack_of: Callable[[nn.Module, int], Any] = Stack.of
+    cfg: DictConfig,
+    arms: Sequence[Arm],
+    stack_of: Callable[[nn.Module, int], Any] = Stack.of,
+    only_if_pays: bool = False,
 ) -> list[TrialResult]:
     """Every arm of the built-in trial `cfg` (its `lr` and `seed` replaced by the arm's) trained
-    as one fused model; one `TrialResult` per arm, as `src.train.train` gives it (`seconds`: the
-    whole batch's time, shared). No study is touched. Raises ConfigError for a bad config, and
-    NotFusable for a trial this module cannot fuse (`fusable`). `stack_of` builds the stacked
-    model (`benchmarks/bench_fused.py` passes its torch.func variant)."""
+    as fused models; one `TrialResult` per arm, as `src.train.train` gives it (`seconds`: its share
+    of its fused batch's time, `fused_arms`: that batch's arms). The arms go in as few fused batches as the device's free memory holds
+    (`src.fused_plan.arms_per_batch`). No study is touched. Raises ConfigError for a bad config,
+    and NotFusable for a trial this module cannot fuse (`fusable`), or, with `only_if_pays`, one
+    that trains faster one arm at a time on this device (`src.fused_plan.fusing_pays`).
+    `stack_of` builds the stacked model (`benchmarks/bench_fused.py` passes its torch.func
+    variant)."""
     check_config(cfg)
     for arm in arms:
         check_lr(arm.lr)
@@ -299,6 +306,13 @@ def run_arms(
     reason = fusable(model, torch_optimizer, splits)
     if reason is not None:
         raise NotFusable(reason)
+    states = 2 if isinstance(torch_optimizer, torch.optim.Adam | torch.optim.AdamW) else 1
+    x_train = splits.train[0]
+    cost = step_cost(model, x_train[0].to(device), cfg.batch_size, EVAL_BATCH_SIZE, states)
+    if only_if_pays and (why := fusing_pays(device, cost)) is not None:
+        raise NotFusable(why)
+    data_bytes = sum(t.numel() * t.element_size() for t in (*splits.train, *splits.val))
+    size = arms_per_batch(cost, free_memory(device), data_bytes if device.type != "cpu" else 0)
     loader_args = {"device": device, "num_workers": splits.num_workers}
     val_batches = Batches(splits.val, EVAL_BATCH_SIZE, shuffle=False, **loader_args)
     hopeless_below = None
@@ -309,14 +323,22 @@ def run_arms(
         seed: Batches(splits.train, cfg.batch_size, shuffle=True, seed=seed, **loader_args)
         for seed in dict.fromkeys(arm.seed for arm in arms)
     }
-    stack = stack_of(model, len(arms))
-    optimizer = FusedOptimizer(type(torch_optimizer), torch_optimizer.defaults, stack.params)
-    fitted = fit_arms(cfg, stack, optimizer, arms, per_seed, val_batches, hopeless_below)
-    seconds = time.perf_counter() - start
-    return [_trial_result(f, seconds, key, val_batches.n) for f in fitted]
+    results: list[TrialResult] = []
+    for part in batches_of(len(arms), size):
+        batch = [arms[i] for i in part]
+        stack = stack_of(model, len(batch))
+        optimizer = FusedOptimizer(type(torch_optimizer), torch_optimizer.defaults, stack.params)
+        seeds = {arm.seed: per_seed[arm.seed] for arm in batch}
+        fitted = fit_arms(cfg, stack, optimizer, batch, seeds, val_batches, hopeless_below)
+        share = (time.perf_counter() - start) / len(batch)
+        results += [_trial_result(f, share, key, val_batches.n, len(batch)) for f in fitted]
+        start = time.perf_counter()
+    return results
 
 
-def _trial_result(fitted: FitResult, seconds: float, key: str, val_examples: int) -> TrialResult:
+def _trial_result(
+    fitted: FitResult, seconds: float, key: str, val_examples: int, fused_arms: int
+) -> TrialResult:
     diverged = fitted.stop == "diverged"
     return TrialResult(
         val_acc=0.0 if diverged else fitted.val_acc[-1],
@@ -329,6 +351,7 @@ def _trial_result(fitted: FitResult, seconds: float, key: str, val_examples: int
         train_loss=fitted.train_loss,
         val_acc_curve=fitted.val_acc,
         val_examples=val_examples,
+        fused_arms=fused_arms,
     )
 
 
@@ -357,17 +380,16 @@ def train_batch(cfgs: Sequence[DictConfig]) -> list[Callable[[DictConfig], float
         differ = sorted({k for other in shared[1:] for k in other if other[k] != shared[0].get(k)})
         raise NotFusable(f"the jobs differ in {differ}, not only in {list(ARM_KEYS)}")
     started = time.time()
-    results = run_arms(cfgs[0], [Arm(float(cfg.lr), int(cfg.seed)) for cfg in cfgs])
-    n = len(results)
+    arms = [Arm(float(cfg.lr), int(cfg.seed)) for cfg in cfgs]
+    results = run_arms(cfgs[0], arms, only_if_pays=True)
 
     def finish(result: TrialResult) -> Callable[[DictConfig], float]:
         def record(cfg: DictConfig) -> float:
             reporter = TrialReporter(cfg.study.storage, cfg.study.name, cfg.trial)
             for epoch, acc in enumerate(result.val_acc_curve):
                 reporter.report(epoch, acc)
-            # Its share of the batch's time: the trials' seconds add up to the batch's.
-            record_trial(reporter, replace(result, seconds=result.seconds / n), started)
-            reporter.set_attrs(fused_arms=n)
+            record_trial(reporter, result, started)  # seconds: its share of its batch's time
+            reporter.set_attrs(fused_arms=result.fused_arms)
             freeze_long_lived()
             return float(getattr(result, cfg.metric))
 

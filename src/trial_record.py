@@ -28,6 +28,7 @@ class TrialResult:
     # On the data's test split (None without one): recorded, never the objective, never chosen on.
     test_acc: float | None = None
     val_examples: int = 0  # a score's resolution: 1 / val_examples (src.report)
+    fused_arms: int = 1  # trained with this many arms as one model (src.fused); seconds: its share
 
 
 def resident_mb() -> float | None:

@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Tiny but real: digits, a small MLP, 2 epochs (about 0.1 s per trial in-process).
 TINY = ["epochs=2", "warmup_epochs=1", "model.width=32", "model.depth=1", "batch_size=64"]
+# The default launcher trains a batch's LRs together (hydra/launcher=fused). Tests of what happens
+# while one trial runs (killed, interrupted, overlapping with another sweep's) take the sequential
+# launcher, where a trial at a time is in flight; tests/test_fused_launcher.py has the fused cases.
+SEQUENTIAL = "hydra/launcher=lrsweep"
 
 
 def _env(extra: dict | None = None) -> dict:

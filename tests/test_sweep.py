@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import TINY, run_module, start_module
+from conftest import SEQUENTIAL, TINY, run_module, start_module
 
 from lrsweep import results, study_protocol
 from lrsweep import storage as storage_module
@@ -232,7 +232,7 @@ SLOW = ["epochs=40", "batch_size=8"]  # about 1 s per trial: time to kill the sw
 
 def test_sigkill_then_rerun_runs_every_point_exactly_once(workdir):
     args = [
-        *sweep_args("killed", "sweep.points=5", *SLOW),
+        *sweep_args("killed", "sweep.points=5", *SLOW, SEQUENTIAL),
         "hydra.sweeper.heartbeat_interval=1",
     ]
     sweep = start_module("src.train", *args, cwd=workdir, stderr=subprocess.STDOUT)
@@ -303,7 +303,8 @@ MEDIUM = ["epochs=6", "batch_size=16"]  # about 0.3 s per trial: long enough to 
 
 
 def test_two_sweeps_on_one_study_run_each_point_once(workdir):
-    args = ["-m", *TINY, *MEDIUM, "study.name=shared", "sweep.points=6", "sweep.seeds=[0,1]"]
+    args = ["-m", *TINY, *MEDIUM, SEQUENTIAL, "study.name=shared", "sweep.points=6"]
+    args.append("sweep.seeds=[0,1]")
     procs = [start_module("src.train", *args, cwd=workdir) for _ in range(2)]
     outputs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
@@ -664,9 +665,20 @@ def test_the_progress_line_says_a_trial_was_stopped_at_chance(capsys) -> None:
     from lrsweep import console
 
     attrs = {"seconds": 0.5, "diverged": False, "stopped_at_chance": True, "epochs_run": 2}
+    attrs["fused_arms"] = 1  # trained alone
     assert set(attrs) == set(console.PROGRESS_ATTRS)  # the sweeper reads what the line shows
     console.progress(0.1, attrs, {"lr": 1e-6}, 1, 10, 9, 1, 0.5, "val_acc")
-    assert "val_acc=0.1000 STOPPED at chance after epoch 2" in capsys.readouterr().out
+    assert "val_acc=0.1000 STOPPED at chance after epoch 2 0.5s ETA" in capsys.readouterr().out
+
+
+def test_the_progress_line_of_a_fused_arm_shows_its_share_and_no_eta_for_ended_jobs(capsys):
+    from lrsweep import console
+
+    # The 10th of 10 arms trained together: its share of the batch's 0.4 s, and the 9 other arms
+    # of the batch have ended too (the runner passes remaining=0): nothing is left to wait for.
+    attrs = {"seconds": 0.04, "fused_arms": 10}
+    console.progress(0.9, attrs, {"lr": 0.02}, 1, 10, 0, 10, 0.4, "val_acc")
+    assert capsys.readouterr().out.endswith("0.04s (1/10 of a fused batch) ETA 0s\n")
 
 
 def test_the_generic_end_table_counts_trials_stopped_at_chance(capsys) -> None:

@@ -26,10 +26,9 @@ from omegaconf import DictConfig
 
 from hydra_plugins.lrsweep_sweeper.in_process import task_config
 from hydra_plugins.lrsweep_sweeper.launcher import InProcessLauncher
+from lrsweep.fusing import CannotFuse
 
-
-class CannotFuse(Exception):
-    """Raised by a batch function for jobs it cannot train together; the message says why."""
+__all__ = ["CannotFuse", "FusedLauncher"]
 
 
 class FusedLauncher(InProcessLauncher):
