@@ -8,21 +8,25 @@ What it guarantees, arm by arm, against the sequential trial (`tests/test_fused.
 - the same data order: each arm's batches are `Batches(..., seed=arm.seed).epoch(e)`;
 - the same updates: SGD (momentum, dampening, nesterov, weight decay), Adam and AdamW as
   `torch.optim` computes them, at each arm's own LR under `src.train.lr_at` (per-batch warmup,
-  then constant or cosine);
+  then constant or cosine), each parameter at its group's multiple of that LR and with its
+  group's weight decay (muP's `MuSGD`, `MuAdam`, `MuAdamW` set both per layer);
 - the same records: validation accuracy and loss per epoch, train loss, epochs run, divergence
-  (checked at the same steps: every `log_every` steps and at each epoch's end) and the stop at
-  chance; equal to float tolerance (a batched matmul rounds differently from a plain one);
+  (checked at the same steps: every `log_every` steps and at each epoch's end), the stop at
+  chance, and the test accuracy of a data set with a test split (on the weights each arm finished
+  with); equal to float tolerance (a batched matmul rounds differently from a plain one);
 - independence: each arm's slice of every stacked tensor is computed from that arm's slice alone,
   and an arm that diverges or stops is removed from the stack at once: a NaN arm never touches the
   others.
 
-What it fuses: a `Sequential` of `Flatten`, `Unflatten`, `Linear`, `ReLU`, `Conv1d`/`Conv2d` and
-`BatchNorm1d`/`2d` (the `mlp` and `cnn` models) on in-memory splits without a test split, with one
-parameter group of `torch.optim.SGD`, `Adam` or `AdamW`. `fusable` names what stops anything else;
-such a trial runs sequentially.
+What it fuses: a `Sequential` of `Flatten`, `Unflatten`, `Linear`, muP's `MuReadout`, `ReLU`,
+`Conv1d`/`Conv2d` and `BatchNorm1d`/`2d` (the `mlp`, `cnn`, `mlp_mup` and `cnn_mup` models) on
+in-memory splits, with `torch.optim.SGD`, `Adam` or `AdamW` whose parameter groups differ at most
+in LR and weight decay (the muP optimizers). `fusable` names what stops anything else; such a
+trial runs sequentially.
 
 How: parameters stacked along a leading arm axis, each layer one kernel call for all arms
-(`src.fused_models.Stack`: baddbmm, grouped convolutions, BatchNorm over arms x channels).
+(`src.fused_models.Stack`: baddbmm, grouped convolutions, BatchNorm over arms x channels), and
+the updates on the stacked tensors (`src.fused_optim.FusedOptimizer`).
 """
 
 from __future__ import annotations
@@ -39,12 +43,12 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from lrsweep.fusing import CannotFuse
-from src.base_lr import lr_scales
 from src.batches import Batches
 from src.chance import chance_accuracy, chance_threshold
 from src.checks import check_lr
 from src.data import Splits
 from src.fused_models import FUSED_LAYERS_TEXT, Stack, layer_problem
+from src.fused_optim import FusedOptimizer
 from src.fused_plan import arms_per_batch, batches_of, free_memory, fusing_pays, step_cost
 from src.train import (
     EVAL_BATCH_SIZE,
@@ -78,10 +82,11 @@ class Arm:
 
 def fusable(model: nn.Module, optimizer: torch.optim.Optimizer, splits: Splits) -> str | None:
     """None when this trial can be fused, else the reason it cannot (one short phrase)."""
-    if not isinstance(splits.train, tuple) or not isinstance(splits.val, tuple):
+    in_memory = (
+        isinstance(s, tuple) for s in (splits.train, splits.val, splits.test) if s is not None
+    )
+    if not all(in_memory):
         return "the data is a Dataset, not in-memory tensors"
-    if splits.test is not None:
-        return "the data has a test split (its per-arm score is not fused yet)"
     if not isinstance(model, nn.Sequential):
         return f"the model is a {type(model).__name__}, not a Sequential of {FUSED_LAYERS_TEXT}"
     problems = [why for why in map(layer_problem, model) if why is not None]
@@ -89,68 +94,25 @@ def fusable(model: nn.Module, optimizer: torch.optim.Optimizer, splits: Splits) 
         return "the model has " + "; ".join(dict.fromkeys(problems))
     if type(optimizer) not in OPTIMIZERS:
         return f"the optimizer is {type(optimizer).__name__} (SGD, Adam and AdamW fuse)"
-    if len(optimizer.param_groups) != 1 or lr_scales(optimizer, optimizer.defaults["lr"]) != [1.0]:
-        return "the optimizer has several parameter groups (muP's per-layer LRs)"
+    return _groups_problem(model, optimizer)
+
+
+# What a parameter group may set for itself: muP's optimizers scale both per group (`mup.optim`).
+GROUP_KEYS = ("params", "lr", "weight_decay")
+
+
+def _groups_problem(model: nn.Module, optimizer: torch.optim.Optimizer) -> str | None:
+    """Why `FusedOptimizer` cannot reproduce this optimizer's parameter groups, or None."""
     options = optimizer.defaults
     if options.get("maximize") or options.get("amsgrad"):
         return "the optimizer maximizes or uses amsgrad"
+    for group in optimizer.param_groups:
+        if any(k in options and group[k] != options[k] for k in group if k not in GROUP_KEYS):
+            return "a parameter group differs in more than its LR and weight decay"
+    grouped = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    if sorted(grouped) != sorted(id(p) for p in model.parameters()):
+        return "the optimizer does not train each of the model's parameters once"
     return None
-
-
-# --- the optimizers, as torch.optim computes them (single-tensor path) ---------------------------
-
-
-class FusedOptimizer:
-    """`torch.optim.SGD`, `Adam` or `AdamW`'s update on stacked parameters, with a per-arm LR
-    (a tensor (arms,)): each arm's slice gets the terms of torch.optim's single-tensor update (the
-    CPU's default path), in the same order, with its own LR."""
-
-    def __init__(self, kind: type, options: dict, params: Sequence[Tensor]) -> None:
-        self.options = options
-        self.adam = kind is not torch.optim.SGD
-        self.decoupled = kind is torch.optim.AdamW or bool(options.get("decoupled_weight_decay"))
-        self.steps = 0
-        count = 2 if self.adam else 1
-        self.state = [[torch.zeros_like(p) for p in params] for _ in range(count)]
-
-    def keep(self, rows: Tensor) -> None:
-        self.state = [[s[rows] for s in group] for group in self.state]
-
-    @torch.no_grad()
-    def step(self, params: Sequence[Tensor], grads: Sequence[Tensor], lr: Tensor) -> None:
-        self.steps += 1
-        for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
-            arm_lr = lr.view(-1, *[1] * (param.dim() - 1))  # each arm's LR on its own slice
-            if self.adam:
-                self._adam(param, grad, self.state[0][i], self.state[1][i], arm_lr)
-            else:
-                self._sgd(param, grad, self.state[0][i], arm_lr)
-
-    def _sgd(self, param: Tensor, grad: Tensor, buf: Tensor, lr: Tensor) -> None:
-        o = self.options
-        if o["weight_decay"] != 0:
-            grad = grad.add(param, alpha=o["weight_decay"])
-        if o["momentum"] != 0:
-            if self.steps == 1:  # torch's first step: the buffer is the gradient, undampened
-                buf.copy_(grad)
-            else:
-                buf.mul_(o["momentum"]).add_(grad, alpha=1 - o["dampening"])
-            grad = grad.add(buf, alpha=o["momentum"]) if o["nesterov"] else buf
-        param.sub_(lr * grad)
-
-    def _adam(self, param: Tensor, grad: Tensor, avg: Tensor, avg_sq: Tensor, lr: Tensor) -> None:
-        o = self.options
-        beta1, beta2 = o["betas"]
-        if o["weight_decay"] != 0:
-            if self.decoupled:
-                param.mul_(1 - lr * o["weight_decay"])
-            else:
-                grad = grad.add(param, alpha=o["weight_decay"])
-        avg.lerp_(grad, 1 - beta1)
-        avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step_size = lr / (1 - beta1**self.steps)
-        denom = (avg_sq.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(o["eps"])
-        param.sub_(step_size * (avg / denom))
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -178,6 +140,14 @@ def seed_batches(per_seed: list[Batches], epoch: int) -> Iterator[tuple[Tensor, 
         yield torch.stack([x for x, _ in parts]), torch.stack([y for _, y in parts])
 
 
+@dataclass
+class ArmFit(FitResult):
+    """An arm's `FitResult`, with its test accuracy as `src.train.train` scores it: on the weights
+    it stopped with, 0.0 when it diverged, None without a test split."""
+
+    test_acc: float | None = None
+
+
 class _Live:
     """The arms still training, in stack order, and every arm's record so far."""
 
@@ -187,14 +157,22 @@ class _Live:
         self.seed_row = torch.tensor([distinct.index(arm.seed) for arm in arms], device=device)
         self.train_loss: list[list[float]] = [[] for _ in arms]
         self.val_acc: list[list[float]] = [[] for _ in arms]
-        self.results: dict[int, FitResult] = {}
+        self.results: dict[int, ArmFit] = {}
 
-    def finish(self, rows: list[int], why: str | None, epochs_run: int, val_loss: list[float]):
-        """Record the arms at stack `rows` as finished with these final validation losses."""
-        for row, loss in zip(rows, val_loss, strict=True):
+    def finish(
+        self,
+        rows: list[int],
+        why: str | None,
+        epochs_run: int,
+        val_loss: list[float],
+        test_acc: list[float | None],
+    ) -> None:
+        """Record the arms at stack `rows` as finished with these final validation losses and
+        test accuracies."""
+        for row, loss, test in zip(rows, val_loss, test_acc, strict=True):
             arm = self.arms[row]
-            self.results[arm] = FitResult(
-                why, epochs_run, self.train_loss[arm], self.val_acc[arm], loss
+            self.results[arm] = ArmFit(
+                why, epochs_run, self.train_loss[arm], self.val_acc[arm], loss, test
             )
 
     def keep(self, rows: list[int]) -> Tensor:
@@ -215,9 +193,11 @@ def fit_arms(
     per_seed: dict[int, Batches],
     val_batches: Batches,
     hopeless_below: float | None = None,
-) -> list[FitResult]:
+    test_batches: Batches | None = None,
+) -> list[ArmFit]:
     """`src.train.fit` for every arm at once (`per_seed`: the train batches of each distinct seed):
-    one `FitResult` per arm, in order."""
+    one `ArmFit` per arm, in order; with `test_batches`, each arm that did not diverge is scored
+    on them with the weights it finished with, as `src.train.train` scores a trial."""
     schedule, log_every = str(cfg.schedule), int(cfg.log_every)
     epochs, warmup_epochs = int(cfg.epochs), int(cfg.warmup_epochs)
     seeds = list(per_seed)
@@ -226,6 +206,14 @@ def fit_arms(
     live = _Live(arms, val_batches.device, seeds)
     last_val_loss: list[float] = []
     step = 0
+    no_test = None if test_batches is None else 0.0  # a diverged arm's test score
+
+    def test_acc(rows: list[int]) -> list[float | None]:
+        """The test accuracy of the stack `rows` now (None each without a test split)."""
+        if test_batches is None or not rows:
+            return [None] * len(rows)
+        acc = evaluate_stack(stack, test_batches)[0].tolist()
+        return [acc[r] for r in rows]
 
     def drop(rows_out: list[int]) -> Tensor | None:
         """Remove the stack rows `rows_out` from the stack and its optimizer's state."""
@@ -253,7 +241,8 @@ def fit_arms(
             if step % log_every == 0:  # one host sync per `log_every` steps, as in `fit`
                 bad = (~torch.isfinite(loss_sum)).nonzero().flatten().tolist()
                 if bad:
-                    live.finish(bad, "diverged", epoch + 1, [math.inf] * len(bad))
+                    n = len(bad)
+                    live.finish(bad, "diverged", epoch + 1, [math.inf] * n, [no_test] * n)
                     index = drop(bad)
                     if not live.arms:
                         return [live.results[a] for a in range(len(arms))]
@@ -271,13 +260,17 @@ def fit_arms(
         # Still at chance a full epoch after warmup (never on the last epoch), as in `fit`.
         stoppable = hopeless_below is not None and warmup_epochs <= epoch < epochs - 1
         hopeless = [r for r in rows if stoppable and r not in blown and acc[r] <= hopeless_below]
-        live.finish(blown, "diverged", epoch + 1, [math.inf] * len(blown))
-        live.finish(hopeless, "chance", epoch + 1, [val_loss[r] for r in hopeless])
+        n = len(blown)
+        live.finish(blown, "diverged", epoch + 1, [math.inf] * n, [no_test] * n)
+        live.finish(
+            hopeless, "chance", epoch + 1, [val_loss[r] for r in hopeless], test_acc(hopeless)
+        )
         last_val_loss = [val_loss[r] for r in rows if r not in blown + hopeless]
         drop(blown + hopeless)
         if not live.arms:
             break
-    live.finish(list(range(len(live.arms))), None, epochs, last_val_loss)
+    rows = list(range(len(live.arms)))
+    live.finish(rows, None, epochs, last_val_loss, test_acc(rows))
     return [live.results[a] for a in range(len(arms))]
 
 
@@ -289,8 +282,8 @@ def run_arms(
 ) -> list[TrialResult]:
     """Every arm of the built-in trial `cfg` (its `lr` and `seed` replaced by the arm's) trained
     as fused models; one `TrialResult` per arm, as `src.train.train` gives it (`seconds`: its share
-    of its fused batch's time, `fused_arms`: that batch's arms). The arms go in as few fused batches as the device's free memory holds
-    (`src.fused_plan.arms_per_batch`). No study is touched. Raises ConfigError for a bad config,
+    of its fused batch's time, `fused_arms`: that batch's arms). The arms go in as few fused
+    batches as the device's free memory holds (`src.fused_plan.arms_per_batch`). No study is touched. Raises ConfigError for a bad config,
     and NotFusable for a trial this module cannot fuse (`fusable`), or, with `only_if_pays`, one
     that trains faster one arm at a time on this device (`src.fused_plan.fusing_pays`).
     `stack_of` builds the stacked model (`benchmarks/bench_fused.py` passes its torch.func
@@ -323,13 +316,18 @@ def run_arms(
         seed: Batches(splits.train, cfg.batch_size, shuffle=True, seed=seed, **loader_args)
         for seed in dict.fromkeys(arm.seed for arm in arms)
     }
+    test_batches = None
+    if splits.test is not None:  # scored once per arm, after its training
+        test_batches = Batches(splits.test, EVAL_BATCH_SIZE, shuffle=False, **loader_args)
     results: list[TrialResult] = []
     for part in batches_of(len(arms), size):
         batch = [arms[i] for i in part]
         stack = stack_of(model, len(batch))
-        optimizer = FusedOptimizer(type(torch_optimizer), torch_optimizer.defaults, stack.params)
+        optimizer = FusedOptimizer.of(torch_optimizer, model, stack.params)
         seeds = {arm.seed: per_seed[arm.seed] for arm in batch}
-        fitted = fit_arms(cfg, stack, optimizer, batch, seeds, val_batches, hopeless_below)
+        fitted = fit_arms(
+            cfg, stack, optimizer, batch, seeds, val_batches, hopeless_below, test_batches
+        )
         share = (time.perf_counter() - start) / len(batch)
         results += [_trial_result(f, share, key, val_batches.n, len(batch)) for f in fitted]
         start = time.perf_counter()
@@ -337,7 +335,7 @@ def run_arms(
 
 
 def _trial_result(
-    fitted: FitResult, seconds: float, key: str, val_examples: int, fused_arms: int
+    fitted: ArmFit, seconds: float, key: str, val_examples: int, fused_arms: int
 ) -> TrialResult:
     diverged = fitted.stop == "diverged"
     return TrialResult(
@@ -350,6 +348,7 @@ def _trial_result(
         checkpoint=key,
         train_loss=fitted.train_loss,
         val_acc_curve=fitted.val_acc,
+        test_acc=fitted.test_acc,
         val_examples=val_examples,
         fused_arms=fused_arms,
     )

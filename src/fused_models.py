@@ -4,7 +4,9 @@ Parameters and buffers get a leading arm axis. Each layer's arms are computed by
 kernel the sequential trial uses, each arm's slice from that arm's slice alone:
 
 - `Linear`: one `torch.baddbmm` over activations (arms, batch, features), with the weight
-  transposed (arms, in, out) and the bias (arms, 1, out);
+  transposed (arms, in, out) and the bias (arms, 1, out); muP's readout (`mup.MuReadout`, the
+  `mlp_mup` and `cnn_mup` models' last layer) first scales its input by `output_mult /
+  width_mult()`, as its own forward does;
 - `Conv1d`/`Conv2d`: one grouped convolution (groups = arms) over activations in channel layout
   (batch, arms * channels, *spatial);
 - `BatchNorm1d`/`2d`: one `batch_norm` over those arms * channels channels: the statistics of arm
@@ -23,17 +25,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from mup import MuReadout
 from torch import Tensor, nn
 
 CONVS = (nn.Conv1d, nn.Conv2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-FUSED_LAYERS = (nn.Flatten, nn.Unflatten, nn.Linear, nn.ReLU, *CONVS, *NORMS)
+FUSED_LAYERS = (nn.Flatten, nn.Unflatten, nn.Linear, MuReadout, nn.ReLU, *CONVS, *NORMS)
 FUSED_LAYERS_TEXT = ", ".join(t.__name__ for t in FUSED_LAYERS)
 
 
 def layer_problem(layer: nn.Module) -> str | None:
     """Why `Stack` cannot hold this layer, or None."""
-    if not isinstance(layer, FUSED_LAYERS):
+    # The exact types: a subclass (mup's MuSharedReadout, a user's Linear) may compute another
+    # forward than the one `Stack` reproduces.
+    if type(layer) not in FUSED_LAYERS:
         return f"a {type(layer).__name__} layer (only {FUSED_LAYERS_TEXT} fuse)"
     if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
         return "a Flatten other than Flatten(1, -1)"
@@ -56,7 +61,8 @@ def _stacked(tensor: Tensor, arms: int) -> Tensor:
 
 class Stack:
     """`arms` copies of a `Sequential` of `FUSED_LAYERS`, from its current weights (the shared
-    initial weights). `params` are the trainable tensors, arm axis first, in layer order."""
+    initial weights). `params` are the trainable tensors, arm axis first, in the order of
+    `model.parameters()` (`src.fused.FusedOptimizer.of` pairs them by it)."""
 
     def __init__(self, model: nn.Sequential, arms: int) -> None:
         self.layers = list(model)
@@ -87,6 +93,8 @@ class Stack:
         channels = False  # the layout: (arms, batch, ...), or (batch, arms * channels, *spatial)
         for layer, (p, b) in zip(self.layers, self.slots, strict=True):
             if isinstance(layer, nn.Linear):
+                if isinstance(layer, MuReadout):  # its forward's input scaling, in its order
+                    x = layer.output_mult * x / layer.width_mult()
                 x = torch.baddbmm(self.params[p + 1], x, self.params[p])
             elif isinstance(layer, nn.ReLU):
                 x = torch.relu(x)

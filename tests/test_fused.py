@@ -1,6 +1,7 @@
 """Fused arms (`src.fused`): the same records per arm as the sequential trial, on tiny real data.
 
-Every test trains in-process: digits, a one-layer MLP of width 32, 3 epochs (about 0.1 s a trial).
+Every test trains in-process: digits, a one-layer MLP of width 32 (or a cnn of 8 channels, or
+their muP versions at twice their base width), 3 epochs (about 0.1 s a trial).
 """
 
 from __future__ import annotations
@@ -11,15 +12,25 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, TINY
+from mup import MuSharedReadout
+from torch import nn
 
-from src.fused import Arm, NotFusable, run_arms
+from src.data import digits
+from src.fused import Arm, NotFusable, fusable, run_arms
 from src.study import compose_config
 from src.train import train
 from src.trial_record import TrialResult
 
 FUSED = [*TINY, "epochs=3"]
 CNN = ["model=cnn", "model.channels=8", "epochs=3", "warmup_epochs=1", "batch_size=64"]
+# The muP models at twice their base width: every muP optimizer's per-layer LR scales are 2 or 1/2
+# (mlp_mup's two hidden layers give a matrix-like weight, which MuAdam and MuAdamW scale too).
+MUP = {
+    "mlp_mup": [*FUSED, "model=mlp_mup", "model.depth=2", "model.base_width=16"],
+    "cnn_mup": [*CNN, "model=cnn_mup", "model.base_width=4"],
+}
 N_VAL = 360  # digits' validation split: one example is 1/360 of accuracy
+N_TEST = 359  # its test split at data.test_fraction=0.2
 # Per optimizer: an LR at chance (stops), two that learn, one that diverges.
 LRS = {
     "sgd": (1e-6, 1e-3, 0.05, 1e4),
@@ -31,7 +42,7 @@ SEEDS = (0, 1)
 # or a grouped convolution rounds differently from a plain one, and training amplifies it (most
 # under Adam, whose per-element normalisation turns a rounding in a tiny gradient into an
 # LR-sized step): the cnn's differ more.
-TOLERANCE = {"mlp": (1, 1e-4), "cnn": (2, 2e-2)}
+TOLERANCE = {"mlp": (1, 1e-4), "cnn": (2, 2e-2), "mlp_mup": (1, 1e-4), "cnn_mup": (2, 2e-2)}
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +70,10 @@ def assert_same_record(fused: TrialResult, seq: TrialResult, arm: Arm, model: st
         assert fused.val_loss == seq.val_loss == math.inf and fused.val_acc == 0.0
     else:
         assert fused.val_loss == pytest.approx(seq.val_loss, rel=rel), where
+    if seq.test_acc is None:
+        assert fused.test_acc is None, where
+    else:
+        assert fused.test_acc == pytest.approx(seq.test_acc, abs=(examples + 0.01) / N_TEST), where
 
 
 def assert_same_records(overrides: list[str], arms: list[Arm], model: str) -> list[TrialResult]:
@@ -91,6 +106,45 @@ def test_the_cnn_fused_gives_the_same_record_per_arm(optimizer: str) -> None:
     arms = [Arm(lr, seed) for lr in (1e-6, LRS[optimizer][2]) for seed in SEEDS]
     seq = assert_same_records(overrides, arms, "cnn")
     assert seq[0].stopped_at_chance and min(r.val_acc for r in seq[2:]) > 0.8
+
+
+# (model, optimizer, LRs: at chance, learning, diverging), with warmup and cosine.
+MUP_CASES = [
+    ("mlp_mup", "musgd", (1e-6, 0.05, 1e4)),
+    ("mlp_mup", "muadam", (1e-6, 0.01, 1e30)),
+    ("mlp_mup", "muadamw", (1e-6, 0.01, 1e30)),
+    ("cnn_mup", "musgd", (1e-6, 0.1, 1e4)),  # BatchNorm keeps lr=1e4 finite: at chance
+    ("cnn_mup", "muadamw", (1e-6, 0.01, 1e30)),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "optimizer", "lrs"), MUP_CASES, ids=[f"{m}-{o}" for m, o, _ in MUP_CASES]
+)
+def test_the_mup_models_fused_give_the_same_record_per_arm(
+    model: str, optimizer: str, lrs: tuple[float, float, float]
+) -> None:
+    """MuReadout's input scaling, and each layer's LR multiple and weight decay from its muP
+    parameter group, with warmup and cosine: at chance, learning on two data orders, diverged."""
+    overrides = [*MUP[model], f"optimizer={optimizer}", "schedule=cosine"]
+    low, good, high = lrs
+    arms = [Arm(low, 0), Arm(good, 0), Arm(good, 1), Arm(high, 0)]
+    seq = assert_same_records(overrides, arms, model)
+    assert seq[0].stopped_at_chance and min(r.val_acc for r in seq[1:3]) > 0.75
+    assert seq[3].diverged or (model == "cnn_mup" and seq[3].stopped_at_chance)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_fused_arms_score_the_test_split_as_their_sequential_trials(model: str) -> None:
+    """With a test split each arm records its test accuracy on the weights it finished with: a
+    stopped arm on those it stopped with, a diverged arm 0.0 (the cnn's BatchNorm: evaluated with
+    each arm's own running statistics; at lr=1e4 its losses are chaotic, so no diverging arm)."""
+    overrides = [*(FUSED if model == "mlp" else CNN), "data.test_fraction=0.2"]
+    arms = [Arm(1e-6, 0), Arm(0.05, 0), Arm(0.05, 1), *([Arm(1e4, 0)] if model == "mlp" else [])]
+    seq = assert_same_records(overrides, arms, model)
+    assert seq[0].stopped_at_chance and min(r.test_acc for r in seq[1:3]) > 0.8
+    assert model == "cnn" or (seq[3].diverged and seq[3].test_acc == 0.0)
+    assert seq[0].test_acc != seq[1].test_acc
 
 
 def test_a_cnn_arm_that_batchnorm_keeps_finite_stays_finite_fused() -> None:
@@ -132,13 +186,48 @@ def test_every_arm_diverging_ends_the_batch() -> None:
     ("overrides", "why"),
     [
         (["~model", "+model._target_=tests.byo_example.TinyNet"], "TinyNet, not a Sequential"),
-        ([*FUSED, "data.test_fraction=0.2"], "test split"),
         ([*FUSED, "optimizer=adam", "+optimizer.amsgrad=true"], "amsgrad"),
     ],
 )
 def test_a_trial_that_cannot_be_fused_says_why(overrides: list[str], why: str) -> None:
     with pytest.raises(NotFusable, match=why):
         run_arms(compose_config(overrides), [Arm(0.01, 0)])
+
+
+def _net() -> nn.Sequential:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize(
+    ("model", "groups", "why"),
+    [
+        (
+            _net,
+            lambda m: [
+                {"params": m[1].parameters(), "momentum": 0.5},
+                {"params": m[3].parameters()},
+            ],
+            "a parameter group differs in more than its LR and weight decay",
+        ),
+        (
+            _net,
+            lambda m: [{"params": m[3].parameters()}],
+            "the optimizer does not train each of the model's parameters once",
+        ),
+        (
+            lambda: nn.Sequential(nn.Flatten(), MuSharedReadout(nn.Parameter(torch.zeros(10, 64)))),
+            lambda m: m.parameters(),
+            "a MuSharedReadout layer",
+        ),
+    ],
+    ids=["group-option", "untrained-parameter", "linear-subclass"],
+)
+def test_what_fused_arms_cannot_reproduce_is_named(model, groups, why: str) -> None:
+    """Parameter groups beyond muP's (LR and weight decay), a parameter no group trains, a
+    Linear subclass whose forward `Stack` does not know."""
+    net = model()
+    optimizer = torch.optim.SGD(groups(net), lr=0.1, momentum=0.9)
+    assert why in fusable(net, optimizer, digits())
 
 
 def test_fused_training_is_deterministic_on_cpu() -> None:

@@ -14,6 +14,7 @@ FUSED = "hydra/launcher=fused"
 # 8 arms: 4 LRs x 2 data orders, below the edge of stability (there, float rounding grows over the
 # epochs into a different run: src/fused.py's benchmark shows it at lr=1 on digits).
 GRID = ["sweep.points=4", "sweep.high=0.1", "sweep.seeds=[0,1]"]
+N_TEST = 359  # digits' test split at data.test_fraction=0.2
 
 
 def trials(workdir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -28,8 +29,9 @@ def by_point(done: list[optuna.trial.FrozenTrial]) -> dict[tuple[float, int], ob
 def test_a_fused_sweep_records_each_arm_as_its_own_job_and_trial_as_the_sequential_one(
     tmp_path: Path,
 ):
-    run_module("src.train", "-m", *TINY, *GRID, "study.name=fused", FUSED, cwd=tmp_path)
-    run_module("src.train", "-m", *TINY, *GRID, "study.name=alone", cwd=tmp_path)
+    grid = [*TINY, *GRID, "data.test_fraction=0.2"]  # each arm records its test accuracy too
+    run_module("src.train", "-m", *grid, "study.name=fused", FUSED, cwd=tmp_path)
+    run_module("src.train", "-m", *grid, "study.name=alone", cwd=tmp_path)
     fused, alone = by_point(trials(tmp_path, "fused")), by_point(trials(tmp_path, "alone"))
     assert sorted(fused) == sorted(alone) and len(fused) == 8
     for point, arm in fused.items():
@@ -37,6 +39,7 @@ def test_a_fused_sweep_records_each_arm_as_its_own_job_and_trial_as_the_sequenti
         assert arm.user_attrs["fused_arms"] == 8 and "fused_arms" not in one.user_attrs
         # The same training to float rounding: within one validation example.
         assert abs(arm.value - one.value) <= 1.5 / arm.user_attrs["val_examples"], point
+        assert abs(arm.user_attrs["test_acc"] - one.user_attrs["test_acc"]) <= 1.5 / N_TEST, point
         assert arm.user_attrs["epochs_run"] == one.user_attrs["epochs_run"]
         assert arm.user_attrs["diverged"] == one.user_attrs["diverged"]
         assert sorted(arm.intermediate_values) == sorted(one.intermediate_values)
@@ -57,16 +60,16 @@ def test_a_finished_fused_sweep_runs_nothing_again(tmp_path: Path):
 
 def test_a_batch_it_cannot_fuse_runs_one_job_at_a_time_and_says_why(tmp_path: Path):
     proc = run_module(
-        "src.train", "-m", *TINY, "sweep.points=3", "study.name=tested",
-        "data.test_fraction=0.2", FUSED,
+        "src.train", "-m", *TINY, "sweep.points=3", "study.name=amsgrad",
+        "optimizer=adam", "+optimizer.amsgrad=true", FUSED,
         cwd=tmp_path,
     )  # fmt: skip
     lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
     assert lines == [
-        "[lrsweep] fused launcher: the data has a test split (its per-arm score is not fused "
-        "yet); these 3 jobs run one at a time"
+        "[lrsweep] fused launcher: the optimizer maximizes or uses amsgrad; these 3 jobs run "
+        "one at a time"
     ]
-    done = trials(tmp_path, "tested")
+    done = trials(tmp_path, "amsgrad")
     assert len(done) == 3 and not any("fused_arms" in t.user_attrs for t in done)
 
 
