@@ -279,11 +279,13 @@ def run_arms(
     arms: Sequence[Arm],
     stack_of: Callable[[nn.Module, int], Any] = Stack.of,
     only_if_pays: bool = False,
+    max_arms: int | None = None,
 ) -> list[TrialResult]:
     """Every arm of the built-in trial `cfg` (its `lr` and `seed` replaced by the arm's) trained
     as fused models; one `TrialResult` per arm, as `src.train.train` gives it (`seconds`: its share
     of its fused batch's time, `fused_arms`: that batch's arms). The arms go in as few fused
-    batches as the device's free memory holds (`src.fused_plan.arms_per_batch`). No study is touched. Raises ConfigError for a bad config,
+    batches as the device's free memory holds (`src.fused_plan.arms_per_batch`), of at most
+    `max_arms` arms each when given. No study is touched. Raises ConfigError for a bad config,
     and NotFusable for a trial this module cannot fuse (`fusable`), or, with `only_if_pays`, one
     that trains faster one arm at a time on this device (`src.fused_plan.fusing_pays`).
     `stack_of` builds the stacked model (`benchmarks/bench_fused.py` passes its torch.func
@@ -306,6 +308,7 @@ def run_arms(
         raise NotFusable(why)
     data_bytes = sum(t.numel() * t.element_size() for t in (*splits.train, *splits.val))
     size = arms_per_batch(cost, free_memory(device), data_bytes if device.type != "cpu" else 0)
+    size = min(size, max_arms or size)
     loader_args = {"device": device, "num_workers": splits.num_workers}
     val_batches = Batches(splits.val, EVAL_BATCH_SIZE, shuffle=False, **loader_args)
     hopeless_below = None

@@ -121,5 +121,7 @@ def batches_of(count: int, size: int) -> list[range]:
     if count <= 0:
         return []
     parts = math.ceil(count / max(1, size))
-    bounds = [round(i * count / parts) for i in range(parts + 1)]
-    return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+    base, extra = divmod(count, parts)  # the first `extra` batches take one arm more
+    sizes = [base + (i < extra) for i in range(parts)]
+    starts = [sum(sizes[:i]) for i in range(parts)]
+    return [range(start, start + n) for start, n in zip(starts, sizes, strict=True)]

@@ -238,3 +238,16 @@ def test_fused_training_is_deterministic_on_cpu() -> None:
         (r.train_loss, r.val_acc_curve, r.val_loss) for r in second
     ]
     assert torch.get_num_threads() >= 1
+
+
+def test_arms_in_consecutive_batches_train_as_in_one(tmp_path: Path):
+    """A launch larger than the device's memory allows (`max_arms`, else from free memory) trains
+    in consecutive fused batches: the same record per arm as one batch of all of them."""
+    cfg = compose_config(FUSED)
+    arms = [Arm(lr, seed) for lr in (1e-3, 0.05) for seed in SEEDS] + [Arm(0.01, 0)]
+    whole = run_arms(cfg, arms)
+    parts = run_arms(cfg, arms, max_arms=2)
+    assert [r.fused_arms for r in whole] == [5] * 5
+    assert [r.fused_arms for r in parts] == [2, 2, 2, 2, 1]  # batches_of(5, 2): 2 + 2 + 1
+    for one, many, arm in zip(parts, whole, arms, strict=True):
+        assert_same_record(one, many, arm, "mlp")

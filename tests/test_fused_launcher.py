@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import optuna
-from conftest import ROOT, TINY, run_module, run_python
+from conftest import ROOT, SEQUENTIAL, TINY, run_module, run_python
 
 State = optuna.trial.TrialState
 FUSED = "hydra/launcher=fused"
@@ -30,8 +30,8 @@ def test_a_fused_sweep_records_each_arm_as_its_own_job_and_trial_as_the_sequenti
     tmp_path: Path,
 ):
     grid = [*TINY, *GRID, "data.test_fraction=0.2"]  # each arm records its test accuracy too
-    run_module("src.train", "-m", *grid, "study.name=fused", FUSED, cwd=tmp_path)
-    run_module("src.train", "-m", *grid, "study.name=alone", cwd=tmp_path)
+    proc = run_module("src.train", "-m", *grid, "study.name=fused", FUSED, cwd=tmp_path)
+    run_module("src.train", "-m", *grid, "study.name=alone", SEQUENTIAL, cwd=tmp_path)
     fused, alone = by_point(trials(tmp_path, "fused")), by_point(trials(tmp_path, "alone"))
     assert sorted(fused) == sorted(alone) and len(fused) == 8
     for point, arm in fused.items():
@@ -48,6 +48,36 @@ def test_a_fused_sweep_records_each_arm_as_its_own_job_and_trial_as_the_sequenti
     assert len(configs) == 8
     # The arms' seconds are their shares of one batch: equal, adding up to the batch's time.
     assert len({arm.user_attrs["seconds"] for arm in fused.values()}) == 1
+    # Each arm's progress line says so; once the batch has ended nothing is left to wait for.
+    progress = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    progress = [line for line in progress if "/8] lr=" in line]
+    assert len(progress) == 8
+    assert all(line.endswith("(1/8 of a fused batch) ETA 0s") for line in progress), progress
+
+
+def test_a_model_too_wide_to_pay_on_the_cpu_runs_one_job_at_a_time_and_says_why(tmp_path: Path):
+    import torch
+
+    from src.fused_plan import CPU_FUSE_MAX_MFLOP, step_cost
+    from src.study import compose_config
+    from src.train import EVAL_BATCH_SIZE, initial_state, load_data
+
+    wide = [*TINY, "model.width=2048", "epochs=2"]
+    cfg = compose_config([*wide, f"paths.output_dir={tmp_path}/outputs"])
+    splits = load_data(cfg)
+    model, _, _ = initial_state(cfg, splits, torch.device("cpu"), lr=0.01)
+    cost = step_cost(model, splits.train[0][0], cfg.batch_size, EVAL_BATCH_SIZE, states=1)
+    assert cost.mflop > CPU_FUSE_MAX_MFLOP  # the rule's side this test is about
+    args = ["-m", *wide, "sweep.points=2", "sweep.low=0.01", "sweep.high=0.1", "device=cpu"]
+    proc = run_module("src.train", *args, "study.name=wide", FUSED, cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"[lrsweep] fused launcher: on the CPU a step of {cost.mflop:.1f} MFLOP per arm trains "
+        "faster one arm at a time"
+    ), proc.stderr
+    assert lines[0].endswith("; these 2 jobs run one at a time")
+    done = trials(tmp_path, "wide")
+    assert len(done) == 2 and not any("fused_arms" in t.user_attrs for t in done)
 
 
 def test_a_finished_fused_sweep_runs_nothing_again(tmp_path: Path):
