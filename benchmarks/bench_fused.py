@@ -20,8 +20,11 @@
     fused.
 (d) Optional (`--parts d`): where fusing stops paying on this device. (a)'s trials (10 LRs, seed 0,
     `--epochs-d` epochs) with the mlp at each of `--widths` x `--batch-sizes`, sequential and
-    fused interleaved; each setting's MFLOP per arm and step (`src.fused_plan.step_cost`) beside
-    its ratio. `src.fused_plan.CPU_FUSE_MAX_MFLOP` is the crossover this part measured on the CPU.
+    fused interleaved; each setting's parameters and MFLOP per arm and step
+    (`src.fused_plan.step_cost`) beside its ratio, and what the launcher's check costs before it
+    runs a batch one job at a time (`run_arms(..., only_if_pays=True)` up to its NotFusable), as a
+    share of the sequential trials. `src.fused_plan.CPU_FUSE_MAX_PARAMS` is the rule this part
+    measured on the CPU.
 (g) On a GPU (`--parts g`, `device=cuda`): one arm against 30 (10 LRs x 3 seeds) fused, on the
     default trial and on (b)'s mnist1d setting, interleaved, the trials' time; beside it one
     sequential trial on the GPU, the 30 arms' accuracies against 30 sequential trials on the GPU,
@@ -48,7 +51,9 @@ One torch thread, as trials use. The last line:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -66,7 +71,7 @@ from torch import Tensor, nn  # noqa: E402
 from torch.func import functional_call, stack_module_state, vmap  # noqa: E402
 
 from lrsweep.grid import log_axis  # noqa: E402
-from src.fused import Arm, run_arms  # noqa: E402
+from src.fused import Arm, NotFusable, run_arms  # noqa: E402
 from src.fused_models import Stack  # noqa: E402
 from src.study import compose_config  # noqa: E402
 from src.train import train  # noqa: E402
@@ -170,9 +175,9 @@ def compare_accuracies(accs: dict[str, list[float]], arms: list[Arm]) -> None:
 
 def trials_side_by_side(
     reps: int, overrides: list[str], entries: tuple[str, ...] = ENTRIES
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, float]]:
     """The trials' time of each entry on the 10 default LRs (seed 0), in this process,
-    interleaved; printed, and the median paired ratios returned."""
+    interleaved; printed, and the median paired ratios and median seconds returned."""
     arms = arms_of(DEFAULT_LRS, [0])
     for entry in entries:  # warm-up, untimed: the checkpoint, the data, first-call costs
         run_entry(entry, overrides, arms)
@@ -184,12 +189,12 @@ def trials_side_by_side(
             times[entry].append(seconds)
     ratios = summarise("trials", times)
     compare_accuracies(accs, arms)
-    return ratios
+    return ratios, {entry: statistics.median(values) for entry, values in times.items()}
 
 
 def part_a(reps: int, work: str) -> float:
     print("(a) default stage 1: digits, mlp 128x2, sgd, batch 32, 5 epochs, 10 LRs, seed 0")
-    ratios = trials_side_by_side(reps, [])
+    ratios, _ = trials_side_by_side(reps, [])
     whole: dict[str, list[float]] = {e: [] for e in ENTRIES}
     for rep in range(reps):
         for entry in rotated(ENTRIES, rep):
@@ -229,7 +234,7 @@ def part_b(reps: int, epochs: int, work: str) -> tuple[float, int]:
 
 def part_d(reps: int, epochs: int, widths: list[int], batch_sizes: list[int]) -> None:
     """Fused/sequential trials' time against each setting's arithmetic per arm and step."""
-    from src.fused_plan import step_cost
+    from src.fused_plan import fusing_pays, step_cost
     from src.train import EVAL_BATCH_SIZE, initial_state, load_data
 
     print(f"(d) where fusing pays: digits, mlp WIDTHx2, sgd, {epochs} epochs, 10 LRs, seed 0")
@@ -242,13 +247,28 @@ def part_d(reps: int, epochs: int, widths: list[int], batch_sizes: list[int]) ->
             splits = load_data(cfg)
             model, _, _ = initial_state(cfg, splits, torch.device("cpu"), lr=cfg.lr)
             cost = step_cost(model, splits.train[0][0], batch_size, EVAL_BATCH_SIZE, states=1)
-            print(f"  width {width}, batch {batch_size}: {cost.mflop:.2f} MFLOP per arm and step")
-            ratios = trials_side_by_side(reps, overrides, ("sequential", "fused"))
-            rows.append((width, batch_size, cost.mflop, ratios["fused"]))
-    print("  | width | batch | MFLOP per arm-step | fused / sequential (trials) |")
-    print("  |---|---|---|---|")
-    for width, batch_size, mflop, ratio in sorted(rows, key=lambda r: r[2]):
-        print(f"  | {width} | {batch_size} | {mflop:.2f} | {ratio:.2f} |")
+            print(
+                f"  width {width}, batch {batch_size}: {cost.params:,} parameters,"
+                f" {cost.mflop:.2f} MFLOP per arm and step"
+            )
+            ratios, seconds = trials_side_by_side(reps, overrides, ("sequential", "fused"))
+            check = math.nan  # what the launcher spends before it runs the batch sequentially
+            if fusing_pays(torch.device("cpu"), cost) is not None:
+                start = time.perf_counter()
+                with contextlib.suppress(NotFusable):
+                    run_arms(cfg, arms_of(DEFAULT_LRS, [0]), only_if_pays=True)
+                check = (time.perf_counter() - start) / seconds["sequential"]
+            rows.append((width, batch_size, cost, ratios["fused"], check))
+    print(
+        "  | width | batch | parameters per arm | MFLOP per arm-step | fused / sequential |"
+        " the check / sequential |"
+    )
+    print("  |---|---|---|---|---|---|")
+    for width, batch_size, cost, ratio, check in sorted(rows, key=lambda r: r[2].params):
+        print(
+            f"  | {width} | {batch_size} | {cost.params:,} | {cost.mflop:.1f} | {ratio:.2f} |"
+            f" {'fused' if math.isnan(check) else f'{check:.1%}'} |"
+        )
 
 
 def part_g(reps: int, epochs: int, device: str = "cuda") -> None:

@@ -21,7 +21,6 @@ place and the tests check it on numbers.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -29,9 +28,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# The CPU crossover: above this many MFLOP per arm and step the fused batch was slower than the
-# sequential trials (docs/benchmarks.md, "Fused arms": mlp widths 64..1024 x batch 32 and 128).
-CPU_FUSE_MAX_MFLOP = 8.0
+# The CPU rule: fuse up to this many trainable parameters per arm (measured: 82k paid, 0.30-0.52x;
+# 300k was near even, 0.78-0.95x; 1.1M lost, 1.9-4.7x): below the near-even point, so that a
+# model run sequentially by this rule could have gained little, and one fused never loses.
+CPU_FUSE_MAX_PARAMS = 200_000
 # The share of the free memory a fused batch may plan to take: the estimate below leaves out the
 # allocator's rounding and the framework's workspaces.
 MEMORY_SHARE = 0.5
@@ -43,9 +43,10 @@ _PARAM_COPIES = 3
 @dataclass(frozen=True)
 class StepCost:
     """One arm's training step, measured on its model: floating-point operations (forward and
-    backward) and the bytes it holds while training and evaluating."""
+    backward), trainable parameters, and the bytes it holds while training and evaluating."""
 
     flops: float
+    params: int
     train_bytes: int
     eval_bytes: int
 
@@ -59,10 +60,12 @@ def step_cost(
 ) -> StepCost:
     """One arm's cost, measured by one forward and backward pass of `model` on a batch of
     `batch_size` copies of `example` (one input, without a batch axis), on the model's device.
-    `states`: the optimizer's state tensors per parameter (SGD with momentum 1, Adam 2). A copy of
-    the model takes the pass: the model's gradients and BatchNorm statistics stay as they were."""
-    model = copy.deepcopy(model)
+    `states`: the optimizer's state tensors per parameter (SGD with momentum 1, Adam 2). The
+    model's gradients and state (BatchNorm's statistics) are put back as they were. (Not a deep
+    copy: it would drop the attributes `mup` sets on parameters.)"""
     params = [p for p in model.parameters() if p.requires_grad]
+    grads = [p.grad for p in params]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     activations = 0
 
     def count(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -79,20 +82,24 @@ def step_cost(
     finally:
         for hook in hooks:
             hook.remove()
+        model.load_state_dict(state)
+        for p, grad in zip(params, grads, strict=True):
+            p.grad = grad
     values = sum(p.numel() for p in params)
     bytes_per = example.element_size()
     train = bytes_per * (values * (_PARAM_COPIES + states) + 3 * batch_size * activations)
     evaluation = bytes_per * (values + 2 * eval_batch_size * activations)
-    return StepCost(float(counter.get_total_flops()), train, evaluation)
+    return StepCost(float(counter.get_total_flops()), values, train, evaluation)
 
 
 def fusing_pays(device: torch.device, cost: StepCost) -> str | None:
     """None when a fused batch of this model is expected to be faster than its trials one after
     another on `device`; else why not (one phrase, for the launcher's line)."""
-    if device.type == "cpu" and cost.mflop > CPU_FUSE_MAX_MFLOP:
+    if device.type == "cpu" and cost.params > CPU_FUSE_MAX_PARAMS:
         return (
-            f"on the CPU a step of {cost.mflop:.1f} MFLOP per arm trains faster one arm at a "
-            f"time (fused pays below {CPU_FUSE_MAX_MFLOP:g}; benchmarks/bench_fused.py --parts d)"
+            f"on the CPU a model of {cost.params:,} parameters per arm trains faster one arm at "
+            f"a time (fused arms pay up to {CPU_FUSE_MAX_PARAMS:,}; benchmarks/bench_fused.py "
+            "--parts d)"
         )
     return None
 

@@ -58,22 +58,22 @@ def test_a_fused_sweep_records_each_arm_as_its_own_job_and_trial_as_the_sequenti
 def test_a_model_too_wide_to_pay_on_the_cpu_runs_one_job_at_a_time_and_says_why(tmp_path: Path):
     import torch
 
-    from src.fused_plan import CPU_FUSE_MAX_MFLOP, step_cost
+    from src.fused_plan import CPU_FUSE_MAX_PARAMS, step_cost
     from src.study import compose_config
     from src.train import EVAL_BATCH_SIZE, initial_state, load_data
 
-    wide = [*TINY, "model.width=2048", "epochs=2"]
+    wide = [*TINY, "model.width=4096", "epochs=2"]
     cfg = compose_config([*wide, f"paths.output_dir={tmp_path}/outputs"])
     splits = load_data(cfg)
     model, _, _ = initial_state(cfg, splits, torch.device("cpu"), lr=0.01)
     cost = step_cost(model, splits.train[0][0], cfg.batch_size, EVAL_BATCH_SIZE, states=1)
-    assert cost.mflop > CPU_FUSE_MAX_MFLOP  # the rule's side this test is about
+    assert cost.params > CPU_FUSE_MAX_PARAMS  # the rule's side this test is about
     args = ["-m", *wide, "sweep.points=2", "sweep.low=0.01", "sweep.high=0.1", "device=cpu"]
     proc = run_module("src.train", *args, "study.name=wide", FUSED, cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
     assert len(lines) == 1 and lines[0].startswith(
-        f"[lrsweep] fused launcher: on the CPU a step of {cost.mflop:.1f} MFLOP per arm trains "
-        "faster one arm at a time"
+        f"[lrsweep] fused launcher: on the CPU a model of {cost.params:,} parameters per arm "
+        "trains faster one arm at a time"
     ), proc.stderr
     assert lines[0].endswith("; these 2 jobs run one at a time")
     done = trials(tmp_path, "wide")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from src.fused_plan import (
-    CPU_FUSE_MAX_MFLOP,
+    CPU_FUSE_MAX_PARAMS,
     MEMORY_SHARE,
     StepCost,
     arms_per_batch,
@@ -21,19 +21,20 @@ def test_step_cost_counts_a_linear_layers_flops_and_leaves_the_model_as_it_was()
     model = nn.Sequential(nn.Linear(64, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Linear(128, 10))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cost = step_cost(model, torch.zeros(64), batch_size=32, eval_batch_size=1024, states=1)
-    # Forward 2*b*(64*128 + 128*10) for the matmuls; backward twice that, less the input's
-    # gradient of the first layer (no one needs it): 2*b*128*10 + 2*b*(64*128+128*10)*... at least
-    # three forward passes' worth of the last layer, and more than one forward of the whole.
+    # Forward: 2*b*(64*128 + 128*10) for the matmuls. Backward: the weights' gradients (one
+    # forward's worth) and the hidden activations' (the last layer's), but not the input's.
     forward = 2 * 32 * (64 * 128 + 128 * 10)
     assert 2 * forward <= cost.flops <= 3 * forward
+    assert cost.params == 64 * 128 + 128 + 2 * 128 + 128 * 10 + 10
     assert all(p.grad is None for p in model.parameters())
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm's statistics too
 
 
-def test_fusing_pays_on_a_gpu_always_and_on_the_cpu_below_the_measured_crossover():
-    cheap = StepCost(flops=CPU_FUSE_MAX_MFLOP * 1e6 * 0.9, train_bytes=1, eval_bytes=1)
-    dear = StepCost(flops=CPU_FUSE_MAX_MFLOP * 1e6 * 1.1, train_bytes=1, eval_bytes=1)
+def test_fusing_pays_on_a_gpu_always_and_on_the_cpu_up_to_the_measured_size():
+    small = CPU_FUSE_MAX_PARAMS
+    cheap = StepCost(flops=1e9, params=small, train_bytes=1, eval_bytes=1)
+    dear = StepCost(flops=1e3, params=small + 1, train_bytes=1, eval_bytes=1)
     assert fusing_pays(torch.device("cpu"), cheap) is None
     assert fusing_pays(torch.device("cuda"), dear) is None
     why = fusing_pays(torch.device("cpu"), dear)
@@ -41,7 +42,7 @@ def test_fusing_pays_on_a_gpu_always_and_on_the_cpu_below_the_measured_crossover
 
 
 def test_arms_per_batch_is_the_memory_share_over_the_larger_footprint_and_at_least_one():
-    cost = StepCost(flops=1.0, train_bytes=100, eval_bytes=300)
+    cost = StepCost(flops=1.0, params=1, train_bytes=100, eval_bytes=300)
     assert arms_per_batch(cost, free_bytes=3000) == int(MEMORY_SHARE * 3000 // 300)
     assert arms_per_batch(cost, free_bytes=3000, shared_bytes=900) == int(
         (MEMORY_SHARE * 3000 - 900) // 300

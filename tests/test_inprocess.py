@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from conftest import ROOT, TINY, run_module, run_python
 
 # Two different sweeps (grids, seeds, widths), and bad input (exit 2) in between.
@@ -104,10 +105,12 @@ def test_sweeps_in_one_process_equal_sweeps_in_their_own(tmp_path):
 
 CHECK_MODEL_FREED = """
 import json, sys, weakref
+import src.fused as fused_module
 import src.train as train_module
 
 checks, seen = [], []
 initial_state, train = train_module.initial_state, train_module.train
+run_arms = fused_module.run_arms
 
 def recording_initial_state(*args, create=True, **kwargs):
     made = initial_state(*args, create=create, **kwargs)
@@ -119,20 +122,28 @@ def recording_train(cfg, *args, **kwargs):
     seen.append([ref() is not None for ref in checks])
     return train(cfg, *args, **kwargs)
 
+def recording_run_arms(cfg, *args, **kwargs):  # a fused batch: one look for all its trials
+    seen.append([ref() is not None for ref in checks])
+    return run_arms(cfg, *args, **kwargs)
+
 train_module.initial_state, train_module.train = recording_initial_state, recording_train
+fused_module.run_arms = recording_run_arms
 status = train_module.run_multirun(json.loads(sys.argv[1]))
 print(json.dumps({"status": status, "seen": seen}))
 """
 
 
-def test_the_check_hooks_model_is_gone_before_the_trials(tmp_path):
+@pytest.mark.parametrize(("launcher", "looks"), [("lrsweep", 3), ("fused", 1)])
+def test_the_check_hooks_model_is_gone_before_the_trials(tmp_path, launcher, looks):
     """The sweeper collects nothing while it validates, then freezes what is left: the model
     the `check` hook built must be freed by then, not held through the sweep (torch's first
-    optimizer imports torch._dynamo, which leaves the frames under it in a reference cycle)."""
-    out = run_python("-c", CHECK_MODEL_FREED, json.dumps(SWEEPS["first"]), cwd=tmp_path)
+    optimizer imports torch._dynamo, which leaves the frames under it in a reference cycle).
+    Looked at as each trial starts, or as the fused batch of all three does."""
+    args = [*SWEEPS["first"], f"hydra/launcher={launcher}"]
+    out = run_python("-c", CHECK_MODEL_FREED, json.dumps(args), cwd=tmp_path)
     state = json.loads(out.strip().splitlines()[-1])
     assert state["status"] == 0
-    assert state["seen"] == [[False]] * 3  # one check, three trials: never alive
+    assert state["seen"] == [[False]] * looks  # one check, then the trials: never alive
 
 
 def test_sweeps_in_one_process_from_two_folders_each_write_their_own_study(tmp_path, train_here):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY, required_service, run_module, start_module
+from conftest import SEQUENTIAL, TINY, required_service, run_module, start_module
 
 from lrsweep.storage import StudyLock
 
@@ -55,7 +55,15 @@ def unique(name: str) -> str:
 
 
 def sweep_args(server: dict, name: str, *extra: str) -> list[str]:
-    return ["-m", *TINY, f"study.name={name}", f"study.storage={server['typed']}", *extra]
+    # One trial at a time in flight: the tests here share and kill sweeps mid-trial.
+    return [
+        "-m",
+        *TINY,
+        SEQUENTIAL,
+        f"study.name={name}",
+        f"study.storage={server['typed']}",
+        *extra,
+    ]
 
 
 def start(server: dict, args: list[str], cwd: Path) -> subprocess.Popen:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY, run_module
+from conftest import SEQUENTIAL, TINY, run_module
 
 from lrsweep.storage_url import (
     check_storage_url,
@@ -165,7 +165,7 @@ def _file_size_limit(limit: int):
 
 def test_a_storage_that_fails_mid_sweep_is_one_line_and_the_rerun_completes_the_grid(workdir):
     args = [
-        *TINY, "study.name=full", "sweep.points=16",
+        *TINY, SEQUENTIAL, "study.name=full", "sweep.points=16",
         "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
     ]  # fmt: skip
     # 800 kB: the study and a few trials fit (the write-ahead log grows with every commit).

@@ -22,7 +22,7 @@ import optuna
 import pandas as pd
 import pytest
 import sqlalchemy
-from conftest import ROOT, TINY, run_module, start_module
+from conftest import ROOT, SEQUENTIAL, TINY, run_module, start_module
 from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
@@ -282,7 +282,7 @@ def wait_for_running_trial(proc: subprocess.Popen, folder: Path, name: str) -> N
 def test_sigterm_fails_the_trial_in_flight_exits_143_and_the_rerun_does_not_wait(tmp_path):
     # A grace period far above the test's timeout: a rerun that waited for it would fail.
     args = [*TINY, "study.name=term", "sweep.points=2", *SLOW, "hydra.sweeper.grace_period=600"]
-    proc = start_module("src.train", "-m", *args, cwd=tmp_path)
+    proc = start_module("src.train", "-m", *args, SEQUENTIAL, cwd=tmp_path)
     wait_for_running_trial(proc, tmp_path, "term")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
