@@ -6,7 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
+import yaml
 from conftest import ROOT, SEQUENTIAL, TINY, run_module, run_python
 
 State = optuna.trial.TrialState
@@ -48,6 +51,19 @@ def test_a_fused_sweep_records_each_arm_as_its_own_job_and_trial_as_the_sequenti
     assert len(configs) == 8
     # The arms' seconds are their shares of one batch: equal, adding up to the batch's time.
     assert len({arm.user_attrs["seconds"] for arm in fused.values()}) == 1
+    # The report reads the same from both: the same choice, the same rows to float rounding.
+    reports = {}
+    for name in ("fused", "alone"):
+        out = tmp_path / "reports" / name
+        run_module("src.report", "--out", str(out), *grid, f"study.name={name}", cwd=tmp_path)
+        best = yaml.safe_load((out / "best.yaml").read_text())
+        rows = pd.read_csv(out / "trials.csv").sort_values(["lr", "seed"])
+        reports[name] = (best, rows)
+    (best_f, rows_f), (best_a, rows_a) = reports["fused"], reports["alone"]
+    assert best_f["lr"] == best_a["lr"]
+    assert list(rows_f["lr"]) == list(rows_a["lr"]) and list(rows_f["seed"]) == list(rows_a["seed"])
+    metric = [c for c in rows_a.columns if c in ("value", "val_acc")][0]
+    assert np.abs(rows_f[metric].to_numpy() - rows_a[metric].to_numpy()).max() <= 1.5 / 360
     # Each arm's progress line says so; once the batch has ended nothing is left to wait for.
     progress = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     progress = [line for line in progress if "/8] lr=" in line]
