@@ -144,3 +144,38 @@ def test_a_fused_batch_killed_mid_training_is_run_again_exactly_once(tmp_path: P
     done = study.get_trials(states=(State.COMPLETE,))
     assert len(done) == 6 and len({(t.params["lr"], t.params["seed"]) for t in done}) == 6
     assert len(study.get_trials(states=(State.FAIL,))) == 3  # the orphans, failed as stale
+
+
+def test_ctrl_c_in_a_batch_run_one_job_at_a_time_keeps_the_trials_that_finished(tmp_path: Path):
+    """A batch that does not fuse (a model too wide to pay on the CPU) runs its 8 jobs one at a
+    time: each is told as it ends, with its progress line, and a Ctrl-C fails only the jobs that
+    had not ended (their results are not thrown away); the rerun trains just those."""
+    import signal
+
+    from conftest import start_module
+
+    args = [
+        "-m", *TINY, "model.width=2048", "epochs=6", "stop_at_chance=false", "device=cpu",
+        "sweep.points=8", "sweep.high=0.1", "study.name=fallback", FUSED,
+    ]  # fmt: skip
+    sweep = start_module("src.train", *args, cwd=tmp_path)
+    line = ""
+    while not line.startswith("[1/8] lr="):  # the first job's progress line, printed as it ended
+        line = sweep.stdout.readline()
+        assert line, "the sweep ended before it printed a progress line"
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, err
+    assert "Traceback" not in err
+    kept = trials(tmp_path, "fallback")  # at least the first job's, told before the Ctrl-C
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    failed = optuna.load_study(study_name="fallback", storage=storage).get_trials(
+        states=(State.FAIL,)
+    )
+    # The failed trials' jobs had not run, but for at most one that ended as the Ctrl-C came.
+    assert kept and len(kept) + len(failed) == 8
+    assert sum("finished" in t.user_attrs for t in failed) <= 1
+    run_module("src.train", *args, cwd=tmp_path)
+    done = trials(tmp_path, "fallback")
+    assert len(done) == 8 and len({t.params["lr"] for t in done}) == 8
+    assert {t.number for t in kept} <= {t.number for t in done}
