@@ -179,3 +179,15 @@ def test_ctrl_c_in_a_batch_run_one_job_at_a_time_keeps_the_trials_that_finished(
     done = trials(tmp_path, "fallback")
     assert len(done) == 8 and len({t.params["lr"] for t in done}) == 8
     assert {t.number for t in kept} <= {t.number for t in done}
+
+
+def test_a_batch_run_one_job_at_a_time_stops_at_its_first_failure(tmp_path: Path, train_here):
+    """max_failure_rate=0 (the default) stops the sweep at the first failed job, as the sequential
+    launcher does: the unfusable batch's later jobs never run (FailingSGD raises in every step)."""
+    args = ["-m", *TINY, "sweep.points=4", "study.name=fails", FUSED]
+    proc = train_here(*args, "optimizer._target_=tests.byo_example.FailingSGD", cwd=tmp_path)
+    assert proc.returncode != 0 and "1 of 1 trials failed (max_failure_rate=0.0)" in proc.stderr
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    failed = optuna.load_study(study_name="fails", storage=storage).get_trials()
+    assert [t.state for t in failed] == [State.FAIL] * 4
+    assert ["on purpose" in t.user_attrs.get("error", "") for t in failed] == [True] + [False] * 3
