@@ -61,7 +61,7 @@ def step_cost(
     `batch_size` copies of `example` (one input, without a batch axis), on the model's device.
     `states`: the optimizer's state tensors per parameter (SGD with momentum 1, Adam 2). A copy of
     the model takes the pass: the model's gradients and BatchNorm statistics stay as they were."""
-    model = copy.deepcopy(model)
+    model = _copy(model)
     params = [p for p in model.parameters() if p.requires_grad]
     activations = 0
 
@@ -84,6 +84,15 @@ def step_cost(
     train = bytes_per * (values * (_PARAM_COPIES + states) + 3 * batch_size * activations)
     evaluation = bytes_per * (values + 2 * eval_batch_size * activations)
     return StepCost(float(counter.get_total_flops()), train, evaluation)
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` whose parameters keep their Python attributes, which a
+    Parameter's deep copy drops: muP's `infshape`, without which `MuReadout` refuses to run."""
+    twin = copy.deepcopy(model)
+    for original, copied in zip(model.parameters(), twin.parameters(), strict=True):
+        copied.__dict__.update(original.__dict__)
+    return twin
 
 
 def fusing_pays(device: torch.device, cost: StepCost) -> str | None:
