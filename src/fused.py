@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from lrsweep.fusing import CannotFuse
@@ -364,22 +365,30 @@ def _trial_result(
 ARM_KEYS = ("lr", "seed", "trial", "worker_slot")
 
 
+def _shared_config(cfg: DictConfig) -> dict[str, Any]:
+    """What the jobs of a fused batch must share: the job's config less `ARM_KEYS`, resolved (a
+    key that interpolates an arm key, e.g. `init_seed=${seed}`, differs from arm to arm). A
+    config that does not resolve here is NotFusable: its job, run alone, reports its error."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        raise NotFusable(f"a job's config does not resolve before it runs ({err})") from None
+    return {k: v for k, v in resolved.items() if k not in ARM_KEYS}
+
+
 def train_batch(cfgs: Sequence[DictConfig]) -> list[Callable[[DictConfig], float]]:
     """The batch function of `hydra/launcher=fused` (`hydra_plugins/lrsweep_sweeper/
     fused_launcher.py`): the jobs' trials trained as one fused model; for each job, the function
     its job then runs in place of `src.train.main`, which records the arm's result in its trial
     and returns its metric. Raises NotFusable (a CannotFuse) when the jobs differ in more than
     `ARM_KEYS` or the trial cannot be fused."""
-    from omegaconf import OmegaConf
-
     from src.study import TrialReporter
     from src.train import freeze_long_lived, record_trial
 
-    shared = [
-        {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ARM_KEYS} for cfg in cfgs
-    ]
+    shared = [_shared_config(cfg) for cfg in cfgs]
     if any(other != shared[0] for other in shared[1:]):
-        differ = sorted({k for other in shared[1:] for k in other if other[k] != shared[0].get(k)})
+        keys = {k for other in shared for k in other}
+        differ = sorted(k for k in keys if any(o.get(k) != shared[0].get(k) for o in shared))
         raise NotFusable(f"the jobs differ in {differ}, not only in {list(ARM_KEYS)}")
     started = time.time()
     arms = [Arm(float(cfg.lr), int(cfg.seed)) for cfg in cfgs]
