@@ -271,7 +271,9 @@ class _Run:
                 # period, unless their jobs, which run on elsewhere, record them.
                 self.stop.set()
                 if not spec.jobs_record:
-                    with self.mutex:
+                    # A second Ctrl-C (a fused batch's 30 trials take a moment) waits until
+                    # they are all failed, then arrives.
+                    with interrupt_deferred(), self.mutex:
                         protocol.fail_trials(self.storage, list(self.in_flight.values()))
                 raise
         return self.launched
