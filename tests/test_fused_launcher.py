@@ -3,11 +3,13 @@ its own Hydra job and Optuna trial; a batch it cannot fuse runs one job at a tim
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
 import optuna
-from conftest import ROOT, SEQUENTIAL, TINY, run_module, run_python
+import pytest
+from conftest import ROOT, SEQUENTIAL, TINY, run_module, run_python, wait_for
 
 State = optuna.trial.TrialState
 FUSED = "hydra/launcher=fused"
@@ -150,8 +152,6 @@ def test_ctrl_c_in_a_batch_run_one_job_at_a_time_keeps_the_trials_that_finished(
     """A batch that does not fuse (a model too wide to pay on the CPU) runs its 8 jobs one at a
     time: each is told as it ends, with its progress line, and a Ctrl-C fails only the jobs that
     had not ended (their results are not thrown away); the rerun trains just those."""
-    import signal
-
     from conftest import start_module
 
     args = [
@@ -191,3 +191,34 @@ def test_a_batch_run_one_job_at_a_time_stops_at_its_first_failure(tmp_path: Path
     failed = optuna.load_study(study_name="fails", storage=storage).get_trials()
     assert [t.state for t in failed] == [State.FAIL] * 4
     assert ["on purpose" in t.user_attrs.get("error", "") for t in failed] == [True] + [False] * 3
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_batch_fails_its_trials_at_once_and_the_rerun_does_not_wait(
+    tmp_path: Path, signum: int, status: int
+):
+    """Ctrl-C or SIGTERM while a fused batch of 4 arms trains: exit 130 / 143, one line and no
+    traceback, every trial of the batch FAIL at once; the rerun (grace period far above the
+    test's timeout) trains each point once, without waiting."""
+    from conftest import start_module
+
+    args = [
+        "-m", *TINY, "epochs=60", "batch_size=8", "stop_at_chance=false", "sweep.points=4",
+        "sweep.high=0.1", "study.name=stopped", "hydra.sweeper.grace_period=600", FUSED,
+    ]  # fmt: skip
+    sweep = start_module("src.train", *args, cwd=tmp_path)
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    for line in sweep.stdout:  # the study exists once the header is printed
+        if line.startswith("[lrsweep] study 'stopped'"):
+            break
+    study = optuna.load_study(study_name="stopped", storage=storage)
+    wait_for(lambda: len(study.get_trials(states=(State.RUNNING,))) == 4, "the batch to start")
+    sweep.send_signal(signum)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == status, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("[lrsweep] interrupted")
+    assert [t.state for t in study.get_trials()] == [State.FAIL] * 4
+    rerun = run_module("src.train", *args, cwd=tmp_path)
+    assert "waiting for" not in rerun.stdout
+    assert len({t.params["lr"] for t in trials(tmp_path, "stopped")}) == 4

@@ -22,7 +22,7 @@ import optuna
 import pandas as pd
 import pytest
 import sqlalchemy
-from conftest import ROOT, TINY, run_module, start_module
+from conftest import ROOT, SEQUENTIAL, TINY, run_module, start_module
 from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
@@ -234,7 +234,9 @@ def test_the_two_stage_search_takes_more_seeds_and_runs_only_theirs(tmp_path, mo
 
 # ---- fault 11: SIGTERM stops a sweep as Ctrl-C does ----
 
-SLOW = ["epochs=40", "batch_size=8"]  # about 1 s per trial: time to stop the sweep mid-trial
+# About 1 s per trial, one trial at a time: time to stop the sweep mid-trial (fused, the default
+# launcher trains a batch's trials in a fraction of that: tests/test_fused_launcher.py stops one).
+SLOW = ["epochs=40", "batch_size=8", SEQUENTIAL]
 
 
 def test_sigterm_raises_keyboard_interrupt_and_notes_the_signal():
