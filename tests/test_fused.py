@@ -204,6 +204,14 @@ def test_jobs_whose_configs_differ_through_an_arm_key_do_not_fuse() -> None:
         train_batch(cfgs)
 
 
+def test_a_job_whose_config_is_refused_runs_alone_and_fails_alone() -> None:
+    """seed=1.5 fails its own job (`src.train.check_config`), as it does sequentially: the batch
+    is not fused, so it neither trains as seed 1 nor fails the other jobs."""
+    cfgs = [compose_config([*FUSED, "study.name=t", f"seed={s}"]) for s in (0, 1.5)]
+    with pytest.raises(NotFusable, match=r"a job's config is refused \(seed=1.5 is invalid"):
+        train_batch(cfgs)
+
+
 def _net() -> nn.Sequential:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
 
