@@ -94,7 +94,8 @@ def progress(
     seconds, arms = attrs.get("seconds"), attrs.get("fused_arms")
     took = f" {seconds:.1f}s" if isinstance(seconds, int | float) else ""
     if took and isinstance(arms, int) and arms > 1:  # its share of a batch trained together
-        took = f" {seconds:.2g}s (1/{arms} of a fused batch)"
+        share = f"{seconds:.2g}" if seconds < 1 else f"{seconds:.1f}"  # 0.012s, never 1.2e+02s
+        took = f" {share}s (1/{arms} of a fused batch)"
     print(f"[{done}/{total}] {shown} {outcome}{took} ETA {eta:.0f}s", flush=True)
 
 

@@ -16,7 +16,9 @@ launched again, its trial still held, up to `retries` times, one line each; then
 
 Out-of-process launchers get one lane per worker: each lane claims, launches and tells one trial
 at a time, so no worker waits for the slowest trial of a batch. An in-process launcher runs one
-lane that launches batches of `n_jobs`.
+lane that launches batches of `n_jobs`. A launch that returns an iterator runs its jobs as its
+results are read (a batch run one job at a time): each job is told as it ends, as with batches of
+one, so an interrupt or too many failures loses none that finished.
 """
 
 import contextlib
@@ -26,7 +28,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +106,8 @@ class SweepResult:
             engine.dispose()
 
 
-Launch = Callable[[list[Claimed], int], Sequence[JobResult]]
+# Returns the batch's results, or an iterator that runs each job as its result is read.
+Launch = Callable[[list[Claimed], int], Sequence[JobResult] | Iterator[JobResult]]
 
 
 def open_sweep_study(spec: SweepSpec) -> tuple[Any, dict[str, Any], Any, StudyLock]:
@@ -268,7 +271,9 @@ class _Run:
                 # period, unless their jobs, which run on elsewhere, record them.
                 self.stop.set()
                 if not spec.jobs_record:
-                    with self.mutex:
+                    # A second Ctrl-C (a fused batch's 30 trials take a moment) waits until
+                    # they are all failed, then arrives.
+                    with interrupt_deferred(), self.mutex:
                         protocol.fail_trials(self.storage, list(self.in_flight.values()))
                 raise
         return self.launched
@@ -312,26 +317,37 @@ class _Run:
             for _, trial_id, params in claimed:
                 protocol.record_params(self.storage, trial_id, params, self.dists)
             results = self._launch(claimed, slot)
+            ended = not isinstance(results, Iterator)  # else each job runs as it is read
             for i, ((number, trial_id, params), result) in enumerate(
                 zip(claimed, results, strict=True)
             ):
-                # The batch's jobs have all ended: those not yet told are not left to run.
-                self._tell(number, trial_id, params, result, ended_untold=len(claimed) - i - 1)
-            with self.mutex:
-                failures, launched = self.failures, self.launched
-            if failures and failures / launched > spec.max_failure_rate:
-                self.stop.set()
-                raise TooManyFailures(
-                    f"{failures} of {launched} trials failed "
-                    f"(max_failure_rate={spec.max_failure_rate}); errors are in the trials' "
-                    "user attr 'error'. A rerun resumes and retries them."
-                )
+                # An ended batch's jobs not yet told are not left to run.
+                untold = len(claimed) - i - 1 if ended else 0
+                self._tell(number, trial_id, params, result, ended_untold=untold)
+                if not ended or untold == 0:  # a streamed batch stops at once, as batches of one
+                    self._check_failures()
 
-    def _launch(self, claimed: list[Claimed], slot: int) -> list[JobResult]:
+    def _check_failures(self) -> None:
+        """TooManyFailures when more than `max_failure_rate` of the launched trials failed."""
+        with self.mutex:
+            failures, launched = self.failures, self.launched
+        if failures and failures / launched > self.spec.max_failure_rate:
+            self.stop.set()
+            raise TooManyFailures(
+                f"{failures} of {launched} trials failed "
+                f"(max_failure_rate={self.spec.max_failure_rate}); errors are in the trials' "
+                "user attr 'error'. A rerun resumes and retries them."
+            )
+
+    def _launch(self, claimed: list[Claimed], slot: int) -> Iterable[JobResult]:
         """The adapter's launch, and again for the jobs that ended without a result, up to
         `retries` times each; a job whose trial holds the result it recorded itself before it
-        was lost (`results.recorded_outcome`) is not run again."""
-        results = list(self.launch(claimed, slot))
+        was lost (`results.recorded_outcome`) is not run again. A launch's iterator (jobs run in
+        this process, one at a time, never lost) is returned as it is."""
+        launched = self.launch(claimed, slot)
+        if isinstance(launched, Iterator):
+            return launched
+        results = list(launched)
         retries = self.spec.retries
         for attempt in range(1, retries + 2):
             again = [

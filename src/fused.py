@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from lrsweep.fusing import CannotFuse
@@ -47,6 +48,7 @@ from src.batches import Batches
 from src.chance import chance_accuracy, chance_threshold
 from src.checks import check_lr
 from src.data import Splits
+from src.errors import ConfigError
 from src.fused_models import FUSED_LAYERS_TEXT, Stack, layer_problem
 from src.fused_optim import FusedOptimizer
 from src.fused_plan import arms_per_batch, batches_of, free_memory, fusing_pays, step_cost
@@ -364,23 +366,33 @@ def _trial_result(
 ARM_KEYS = ("lr", "seed", "trial", "worker_slot")
 
 
+def _check_jobs(cfgs: Sequence[DictConfig]) -> None:
+    """NotFusable unless every job's config is valid and, resolved, the same but for `ARM_KEYS`
+    (a key that interpolates an arm key, e.g. `init_seed=${seed}`, differs from arm to arm). A job
+    whose config is refused (seed=1.5) runs alone, and fails alone, as it does sequentially."""
+    try:
+        for cfg in cfgs:
+            check_config(cfg)
+        resolved = [OmegaConf.to_container(cfg, resolve=True) for cfg in cfgs]
+    except (ConfigError, OmegaConfBaseException) as err:
+        raise NotFusable(f"a job's config is refused ({err})") from None
+    shared = [{k: v for k, v in one.items() if k not in ARM_KEYS} for one in resolved]
+    keys = {k for one in shared for k in one}
+    differ = sorted(k for k in keys if any(one.get(k) != shared[0].get(k) for one in shared))
+    if differ:
+        raise NotFusable(f"the jobs differ in {differ}, not only in {list(ARM_KEYS)}")
+
+
 def train_batch(cfgs: Sequence[DictConfig]) -> list[Callable[[DictConfig], float]]:
     """The batch function of `hydra/launcher=fused` (`hydra_plugins/lrsweep_sweeper/
     fused_launcher.py`): the jobs' trials trained as one fused model; for each job, the function
     its job then runs in place of `src.train.main`, which records the arm's result in its trial
     and returns its metric. Raises NotFusable (a CannotFuse) when the jobs differ in more than
     `ARM_KEYS` or the trial cannot be fused."""
-    from omegaconf import OmegaConf
-
     from src.study import TrialReporter
     from src.train import freeze_long_lived, record_trial
 
-    shared = [
-        {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ARM_KEYS} for cfg in cfgs
-    ]
-    if any(other != shared[0] for other in shared[1:]):
-        differ = sorted({k for other in shared[1:] for k in other if other[k] != shared[0].get(k)})
-        raise NotFusable(f"the jobs differ in {differ}, not only in {list(ARM_KEYS)}")
+    _check_jobs(cfgs)
     started = time.time()
     arms = [Arm(float(cfg.lr), int(cfg.seed)) for cfg in cfgs]
     results = run_arms(cfgs[0], arms, only_if_pays=True)

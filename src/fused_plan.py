@@ -5,11 +5,13 @@ Two questions the fused launcher asks before it trains a batch's arms together:
 1. **Does fusing pay on this device?** Fusing saves per-step Python and kernel-launch overhead,
    the same for every arm; it costs a batched kernel (`baddbmm`, a grouped convolution) in place of
    a plain one. On a GPU, where such small models are launch-bound, it always pays. On the CPU it
-   pays while that overhead is a large part of a step, that is while the arithmetic of one arm's
-   step is small: measured (`benchmarks/bench_fused.py --parts d`, docs/benchmarks.md) the fused
-   batch was faster up to about `CPU_FUSE_MAX_MFLOP` million floating-point operations per arm and
-   training step (forward and backward, counted by `torch.utils.flop_counter`), and slower beyond.
-   Above it the batch runs one job at a time, as the sequential launcher would.
+   pays while the arms' weights are small. Measured (`benchmarks/bench_fused.py --parts d`,
+   docs/benchmarks.md) on mlps of widths 128..2048 at batch sizes 32 and 128, the fused batch took
+   0.27-0.57x the sequential trials' time up to 85k parameters per arm, 0.78-1.14x at 301k, and
+   1.9-5.1x from 1.1M on; the arithmetic per step (`StepCost.flops`, counted by
+   `torch.utils.flop_counter`) did not separate them (212 MFLOP per arm-step lost 5x at batch 32,
+   222 MFLOP won at batch 128). So above `CPU_FUSE_MAX_PARAMS` parameters per arm the batch runs
+   one job at a time, as the sequential launcher would.
 2. **How many arms fit?** Every arm holds its parameters, their gradients and its optimizer's
    state, and its activations for the batch; a batch's arms must fit in the device's free memory
    (on a GPU, `torch.cuda.mem_get_info`; on the CPU, the available RAM) with room to spare
@@ -28,8 +30,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# The CPU rule: fuse up to this many trainable parameters per arm (measured: 82k paid, 0.30-0.52x;
-# 300k was near even, 0.78-0.95x; 1.1M lost, 1.9-4.7x): below the near-even point, so that a
+# The CPU rule: fuse up to this many trainable parameters per arm (measured: 85k paid, 0.27-0.57x;
+# 301k was near even, 0.78-1.14x; 1.1M lost, 1.9-5.1x): below the near-even point, so that a
 # model run sequentially by this rule could have gained little, and one fused never loses.
 CPU_FUSE_MAX_PARAMS = 200_000
 # The share of the free memory a fused batch may plan to take: the estimate below leaves out the

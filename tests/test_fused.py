@@ -16,7 +16,7 @@ from mup import MuSharedReadout
 from torch import nn
 
 from src.data import digits
-from src.fused import Arm, NotFusable, fusable, run_arms
+from src.fused import Arm, NotFusable, fusable, run_arms, train_batch
 from src.study import compose_config
 from src.train import train
 from src.trial_record import TrialResult
@@ -192,6 +192,24 @@ def test_every_arm_diverging_ends_the_batch() -> None:
 def test_a_trial_that_cannot_be_fused_says_why(overrides: list[str], why: str) -> None:
     with pytest.raises(NotFusable, match=why):
         run_arms(compose_config(overrides), [Arm(0.01, 0)])
+
+
+def test_jobs_whose_configs_differ_through_an_arm_key_do_not_fuse() -> None:
+    """`init_seed=${seed}` gives each seed its own initial weights: the jobs' configs, resolved,
+    differ in more than the LR and seed, and their batch runs one job at a time."""
+    cfgs = [
+        compose_config([*FUSED, "study.name=t", "init_seed=${seed}", f"seed={s}"]) for s in SEEDS
+    ]
+    with pytest.raises(NotFusable, match=r"the jobs differ in \['init_seed'\]"):
+        train_batch(cfgs)
+
+
+def test_a_job_whose_config_is_refused_runs_alone_and_fails_alone() -> None:
+    """seed=1.5 fails its own job (`src.train.check_config`), as it does sequentially: the batch
+    is not fused, so it neither trains as seed 1 nor fails the other jobs."""
+    cfgs = [compose_config([*FUSED, "study.name=t", f"seed={s}"]) for s in (0, 1.5)]
+    with pytest.raises(NotFusable, match=r"a job's config is refused \(seed=1.5 is invalid"):
+        train_batch(cfgs)
 
 
 def _net() -> nn.Sequential:

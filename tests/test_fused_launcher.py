@@ -3,14 +3,16 @@ its own Hydra job and Optuna trial; a batch it cannot fuse runs one job at a tim
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
+import pytest
 import yaml
-from conftest import ROOT, SEQUENTIAL, TINY, run_module, run_python
+from conftest import ROOT, SEQUENTIAL, TINY, run_module, run_python, wait_for
 
 State = optuna.trial.TrialState
 FUSED = "hydra/launcher=fused"
@@ -160,3 +162,79 @@ def test_a_fused_batch_killed_mid_training_is_run_again_exactly_once(tmp_path: P
     done = study.get_trials(states=(State.COMPLETE,))
     assert len(done) == 6 and len({(t.params["lr"], t.params["seed"]) for t in done}) == 6
     assert len(study.get_trials(states=(State.FAIL,))) == 3  # the orphans, failed as stale
+
+
+def test_ctrl_c_in_a_batch_run_one_job_at_a_time_keeps_the_trials_that_finished(tmp_path: Path):
+    """A batch that does not fuse (a model too wide to pay on the CPU) runs its 8 jobs one at a
+    time: each is told as it ends, with its progress line, and a Ctrl-C fails only the jobs that
+    had not ended (their results are not thrown away); the rerun trains just those."""
+    from conftest import start_module
+
+    args = [
+        "-m", *TINY, "model.width=2048", "epochs=6", "stop_at_chance=false", "device=cpu",
+        "sweep.points=8", "sweep.high=0.1", "study.name=fallback", FUSED,
+    ]  # fmt: skip
+    sweep = start_module("src.train", *args, cwd=tmp_path)
+    line = ""
+    while not line.startswith("[1/8] lr="):  # the first job's progress line, printed as it ended
+        line = sweep.stdout.readline()
+        assert line, "the sweep ended before it printed a progress line"
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, err
+    assert "Traceback" not in err
+    kept = trials(tmp_path, "fallback")  # at least the first job's, told before the Ctrl-C
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    failed = optuna.load_study(study_name="fallback", storage=storage).get_trials(
+        states=(State.FAIL,)
+    )
+    # The failed trials' jobs had not run, but for at most one that ended as the Ctrl-C came.
+    assert kept and len(kept) + len(failed) == 8
+    assert sum("finished" in t.user_attrs for t in failed) <= 1
+    run_module("src.train", *args, cwd=tmp_path)
+    done = trials(tmp_path, "fallback")
+    assert len(done) == 8 and len({t.params["lr"] for t in done}) == 8
+    assert {t.number for t in kept} <= {t.number for t in done}
+
+
+def test_a_batch_run_one_job_at_a_time_stops_at_its_first_failure(tmp_path: Path, train_here):
+    """max_failure_rate=0 (the default) stops the sweep at the first failed job, as the sequential
+    launcher does: the unfusable batch's later jobs never run (FailingSGD raises in every step)."""
+    args = ["-m", *TINY, "sweep.points=4", "study.name=fails", FUSED]
+    proc = train_here(*args, "optimizer._target_=tests.byo_example.FailingSGD", cwd=tmp_path)
+    assert proc.returncode != 0 and "1 of 1 trials failed (max_failure_rate=0.0)" in proc.stderr
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    failed = optuna.load_study(study_name="fails", storage=storage).get_trials()
+    assert [t.state for t in failed] == [State.FAIL] * 4
+    assert ["on purpose" in t.user_attrs.get("error", "") for t in failed] == [True] + [False] * 3
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_batch_fails_its_trials_at_once_and_the_rerun_does_not_wait(
+    tmp_path: Path, signum: int, status: int
+):
+    """Ctrl-C or SIGTERM while a fused batch of 4 arms trains: exit 130 / 143, one line and no
+    traceback, every trial of the batch FAIL at once; the rerun (grace period far above the
+    test's timeout) trains each point once, without waiting."""
+    from conftest import start_module
+
+    args = [
+        "-m", *TINY, "epochs=60", "batch_size=8", "stop_at_chance=false", "sweep.points=4",
+        "sweep.high=0.1", "study.name=stopped", "hydra.sweeper.grace_period=600", FUSED,
+    ]  # fmt: skip
+    sweep = start_module("src.train", *args, cwd=tmp_path)
+    storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    for line in sweep.stdout:  # the study exists once the header is printed
+        if line.startswith("[lrsweep] study 'stopped'"):
+            break
+    study = optuna.load_study(study_name="stopped", storage=storage)
+    wait_for(lambda: len(study.get_trials(states=(State.RUNNING,))) == 4, "the batch to start")
+    sweep.send_signal(signum)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == status, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("[lrsweep] interrupted")
+    assert [t.state for t in study.get_trials()] == [State.FAIL] * 4
+    rerun = run_module("src.train", *args, cwd=tmp_path)
+    assert "waiting for" not in rerun.stdout
+    assert len({t.params["lr"] for t in trials(tmp_path, "stopped")}) == 4

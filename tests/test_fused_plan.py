@@ -31,6 +31,16 @@ def test_step_cost_counts_a_linear_layers_flops_and_leaves_the_model_as_it_was()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm's statistics too
 
 
+def test_step_cost_measures_a_mup_model():
+    """muP's readout needs its weight's `infshape` (set_base_shapes), which a deep copy of the model
+    would drop: the measurement leaves the model as it was, runnable."""
+    from src.mup_models import mlp_mup
+
+    model = mlp_mup(input_shape=(64,), num_classes=10, width=32, depth=1, base_width=16)
+    cost = step_cost(model, torch.zeros(64), batch_size=32, eval_batch_size=1024, states=1)
+    assert cost.flops > 0 and all(p.grad is None for p in model.parameters())
+
+
 def test_fusing_pays_on_a_gpu_always_and_on_the_cpu_up_to_the_measured_size():
     small = CPU_FUSE_MAX_PARAMS
     cheap = StepCost(flops=1e9, params=small, train_bytes=1, eval_bytes=1)

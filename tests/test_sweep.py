@@ -679,6 +679,11 @@ def test_the_progress_line_of_a_fused_arm_shows_its_share_and_no_eta_for_ended_j
     attrs = {"seconds": 0.04, "fused_arms": 10}
     console.progress(0.9, attrs, {"lr": 0.02}, 1, 10, 0, 10, 0.4, "val_acc")
     assert capsys.readouterr().out.endswith("0.04s (1/10 of a fused batch) ETA 0s\n")
+    # A share of minutes (a large model's batch) in seconds, as a trial's own time is shown.
+    console.progress(
+        0.9, {"seconds": 123.4, "fused_arms": 10}, {"lr": 0.02}, 1, 10, 0, 10, 1e3, "a"
+    )
+    assert capsys.readouterr().out.endswith(" 123.4s (1/10 of a fused batch) ETA 0s\n")
 
 
 def test_the_generic_end_table_counts_trials_stopped_at_chance(capsys) -> None:

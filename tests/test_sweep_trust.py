@@ -234,7 +234,9 @@ def test_the_two_stage_search_takes_more_seeds_and_runs_only_theirs(tmp_path, mo
 
 # ---- fault 11: SIGTERM stops a sweep as Ctrl-C does ----
 
-SLOW = ["epochs=40", "batch_size=8"]  # about 1 s per trial: time to stop the sweep mid-trial
+# About 1 s per trial, one trial at a time: time to stop the sweep mid-trial (fused, the default
+# launcher trains a batch's trials in a fraction of that: tests/test_fused_launcher.py stops one).
+SLOW = ["epochs=40", "batch_size=8", SEQUENTIAL]
 
 
 def test_sigterm_raises_keyboard_interrupt_and_notes_the_signal():
@@ -251,6 +253,37 @@ def test_a_sigterm_during_a_claim_arrives_when_the_claim_is_done():
         signal.raise_signal(signal.SIGTERM)
         arrived.append("claim registered")  # the signal is held back: this line runs
     assert arrived == ["claim registered"] and noted.signum == signal.SIGTERM
+
+
+def test_a_second_ctrl_c_while_the_trials_in_flight_are_failed_leaves_none_running(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C while a batch of 4 trials runs, then Ctrl-C again as the sweep fails the first of
+    them (a user pressing twice): every trial of the batch is still failed, none left RUNNING for
+    a rerun to wait for."""
+    from lrsweep import study_protocol
+    from lrsweep.grid import build_grid, log_axis
+    from lrsweep.runner import Interrupted, SweepSpec, run_sweep
+
+    fail_trials = study_protocol.fail_trials
+
+    def fail_and_press_again(storage, trial_ids):
+        fail_trials(storage, trial_ids[:1])
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, in the middle
+        fail_trials(storage, trial_ids[1:])
+
+    def launch(claimed, slot):
+        os.kill(os.getpid(), signal.SIGINT)  # the first, while the batch runs
+        return [None] * len(claimed)
+
+    monkeypatch.setattr(study_protocol, "fail_trials", fail_and_press_again)
+    axes = [log_axis("lr", 1e-3, 1.0, 4)]
+    url = f"sqlite:///{tmp_path}/twice.db"
+    spec = SweepSpec("twice", url, axes, build_grid(axes), n_jobs=4)
+    with pytest.raises(Interrupted):
+        run_sweep(spec, launch)
+    trials = optuna.load_study(study_name="twice", storage=url).trials
+    assert [t.state for t in trials] == [State.FAIL] * 4
 
 
 def test_an_in_process_sweep_gives_back_the_callers_sigterm_handler(tmp_path):

@@ -14,11 +14,14 @@ arm of it), the same arithmetic takes a fraction of the time. The launcher stays
 
 A batch the app cannot fuse (its function raises `CannotFuse`: the jobs differ in more than the
 LR and seed, a model or optimizer it does not fuse) runs one job at a time, with one line saying
-why. Any other error of the batch function fails every job of the batch with it.
+why, each job run as the sweeper reads its result (`iter_jobs`): each trial is told as it ends,
+with its progress line, and an interrupt or too many failures loses none that finished, as with
+the sequential launcher. Any other error of the batch function fails every job of the batch with
+it.
 """
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from hydra.core.utils import JobReturn
@@ -41,13 +44,16 @@ class FusedLauncher(InProcessLauncher):
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-    ) -> Sequence[JobReturn]:
+    ) -> Sequence[JobReturn] | Iterator[JobReturn]:
         configs = self.job_configs(job_overrides, initial_job_idx)
-        return self.run_jobs(configs, self._fused_tasks(configs))
+        tasks = self._fused_tasks(configs)
+        if tasks is None:  # one at a time: each job told as it ends
+            return self.iter_jobs(configs, [self.task_function] * len(configs))
+        return self.run_jobs(configs, tasks)
 
-    def _fused_tasks(self, configs: list[DictConfig]) -> list[Any]:
-        """The function each job runs: the batch function's, or the task function itself when
-        the batch cannot be fused (one line says why)."""
+    def _fused_tasks(self, configs: list[DictConfig]) -> list[Any] | None:
+        """The function each job runs: the batch function's; None when the batch cannot be
+        fused (one line says why)."""
         from hydra.utils import get_method
 
         assert self.task_function is not None
@@ -61,7 +67,7 @@ class FusedLauncher(InProcessLauncher):
                 file=sys.stderr,
                 flush=True,
             )
-            return [self.task_function] * len(configs)
+            return None
         except Exception as err:  # the batch's failure is each job's
             return [_raiser(err)] * len(configs)
         return list(tasks)

@@ -4,7 +4,7 @@ launcher -- a batch's jobs one after the other, in this process -- with each job
 `hydra/launcher=basic` gives Hydra's own; joblib and submitit launchers work as ever."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
@@ -63,18 +63,22 @@ class InProcessLauncher(Launcher):
 
     def run_jobs(self, configs: list[DictConfig], tasks: Sequence[TaskFunction]) -> list[JobReturn]:
         """Each job run in this process (`in_process.run_job`), job i by `tasks[i]`."""
+        return list(self.iter_jobs(configs, tasks))
+
+    def iter_jobs(
+        self, configs: list[DictConfig], tasks: Sequence[TaskFunction]
+    ) -> Iterator[JobReturn]:
+        """`run_jobs`, each job run as its `JobReturn` is read: the sweeper tells each job's
+        trial as it ends (`lrsweep.runner`)."""
         assert self.config is not None and self.hydra_context is not None
         hydra = self.config.hydra
-        runs = []
         for job_cfg, task in zip(configs, tasks, strict=True):
-            runs.append(
-                run_job(
-                    self.hydra_context,
-                    task,
-                    job_cfg,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
+            ret = run_job(
+                self.hydra_context,
+                task,
+                job_cfg,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
             )
             configure_log(hydra.hydra_logging, hydra.verbose)
-        return runs
+            yield ret

@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -350,11 +350,10 @@ class LrSweeper(Sweeper):
             stage2_method=self.stage2_method,
         )
 
-    def _launch(self, claimed: list, slot: int) -> list:
-        """Runs claimed points as Hydra jobs; each `JobReturn` as a `JobResult`."""
-        from hydra.core.utils import JobStatus
-
-        from lrsweep.results import JobResult, error_text
+    def _launch(self, claimed: list, slot: int) -> Any:
+        """Runs claimed points as Hydra jobs; each `JobReturn` as a `JobResult` (an iterator of
+        them when the launcher's is: its jobs run as they are read, each told as it ends)."""
+        from lrsweep.results import JobResult
 
         batch = []
         for i, (number, trial_id, params) in enumerate(claimed):
@@ -376,21 +375,25 @@ class LrSweeper(Sweeper):
             except Exception as exc:  # the launcher's, for the batch: e.g. a cancelled task
                 why = lost(exc)
                 return [JobResult(error=why or job_error(exc), lost=why) for _ in batch]
-        results = []
-        for ret in returns:
-            if ret.status == JobStatus.COMPLETED:
-                results.append(JobResult(value=ret.return_value))
-                continue
-            # The job's exception as Hydra stored it: its `return_value` property re-raises it,
-            # after writing "Error executing job ..." to stderr, a line the sweep's own report
-            # repeats.
-            exc = getattr(ret, "_return_value", None)
-            if not isinstance(exc, BaseException):
-                try:
-                    _ = ret.return_value
-                    results.append(JobResult(error="job failed"))
-                    continue
-                except Exception as raised:
-                    exc = raised
-            results.append(JobResult(error=error_text(exc)))
-        return results
+        results = map(_job_result, returns)
+        return results if isinstance(returns, Iterator) else list(results)
+
+
+def _job_result(ret: Any) -> Any:
+    """A Hydra `JobReturn` as the runner's `JobResult`."""
+    from hydra.core.utils import JobStatus
+
+    from lrsweep.results import JobResult, error_text
+
+    if ret.status == JobStatus.COMPLETED:
+        return JobResult(value=ret.return_value)
+    # The job's exception as Hydra stored it: its `return_value` property re-raises it, after
+    # writing "Error executing job ..." to stderr, a line the sweep's own report repeats.
+    exc = getattr(ret, "_return_value", None)
+    if not isinstance(exc, BaseException):
+        try:
+            _ = ret.return_value
+            return JobResult(error="job failed")
+        except Exception as raised:
+            exc = raised
+    return JobResult(error=error_text(exc))
