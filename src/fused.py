@@ -276,6 +276,42 @@ def fit_arms(
     return [live.results[a] for a in range(len(arms))]
 
 
+def _prepare(cfg: DictConfig, only_if_pays: bool, create: bool = True) -> tuple:
+    """(device, splits, model, optimizer, checkpoint key, one arm's `StepCost`) of the trial
+    `cfg`; raises NotFusable when it cannot be fused, or with `only_if_pays` when it does not pay
+    on this device. `create=False` writes no initial weights (the sweep's probe)."""
+    device = resolve_device(cfg.device, cfg.get("worker_slot"))
+    torch.set_num_threads(cfg.threads)
+    splits = load_data(cfg)
+    model, torch_optimizer, key = initial_state(cfg, splits, device, lr=cfg.lr, create=create)
+    reason = fusable(model, torch_optimizer, splits)
+    if reason is not None:
+        raise NotFusable(reason)
+    states = 2 if isinstance(torch_optimizer, torch.optim.Adam | torch.optim.AdamW) else 1
+    x_train = splits.train[0]
+    cost = step_cost(model, x_train[0].to(device), cfg.batch_size, EVAL_BATCH_SIZE, states)
+    if only_if_pays and (why := fusing_pays(device, cost)) is not None:
+        raise NotFusable(why)
+    return device, splits, model, torch_optimizer, key, cost
+
+
+def probe(cfg: DictConfig, swept: Sequence[str]) -> str | None:
+    """The fused launcher's question before a sweep claims its first batch (`probe_function`):
+    None when the sweep's jobs, which differ in the `swept` keys, will train fused on this
+    device, else why not (then the sweeper claims one job at a time, so that other sweeps on the
+    study share the work). Writes nothing; a bad config is left to the sweeper's own checks."""
+    others = sorted(set(swept) - set(ARM_KEYS))
+    if others:
+        return f"the sweep varies {others} besides lr and seed"
+    try:
+        _prepare(cfg, only_if_pays=True, create=False)
+    except NotFusable as why:
+        return str(why)
+    except Exception:  # a bad config: the sweeper's own check reports it, in its words
+        return None
+    return None
+
+
 def run_arms(
     cfg: DictConfig,
     arms: Sequence[Arm],
@@ -296,18 +332,7 @@ def run_arms(
     for arm in arms:
         check_lr(arm.lr)
     start = time.perf_counter()
-    device = resolve_device(cfg.device, cfg.get("worker_slot"))
-    torch.set_num_threads(cfg.threads)
-    splits = load_data(cfg)
-    model, torch_optimizer, key = initial_state(cfg, splits, device, lr=cfg.lr)
-    reason = fusable(model, torch_optimizer, splits)
-    if reason is not None:
-        raise NotFusable(reason)
-    states = 2 if isinstance(torch_optimizer, torch.optim.Adam | torch.optim.AdamW) else 1
-    x_train = splits.train[0]
-    cost = step_cost(model, x_train[0].to(device), cfg.batch_size, EVAL_BATCH_SIZE, states)
-    if only_if_pays and (why := fusing_pays(device, cost)) is not None:
-        raise NotFusable(why)
+    device, splits, model, torch_optimizer, key, cost = _prepare(cfg, only_if_pays)
     data_bytes = sum(t.numel() * t.element_size() for t in (*splits.train, *splits.val))
     size = arms_per_batch(cost, free_memory(device), data_bytes if device.type != "cpu" else 0)
     size = min(size, max_arms or size)

@@ -269,3 +269,18 @@ def test_arms_in_consecutive_batches_train_as_in_one(tmp_path: Path):
     assert [r.fused_arms for r in parts] == [2, 2, 2, 2, 1]  # batches_of(5, 2): 2 + 2 + 1
     for one, many, arm in zip(parts, whole, arms, strict=True):
         assert_same_record(one, many, arm, "mlp")
+
+
+def test_the_probe_says_before_a_sweep_whether_its_jobs_will_fuse():
+    """`probe`, asked by the sweeper before its first claim: the default trial over lr and seed
+    fuses; another swept key, or a model that does not fuse, is named."""
+    from src.fused import probe
+
+    cfg = compose_config(FUSED)
+    assert probe(cfg, ["lr", "seed"]) is None
+    assert (
+        probe(cfg, ["lr", "model.width"]) == "the sweep varies ['model.width'] besides lr and seed"
+    )
+    amsgrad = compose_config([*FUSED, "optimizer=adam", "+optimizer.amsgrad=true"])
+    assert probe(amsgrad, ["lr"]) == "the optimizer maximizes or uses amsgrad"
+    assert not list(Path("outputs").rglob("*.pt"))  # it wrote no initial weights

@@ -117,6 +117,9 @@ class FusedLauncherConf:
     # Dotted path of f(task_configs) -> one function per job (see fused_launcher.py).
     batch_function: str | None = None
     n_jobs: int = 30  # jobs trained together: the sweeper's batch
+    # Dotted path of f(task_config, swept_keys) -> None, or why the sweep's jobs will not fuse:
+    # then the sweeper claims one job at a time, and other sweeps on the study share the work.
+    probe_function: str | None = None
 
 
 ConfigStore.instance().store(

@@ -37,15 +37,30 @@ __all__ = ["CannotFuse", "FusedLauncher"]
 class FusedLauncher(InProcessLauncher):
     """The in-process launcher, with each batch's jobs trained by the app's batch function."""
 
-    def __init__(self, batch_function: str | None = None, n_jobs: int = 30) -> None:
+    def __init__(
+        self, batch_function: str | None = None, n_jobs: int = 30, probe_function: str | None = None
+    ) -> None:
         super().__init__()
         self.batch_function = batch_function
         self.n_jobs = n_jobs
+        self.probe_function = probe_function
+
+    def why_not_fused(self, job_config: DictConfig, swept: Sequence[str]) -> str | None:
+        """Asked by the sweeper before it claims a batch: why this sweep's jobs (the first one's
+        config; they differ in the `swept` keys) will not train fused, or None. The app's
+        `probe_function` answers; without one, None (each batch finds out for itself)."""
+        if not self.probe_function:
+            return None
+        from hydra.utils import get_method
+
+        return get_method(self.probe_function)(task_config(job_config), list(swept))
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn] | Iterator[JobReturn]:
         configs = self.job_configs(job_overrides, initial_job_idx)
+        if len(configs) == 1:  # nothing to fuse with: the job runs as the sequential launcher's
+            return self.iter_jobs(configs, [self.task_function])
         tasks = self._fused_tasks(configs)
         if tasks is None:  # one at a time: each job told as it ends
             return self.iter_jobs(configs, [self.task_function] * len(configs))

@@ -139,6 +139,7 @@ class LrSweeper(Sweeper):
         self._in_process = getattr(self.launcher, "in_process", False) or (
             type(self.launcher).__name__ == "BasicLauncher"
         )
+        self._n_jobs_of_launcher = self.n_jobs is None
         if self.n_jobs is None:  # as many trials per batch as the launcher runs at once
             launcher_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")  # joblib
             if launcher_jobs is None:  # submitit: one job array per batch
@@ -315,6 +316,7 @@ class LrSweeper(Sweeper):
             from hydra.utils import get_method
 
             get_method(self.check)(job_cfg)
+        self._batch_size(job_cfg, axes)
         if self.identity:
             from hydra.utils import get_method
 
@@ -328,6 +330,22 @@ class LrSweeper(Sweeper):
                 for value in [OmegaConf.select(job_cfg, key)]
             }
         return axes, fixed, grid
+
+    def _batch_size(self, job_cfg: DictConfig, axes: list[Axis]) -> None:
+        """A launcher that trains a batch together (the fused launcher) is asked first whether
+        this sweep's jobs will fuse; if not, its batch is one job: claiming 30 to run one after
+        another would leave other sweeps on the study nothing to do. One line says why."""
+        why_not_fused = getattr(self.launcher, "why_not_fused", None)
+        if why_not_fused is None or not self._n_jobs_of_launcher or self.n_jobs == 1:
+            return
+        why = why_not_fused(job_cfg, [axis.name for axis in axes])
+        if why:
+            print(
+                f"[lrsweep] fused launcher: {why}; the jobs run one at a time",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.n_jobs = 1
 
     def _search_plan(self, axes: list[Axis]) -> Any:
         """`search=full`: which axis is the LR, which the seed, where the report goes."""
