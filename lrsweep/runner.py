@@ -89,6 +89,8 @@ class SweepSpec:
     # The jobs run in processes of their own and record their own results (`job_record`): a
     # sweep that stops leaves its trials in flight to them, instead of failing them.
     jobs_record: bool = False
+    # Lines printed under the header, once the study is open (e.g. why jobs run one at a time).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,8 @@ class _Run:
         console.header(
             spec.study_name, hide_password(spec.storage_url), len(self.grid), len(self.done)
         )
+        for note in spec.notes:
+            print(note, file=sys.stderr, flush=True)
 
     def run(self, collecting: bool) -> int:
         """The lanes, to the end; the number of trials launched. `collecting`: the garbage

@@ -280,8 +280,13 @@ def test_a_second_ctrl_c_while_the_trials_in_flight_are_failed_leaves_none_runni
     axes = [log_axis("lr", 1e-3, 1.0, 4)]
     url = f"sqlite:///{tmp_path}/twice.db"
     spec = SweepSpec("twice", url, axes, build_grid(axes), n_jobs=4)
-    with pytest.raises(Interrupted):
-        run_sweep(spec, launch)
+    # Python's own handler, whatever this process inherited (a CI shell may ignore SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Interrupted):
+            run_sweep(spec, launch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     trials = optuna.load_study(study_name="twice", storage=url).trials
     assert [t.state for t in trials] == [State.FAIL] * 4
 

@@ -140,6 +140,7 @@ class LrSweeper(Sweeper):
             type(self.launcher).__name__ == "BasicLauncher"
         )
         self._n_jobs_of_launcher = self.n_jobs is None
+        self._notes: tuple[str, ...] = ()
         if self.n_jobs is None:  # as many trials per batch as the launcher runs at once
             launcher_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")  # joblib
             if launcher_jobs is None:  # submitit: one job array per batch
@@ -221,6 +222,7 @@ class LrSweeper(Sweeper):
             poll_interval=self.poll_interval,
             retries=self.retries,
             jobs_record=not self._in_process,
+            notes=self._notes,
         )
 
     def _run_stage(self, spec: Any) -> Any:
@@ -334,17 +336,14 @@ class LrSweeper(Sweeper):
     def _batch_size(self, job_cfg: DictConfig, axes: list[Axis]) -> None:
         """A launcher that trains a batch together (the fused launcher) is asked first whether
         this sweep's jobs will fuse; if not, its batch is one job: claiming 30 to run one after
-        another would leave other sweeps on the study nothing to do. One line says why."""
+        another would leave other sweeps on the study nothing to do. One line (`notes`, printed
+        under the sweep's header) says why."""
         why_not_fused = getattr(self.launcher, "why_not_fused", None)
         if why_not_fused is None or not self._n_jobs_of_launcher or self.n_jobs == 1:
             return
         why = why_not_fused(job_cfg, [axis.name for axis in axes])
-        if why:
-            print(
-                f"[lrsweep] fused launcher: {why}; the jobs run one at a time",
-                file=sys.stderr,
-                flush=True,
-            )
+        if why:  # said once the study is open: a refused run prints its one error line alone
+            self._notes = (f"[lrsweep] fused launcher: {why}; the jobs run one at a time",)
             self.n_jobs = 1
 
     def _search_plan(self, axes: list[Axis]) -> Any:
