@@ -87,3 +87,8 @@ class FailingSGD(torch.optim.SGD):
 
     def step(self, closure=None):
         raise RuntimeError("FailingSGD fails on purpose")
+
+
+def broken_batch(cfgs: object) -> object:
+    """A fused launcher's batch function with a bug (tests/test_fused_launcher.py)."""
+    raise RuntimeError("a bug in the batch function")

@@ -248,3 +248,17 @@ def test_a_signal_mid_batch_fails_its_trials_at_once_and_the_rerun_does_not_wait
     rerun = run_module("src.train", *args, cwd=tmp_path)
     assert "waiting for" not in rerun.stdout
     assert len({t.params["lr"] for t in trials(tmp_path, "stopped")}) == 4
+
+
+def test_a_batch_function_that_fails_leaves_the_jobs_to_run_one_at_a_time(tmp_path: Path):
+    """An error of the fused path itself fails no job: the batch runs one job at a time, with one
+    line naming the error, and every job completes as it would alone."""
+    broken = "hydra.launcher.batch_function=tests.byo_example.broken_batch"
+    args = ["-m", *TINY, "sweep.points=3", "study.name=broken", FUSED, broken]
+    proc = run_module("src.train", *args, cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
+    assert lines == [
+        "[lrsweep] fused launcher: the fused batch failed (RuntimeError: a bug in the batch "
+        "function); these 3 jobs run one at a time"
+    ], proc.stderr
+    assert len(trials(tmp_path, "broken")) == 3

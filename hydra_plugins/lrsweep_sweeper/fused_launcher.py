@@ -16,8 +16,10 @@ A batch the app cannot fuse (its function raises `CannotFuse`: the jobs differ i
 LR and seed, a model or optimizer it does not fuse) runs one job at a time, with one line saying
 why, each job run as the sweeper reads its result (`iter_jobs`): each trial is told as it ends,
 with its progress line, and an interrupt or too many failures loses none that finished, as with
-the sequential launcher. Any other error of the batch function fails every job of the batch with
-it.
+the sequential launcher. Any other error of the batch function (a bug of the fused path, or a
+failure every job would meet, such as data that does not load) makes the batch run one job at a
+time too, with one line naming the error: a job then succeeds, or fails alone with its own error,
+as it would under the sequential launcher.
 """
 
 import sys
@@ -30,6 +32,7 @@ from omegaconf import DictConfig
 from hydra_plugins.lrsweep_sweeper.in_process import task_config
 from hydra_plugins.lrsweep_sweeper.launcher import InProcessLauncher
 from lrsweep.fusing import CannotFuse
+from lrsweep.results import error_text
 
 __all__ = ["CannotFuse", "FusedLauncher"]
 
@@ -83,13 +86,14 @@ class FusedLauncher(InProcessLauncher):
                 flush=True,
             )
             return None
-        except Exception as err:  # the batch's failure is each job's
-            return [_raiser(err)] * len(configs)
+        except (
+            Exception
+        ) as err:  # the fused path's failure is no job's: each runs as it would alone
+            print(
+                f"[lrsweep] fused launcher: the fused batch failed ({error_text(err)}); these "
+                f"{len(configs)} jobs run one at a time",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
         return list(tasks)
-
-
-def _raiser(err: Exception) -> Any:
-    def fail(_cfg: DictConfig) -> Any:
-        raise err
-
-    return fail
