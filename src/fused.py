@@ -39,8 +39,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from lrsweep.fusing import CannotFuse
@@ -48,7 +47,6 @@ from src.batches import Batches
 from src.chance import chance_accuracy, chance_threshold
 from src.checks import check_lr
 from src.data import Splits
-from src.errors import ConfigError
 from src.fused_models import FUSED_LAYERS_TEXT, Stack, layer_problem
 from src.fused_optim import FusedOptimizer
 from src.fused_plan import arms_per_batch, batches_of, free_memory, fusing_pays, step_cost
@@ -276,10 +274,10 @@ def fit_arms(
     return [live.results[a] for a in range(len(arms))]
 
 
-def _prepare(cfg: DictConfig, only_if_pays: bool, create: bool = True) -> tuple:
+def prepare(cfg: DictConfig, only_if_pays: bool, create: bool = True) -> tuple:
     """(device, splits, model, optimizer, checkpoint key, one arm's `StepCost`) of the trial
     `cfg`; raises NotFusable when it cannot be fused, or with `only_if_pays` when it does not pay
-    on this device. `create=False` writes no initial weights (the sweep's probe)."""
+    on this device. `create=False` writes no initial weights (`src.fused_jobs.probe`)."""
     device = resolve_device(cfg.device, cfg.get("worker_slot"))
     torch.set_num_threads(cfg.threads)
     splits = load_data(cfg)
@@ -293,23 +291,6 @@ def _prepare(cfg: DictConfig, only_if_pays: bool, create: bool = True) -> tuple:
     if only_if_pays and (why := fusing_pays(device, cost)) is not None:
         raise NotFusable(why)
     return device, splits, model, torch_optimizer, key, cost
-
-
-def probe(cfg: DictConfig, swept: Sequence[str]) -> str | None:
-    """The fused launcher's question before a sweep claims its first batch (`probe_function`):
-    None when the sweep's jobs, which differ in the `swept` keys, will train fused on this
-    device, else why not (then the sweeper claims one job at a time, so that other sweeps on the
-    study share the work). Writes nothing; a bad config is left to the sweeper's own checks."""
-    others = sorted(set(swept) - set(ARM_KEYS))
-    if others:
-        return f"the sweep varies {others} besides lr and seed"
-    try:
-        _prepare(cfg, only_if_pays=True, create=False)
-    except NotFusable as why:
-        return str(why)
-    except Exception:  # a bad config: the sweeper's own check reports it, in its words
-        return None
-    return None
 
 
 def run_arms(
@@ -332,7 +313,7 @@ def run_arms(
     for arm in arms:
         check_lr(arm.lr)
     start = time.perf_counter()
-    device, splits, model, torch_optimizer, key, cost = _prepare(cfg, only_if_pays)
+    device, splits, model, torch_optimizer, key, cost = prepare(cfg, only_if_pays)
     data_bytes = sum(t.numel() * t.element_size() for t in (*splits.train, *splits.val))
     size = arms_per_batch(cost, free_memory(device), data_bytes if device.type != "cpu" else 0)
     size = min(size, max_arms or size)
@@ -382,56 +363,3 @@ def _trial_result(
         val_examples=val_examples,
         fused_arms=fused_arms,
     )
-
-
-# --- the jobs of a fused launch (`hydra/launcher=fused`) -------------------------------------------
-
-# Keys a fused batch's jobs may differ in: each arm's LR and data order, the trial it reports to,
-# and its worker slot (the batch runs on the first job's device).
-ARM_KEYS = ("lr", "seed", "trial", "worker_slot")
-
-
-def _check_jobs(cfgs: Sequence[DictConfig]) -> None:
-    """NotFusable unless every job's config is valid and, resolved, the same but for `ARM_KEYS`
-    (a key that interpolates an arm key, e.g. `init_seed=${seed}`, differs from arm to arm). A job
-    whose config is refused (seed=1.5) runs alone, and fails alone, as it does sequentially."""
-    try:
-        for cfg in cfgs:
-            check_config(cfg)
-        resolved = [OmegaConf.to_container(cfg, resolve=True) for cfg in cfgs]
-    except (ConfigError, OmegaConfBaseException) as err:
-        raise NotFusable(f"a job's config is refused ({err})") from None
-    shared = [{k: v for k, v in one.items() if k not in ARM_KEYS} for one in resolved]
-    keys = {k for one in shared for k in one}
-    differ = sorted(k for k in keys if any(one.get(k) != shared[0].get(k) for one in shared))
-    if differ:
-        raise NotFusable(f"the jobs differ in {differ}, not only in {list(ARM_KEYS)}")
-
-
-def train_batch(cfgs: Sequence[DictConfig]) -> list[Callable[[DictConfig], float]]:
-    """The batch function of `hydra/launcher=fused` (`hydra_plugins/lrsweep_sweeper/
-    fused_launcher.py`): the jobs' trials trained as one fused model; for each job, the function
-    its job then runs in place of `src.train.main`, which records the arm's result in its trial
-    and returns its metric. Raises NotFusable (a CannotFuse) when the jobs differ in more than
-    `ARM_KEYS` or the trial cannot be fused."""
-    from src.study import TrialReporter
-    from src.train import freeze_long_lived, record_trial
-
-    _check_jobs(cfgs)
-    started = time.time()
-    arms = [Arm(float(cfg.lr), int(cfg.seed)) for cfg in cfgs]
-    results = run_arms(cfgs[0], arms, only_if_pays=True)
-
-    def finish(result: TrialResult) -> Callable[[DictConfig], float]:
-        def record(cfg: DictConfig) -> float:
-            reporter = TrialReporter(cfg.study.storage, cfg.study.name, cfg.trial)
-            for epoch, acc in enumerate(result.val_acc_curve):
-                reporter.report(epoch, acc)
-            record_trial(reporter, result, started)  # seconds: its share of its batch's time
-            reporter.set_attrs(fused_arms=result.fused_arms)
-            freeze_long_lived()
-            return float(getattr(result, cfg.metric))
-
-        return record
-
-    return [finish(result) for result in results]

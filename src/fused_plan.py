@@ -1,4 +1,4 @@
-"""When a fused batch pays, and how many arms one batch holds (`src.fused.train_batch`).
+"""When a fused batch pays, and how many arms one batch holds (`src.fused_jobs.train_batch`).
 
 Two questions the fused launcher asks before it trains a batch's arms together:
 

@@ -16,7 +16,8 @@ from mup import MuSharedReadout
 from torch import nn
 
 from src.data import digits
-from src.fused import Arm, NotFusable, fusable, run_arms, train_batch
+from src.fused import Arm, NotFusable, fusable, run_arms
+from src.fused_jobs import train_batch
 from src.study import compose_config
 from src.train import train
 from src.trial_record import TrialResult
@@ -274,7 +275,7 @@ def test_arms_in_consecutive_batches_train_as_in_one(tmp_path: Path):
 def test_the_probe_says_before_a_sweep_whether_its_jobs_will_fuse():
     """`probe`, asked by the sweeper before its first claim: the default trial over lr and seed
     fuses; another swept key, or a model that does not fuse, is named."""
-    from src.fused import probe
+    from src.fused_jobs import probe
 
     cfg = compose_config(FUSED)
     assert probe(cfg, ["lr", "seed"]) is None
