@@ -24,3 +24,20 @@ for launcher in fused lrsweep; do
     echo "search hydra/launcher=$launcher: exit $status, $seconds s" | tee -a "$out/search_times.txt"
     grep -E "chosen lr|^\[1/10\]" "$out/search_$launcher.log" | head -3
 done
+# A muP sweep on the GPU: 10 LRs x 3 seeds of mlp_mup with MuAdamW and a test split, one fused batch.
+rm -rf outputs
+start=$EPOCHREALTIME
+python3 -m src.train -m model=mlp_mup optimizer=muadamw 'sweep.seeds=[0,1,2]' \
+    data.test_fraction=0.2 study.name=mup >"$out/mup.log" 2>&1
+status=$?
+seconds=$(awk "BEGIN { printf \"%.1f\", $EPOCHREALTIME - $start }")
+python3 - "$status" "$seconds" <<'PY' | tee -a "$out/search_times.txt"
+import sys
+import optuna
+trials = optuna.load_study(study_name="mup", storage="sqlite:///outputs/lrsweep.db").trials
+done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+fused = {t.user_attrs.get("fused_arms") for t in done}
+tested = sum(t.user_attrs.get("test_acc") is not None for t in done)
+print(f"mup sweep: exit {sys.argv[1]}, {sys.argv[2]} s, {len(done)}/{len(trials)} COMPLETE, "
+      f"fused_arms {sorted(fused, key=str)}, test_acc on {tested}")
+PY
