@@ -32,6 +32,7 @@ the updates on the stacked tensors (`src.fused_optim.FusedOptimizer`).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -194,10 +195,12 @@ def fit_arms(
     val_batches: Batches,
     hopeless_below: float | None = None,
     test_batches: Batches | None = None,
+    on_epoch: Callable[[int, int, int], None] | None = None,
 ) -> list[ArmFit]:
     """`src.train.fit` for every arm at once (`per_seed`: the train batches of each distinct seed):
     one `ArmFit` per arm, in order; with `test_batches`, each arm that did not diverge is scored
-    on them with the weights it finished with, as `src.train.train` scores a trial."""
+    on them with the weights it finished with, as `src.train.train` scores a trial. `on_epoch`
+    is called after each epoch with (epochs done, epochs, arms still training)."""
     schedule, log_every = str(cfg.schedule), int(cfg.log_every)
     epochs, warmup_epochs = int(cfg.epochs), int(cfg.warmup_epochs)
     seeds = list(per_seed)
@@ -267,6 +270,8 @@ def fit_arms(
         )
         last_val_loss = [val_loss[r] for r in rows if r not in blown + hopeless]
         drop(blown + hopeless)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epochs, len(live.arms))
         if not live.arms:
             break
     rows = list(range(len(live.arms)))
@@ -336,13 +341,40 @@ def run_arms(
         stack = stack_of(model, len(batch))
         optimizer = FusedOptimizer.of(torch_optimizer, model, stack.params)
         seeds = {arm.seed: per_seed[arm.seed] for arm in batch}
+        progress = _Progress(len(batch))
         fitted = fit_arms(
-            cfg, stack, optimizer, batch, seeds, val_batches, hopeless_below, test_batches
+            cfg, stack, optimizer, batch, seeds, val_batches, hopeless_below, test_batches, progress
         )
         share = (time.perf_counter() - start) / len(batch)
         results += [_trial_result(f, share, key, val_batches.n, len(batch)) for f in fitted]
         start = time.perf_counter()
     return results
+
+
+# A fused batch prints nothing until its arms' trials are told: one that trains longer than this
+# many seconds says how far it got, at most once per this many seconds (after an epoch).
+PROGRESS_EVERY_S = 10.0
+
+
+class _Progress:
+    """`fit_arms`'s `on_epoch` for a long batch: `[lrsweep] fused batch of 30 arms: epoch 4/20,
+    27 still training, 12s`, to stderr, at most every `PROGRESS_EVERY_S` seconds."""
+
+    def __init__(self, arms: int) -> None:
+        self.arms = arms
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, done: int, epochs: int, training: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_EVERY_S or done == epochs:
+            return
+        self.last = now
+        print(
+            f"[lrsweep] fused batch of {self.arms} arms: epoch {done}/{epochs}, {training} still "
+            f"training, {now - self.start:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _trial_result(

@@ -285,3 +285,18 @@ def test_the_probe_says_before_a_sweep_whether_its_jobs_will_fuse():
     amsgrad = compose_config([*FUSED, "optimizer=adam", "+optimizer.amsgrad=true"])
     assert probe(amsgrad, ["lr"]) == "the optimizer maximizes or uses amsgrad"
     assert not list(Path("outputs").rglob("*.pt"))  # it wrote no initial weights
+
+
+def test_a_long_fused_batch_says_how_far_it_got(monkeypatch, capsys):
+    """A batch that trains longer than `PROGRESS_EVERY_S` prints a line after an epoch (here every
+    epoch but the last, whose trials' own lines follow at once)."""
+    import src.fused
+
+    monkeypatch.setattr(src.fused, "PROGRESS_EVERY_S", 0.0)
+    run_arms(compose_config([*FUSED, "stop_at_chance=false"]), [Arm(1e-3, 0), Arm(0.05, 1)])
+    lines = [x for x in capsys.readouterr().err.splitlines() if "fused batch" in x]
+    assert [x.split(",")[0] for x in lines] == [
+        "[lrsweep] fused batch of 2 arms: epoch 1/3",
+        "[lrsweep] fused batch of 2 arms: epoch 2/3",
+    ]
+    assert all(" 2 still training, " in x for x in lines)
