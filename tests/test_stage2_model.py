@@ -1,5 +1,6 @@
-"""A model-based stage 2 (`stage2_method="tpe"` / `"gp"`, `lrsweep.stage2_model`) through the
-Python API on a plain function: the budget split, the report and plot, exactly-once resume."""
+"""Stage 2 by each method (the grid, or a model: `stage2_method="tpe"` / `"gp"`,
+`lrsweep.stage2_model`) through the Python API on a plain function: the budget split, the report
+and plot, exactly-once resume without drift."""
 
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def stage2_lrs(tmp_path, name="m") -> list[float]:
     return list(dict.fromkeys(t.params["lr"] for t in sorted(study.trials, key=lambda t: t.number)))
 
 
-@pytest.mark.parametrize("method", ["tpe", "gp"])
-def test_model_stage2_honours_the_budget_split_and_shows_in_the_report(tmp_path, method):
+@pytest.mark.parametrize("method", ["grid", "tpe", "gp"])
+def test_stage2_honours_the_budget_split_and_shows_in_the_report(tmp_path, method):
     result = search(tmp_path, peak, method)
     by_stage = result.trials.groupby("stage").size().to_dict()
     assert by_stage["stage1"] == 6 * 2 and by_stage["stage2"] == 5 * 2  # LRs x stage 1's seeds
@@ -64,16 +65,17 @@ def test_model_stage2_honours_the_budget_split_and_shows_in_the_report(tmp_path,
     assert 0.005 < result.lr < 0.08  # near the peak at 0.02
 
 
-def test_model_stage2_resumes_after_a_kill_the_same_search_without_rerunning(tmp_path):
-    """Ctrl-C in the middle of a TPE stage 2, then the same call: stage 2 goes on with the very
-    LRs an uninterrupted search proposes, and no finished trial runs again."""
+@pytest.mark.parametrize("method", ["tpe", "gp"])
+def test_model_stage2_resumes_after_a_kill_the_same_search_without_rerunning(tmp_path, method):
+    """Ctrl-C in the middle of a model-based stage 2, then the same call: stage 2 goes on with
+    the very LRs an uninterrupted search proposes, and no finished trial runs again."""
     clean_calls: list[tuple] = []
 
     def clean(lr: float, seed: int) -> float:
         clean_calls.append((lr, seed))
         return peak(lr, seed)
 
-    search(tmp_path, clean, "tpe", name="clean")
+    search(tmp_path, clean, method, name="clean")
 
     calls: list[tuple] = []
 
@@ -84,15 +86,15 @@ def test_model_stage2_resumes_after_a_kill_the_same_search_without_rerunning(tmp
         return peak(lr, seed)
 
     with pytest.raises(KeyboardInterrupt):
-        search(tmp_path, killed, "tpe", name="killed")
+        search(tmp_path, killed, method, name="killed")
     assert len(stage2_lrs(tmp_path, "killed")) == 3
-    search(tmp_path, killed, "tpe", name="killed")
+    search(tmp_path, killed, method, name="killed")
     assert stage2_lrs(tmp_path, "killed") == stage2_lrs(tmp_path, "clean")  # no drift
     # the same trials, each once, but the one in flight at the kill (failed, then run again)
     assert len(calls) == len(clean_calls) + 1
     assert sorted(calls) == sorted([*clean_calls, calls[6 * 2 + 2 * 2]])
     again = len(calls)
-    search(tmp_path, killed, "tpe", name="killed")
+    search(tmp_path, killed, method, name="killed")
     assert len(calls) == again  # a finished search runs nothing
 
 
