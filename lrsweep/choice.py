@@ -28,7 +28,6 @@ std where n_val is not recorded. `noise` is the interval's half-width.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -166,31 +165,55 @@ class Choice:
     rule: str = ""  # how the LR was picked among the candidates (`one_se_pick`)
 
 
-def one_se_pick(
-    ranked: pd.DataFrame, direction: str = "maximize", resolution: float | None = None
-) -> tuple[pd.Series, str]:
-    """(the picked row of a `rank`, the rule as a sentence). The tie: every LR whose mean is
-    within one standard error of the best mean (the best LR's std / sqrt(n), the std floored at
-    `resolution`, one validation example); the pick: the tied LR nearest (in log10(lr)) the
-    middle of the tie, the geometric mean of its lowest and highest LR (the lower LR of two as
-    near). The best mean itself when its LR has one trial (no standard error to measure)."""
-    best = ranked.iloc[0]
-    n = int(best["n"])
-    if n < 2:
-        return best, "the best mean (one trial: no standard error to measure)"
-    se = max(float(best["std"]), resolution or 0.0) / math.sqrt(n)
-    s = sign(direction)
-    tied = ranked[s * ranked["mean"] >= s * float(best["mean"]) - se - TIE]
-    if len(tied) == 1:
-        return best, f"the best mean; no other LR within one standard error ({se:.2g}) of it"
-    low, high = float(tied["lr"].min()), float(tied["lr"].max())
-    middle = math.sqrt(low * high)
-    distance = tied["lr"].astype(float).map(lambda x: round(abs(math.log(x / middle)), 9))
-    pick = tied.assign(_d=distance).sort_values(["_d", "lr"], kind="stable").iloc[0]
-    return ranked.loc[pick.name], (
-        f"the middle of {len(tied)} LRs in [{low:.4g}, {high:.4g}] within one standard error "
-        f"({se:.2g}) of the best mean {float(best['mean']):.4g} (lr={float(best['lr']):.4g})"
+def smoothed_pick(
+    ranked: pd.DataFrame,
+    pooled: pd.DataFrame,
+    h: float | None,
+    direction: str = "maximize",
+) -> tuple[pd.Series, str, pd.Series | None]:
+    """(the picked row of a `rank` of the candidates, the rule as a sentence, the candidates'
+    smoothed scores indexed like `ranked`). The pick: the candidate whose smoothed score
+    (`lrsweep.smooth.local_quadratic` over every pooled LR in `pooled`, bandwidth `h` in
+    log10(lr)) is best, the lower LR of two equal ones; only candidates with a finite mean
+    compete. The best mean itself, and no scores, when there is nothing to smooth (`h` None, or
+    fewer than 3 LRs with a finite mean)."""
+    from lrsweep.smooth import local_quadratic
+
+    finite = ranked[np.isfinite(ranked["mean"].astype(float))]
+    values = (
+        local_quadratic(pooled, finite["lr"].astype(float).tolist(), h)
+        if h is not None and len(finite)
+        else np.array([])
     )
+    if not len(values) or np.isnan(values).any():
+        return ranked.iloc[0], "the best mean (too few LRs to smooth)", None
+    scores = pd.Series(values, index=finite.index)
+    s = sign(direction)
+    order = pd.DataFrame({"score": s * scores, "lr": finite["lr"].astype(float)})
+    name = order.sort_values(["score", "lr"], ascending=[False, True], kind="stable").index[0]
+    pick = ranked.loc[name]
+    return (
+        pick,
+        f"the best smoothed score {float(scores[name]):.4g} of {len(finite)} candidates (a "
+        f"local quadratic in log10(lr) over every trial, bandwidth {h:.3g} decades; its own "
+        f"mean {float(pick['mean']):.4g})",
+        scores,
+    )
+
+
+def good_lrs(
+    ranked: pd.DataFrame, pick: pd.Series, scores: pd.Series | None, direction: str = "maximize"
+) -> pd.Series | None:
+    """The LRs of the good range: the candidates whose smoothed score is within one std (the
+    picked LR's, over its trials) of the pick's; without scores, those whose mean is within one
+    std of the best mean (`top_set`). None when the pick has one trial: no std to measure."""
+    if pick["n"] < 2:
+        return None
+    if scores is None:
+        return top_set(ranked, direction)["lr"]
+    s = sign(direction)
+    near = s * scores >= s * float(scores[pick.name]) - float(pick["std"]) - TIE
+    return ranked.loc[scores.index[near], "lr"]
 
 
 def _isin(lrs: pd.Series, among: pd.Series) -> pd.Series:
@@ -253,8 +276,11 @@ def choose(
         raise SweepConfigError(
             "report: no finished non-diverged trial in any stage; nothing to choose from"
         )
-    best, rule = one_se_pick(ranked, direction, resolution)
-    good = top_set(ranked, direction)["lr"] if best["n"] >= 2 else None  # one seed: no std
+    from lrsweep.smooth import bandwidth
+
+    stage1_lrs = aggs["stage1"]["lr"].astype(float).tolist() if "stage1" in aggs else []
+    best, rule, scores = smoothed_pick(ranked, pooled, bandwidth(stage1_lrs), direction)
+    good = good_lrs(ranked, best, scores, direction)
     optimum, note = fit_optimum(sweeps, direction=direction) if len(sweeps) else (None, "no sweep")
     edge, edge_note = edge_of(aggs, float(best["lr"]), direction)
     return Choice(
