@@ -5,16 +5,17 @@ gain over stage 1, the chosen LR's test score. Pure calculations on the stages' 
 The choice pools every stage's trials of an LR (`lrsweep.stats.pool`: stage 1's best LR is part
 of stage 2's grid, and each confirm candidate keeps the trials the sweeps gave it). Among the
 confirm step's candidates when it has a finished trial, else among every LR the sweeps measured,
-the LRs whose pooled mean is within one standard error of the best pooled mean (the best LR's
-std / sqrt(n), the std floored at one validation example) are a tie the seeds cannot break, and
-the pick is the tied LR nearest the middle of the tie in log10(lr) (`one_se_pick`,
-docs/choice.md). With one trial the best mean wins. `stage` names the latest stage that ran the chosen LR. `good_range` (the LRs
-within one std of the best mean) is taken among the same LRs, and is unknown when the best LR has
-one trial; the interpolated optimum is fitted on the sweeps (stages 1 and 2 pooled, the same
-seeds). `edge` flags a chosen LR at or past an end of the finest sweep stage's range, and,
-without a confirm step, a best LR of the sweeps at such an end (`lrsweep.bounds.sweep_edge`; the
-confirm step measures one grid step past it, so the choice can move there): the optimum may lie
-further out.
+the pick is the LR whose smoothed score is best: a local quadratic in log10(lr) fitted to every
+pooled trial around it (`lrsweep.smooth`, bandwidth half of stage 1's grid step;
+`smoothed_pick`, docs/choice.md), so a lucky seed at one LR does not decide; with fewer than 3
+LRs to fit, the best mean. `stage` names the latest stage that ran the chosen LR; `mean`, `std`
+and `n` are its own pooled trials'. `good_range` spans the candidates whose smoothed score is
+within one std (the chosen LR's) of the pick's (without smoothing: whose mean is within one std
+of the best mean), and is unknown when the chosen LR has one trial; the interpolated optimum is
+fitted on the sweeps (stages 1 and 2 pooled, the same seeds). `edge` flags a chosen LR at or past
+an end of the finest sweep stage's range, and, without a confirm step, a best LR of the sweeps at
+such an end (`lrsweep.bounds.sweep_edge`; the confirm step measures one grid step past it, so the
+choice can move there): the optimum may lie further out.
 
 Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
 seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. One rule for
