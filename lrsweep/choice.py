@@ -163,7 +163,7 @@ class Choice:
     optimum_note: str = ""  # how the interpolated optimum was found, or why there is none
     edge: str | None = None  # "low" / "high": the optimum may lie beyond the searched range
     edge_note: str = ""  # what lies at the edge, and what to do
-    rule: str = ""  # how the LR was picked among the candidates (`one_se_pick`)
+    rule: str = ""  # how the LR was picked among the candidates (`smoothed_pick`)
 
 
 def smoothed_pick(
