@@ -9,9 +9,9 @@ the pick is the LR whose smoothed score is best: a local quadratic in log10(lr) 
 pooled trial around it (`lrsweep.smooth`, bandwidth half of stage 1's grid step;
 `smoothed_pick`, docs/choice.md), so a lucky seed at one LR does not decide; with fewer than 3
 LRs to fit, the best mean. `stage` names the latest stage that ran the chosen LR; `mean`, `std`
-and `n` are its own pooled trials'. `good_range` spans the candidates whose smoothed score is
-within one std (the chosen LR's) of the pick's (without smoothing: whose mean is within one std
-of the best mean), and is unknown when the chosen LR has one trial; the interpolated optimum is
+and `n` are its own pooled trials'. `good_range` spans the candidates whose pooled mean is within
+one std (the best LR's) of the best mean, and the chosen LR, and is unknown when the chosen LR has
+one trial; the interpolated optimum is
 fitted on the sweeps (stages 1 and 2 pooled, the same seeds). `edge` flags a chosen LR at or past
 an end of the finest sweep stage's range, and, without a confirm step, a best LR of the sweeps at
 such an end (`lrsweep.bounds.sweep_edge`; the confirm step measures one grid step past it, so the
@@ -39,7 +39,6 @@ import pandas as pd
 from lrsweep.bounds import Edge, finest_range, sweep_edge
 from lrsweep.grid import SweepConfigError
 from lrsweep.stats import (
-    TIE,
     finest_stage,
     fit_optimum,
     pool,
@@ -171,13 +170,12 @@ def smoothed_pick(
     pooled: pd.DataFrame,
     h: float | None,
     direction: str = "maximize",
-) -> tuple[pd.Series, str, pd.Series | None]:
-    """(the picked row of a `rank` of the candidates, the rule as a sentence, the candidates'
-    smoothed scores indexed like `ranked`). The pick: the candidate whose smoothed score
-    (`lrsweep.smooth.local_quadratic` over every pooled LR in `pooled`, bandwidth `h` in
-    log10(lr)) is best, the lower LR of two equal ones; only candidates with a finite mean
-    compete. The best mean itself, and no scores, when there is nothing to smooth (`h` None, or
-    fewer than 3 LRs with a finite mean)."""
+) -> tuple[pd.Series, str]:
+    """(the picked row of a `rank` of the candidates, the rule as a sentence). The pick: the
+    candidate whose smoothed score (`lrsweep.smooth.local_quadratic` over every pooled LR in
+    `pooled`, bandwidth `h` in log10(lr)) is best, the lower LR of two equal ones; only
+    candidates with a finite mean compete. The best mean itself when there is nothing to smooth
+    (`h` None, or fewer than 3 LRs with a finite mean)."""
     from lrsweep.smooth import local_quadratic
 
     finite = ranked[np.isfinite(ranked["mean"].astype(float))]
@@ -187,7 +185,7 @@ def smoothed_pick(
         else np.array([])
     )
     if not len(values) or np.isnan(values).any():
-        return ranked.iloc[0], "the best mean (too few LRs to smooth)", None
+        return ranked.iloc[0], "the best mean (too few LRs to smooth)"
     scores = pd.Series(values, index=finite.index)
     s = sign(direction)
     order = pd.DataFrame({"score": s * scores, "lr": finite["lr"].astype(float)})
@@ -198,23 +196,19 @@ def smoothed_pick(
         f"the best smoothed score {float(scores[name]):.4g} of {len(finite)} candidates (a "
         f"local quadratic in log10(lr) over every trial, bandwidth {h:.3g} decades; its own "
         f"mean {float(pick['mean']):.4g})",
-        scores,
     )
 
 
 def good_lrs(
-    ranked: pd.DataFrame, pick: pd.Series, scores: pd.Series | None, direction: str = "maximize"
+    ranked: pd.DataFrame, pick: pd.Series, direction: str = "maximize"
 ) -> pd.Series | None:
-    """The LRs of the good range: the candidates whose smoothed score is within one std (the
-    picked LR's, over its trials) of the pick's; without scores, those whose mean is within one
-    std of the best mean (`top_set`). None when the pick has one trial: no std to measure."""
+    """The LRs of the good range: the candidates whose pooled mean is within one std (the best
+    LR's) of the best mean (`top_set`), and the pick, which the smoothed curve may take from just
+    outside them. None when the pick has one trial: no std to measure."""
     if pick["n"] < 2:
         return None
-    if scores is None:
-        return top_set(ranked, direction)["lr"]
-    s = sign(direction)
-    near = s * scores >= s * float(scores[pick.name]) - float(pick["std"]) - TIE
-    return ranked.loc[scores.index[near], "lr"]
+    good = top_set(ranked, direction)["lr"]
+    return pd.concat([good, pd.Series([float(pick["lr"])])], ignore_index=True)
 
 
 def _isin(lrs: pd.Series, among: pd.Series) -> pd.Series:
@@ -280,8 +274,8 @@ def choose(
     from lrsweep.smooth import bandwidth
 
     stage1_lrs = aggs["stage1"]["lr"].astype(float).tolist() if "stage1" in aggs else []
-    best, rule, scores = smoothed_pick(ranked, pooled, bandwidth(stage1_lrs), direction)
-    good = good_lrs(ranked, best, scores, direction)
+    best, rule = smoothed_pick(ranked, pooled, bandwidth(stage1_lrs), direction)
+    good = good_lrs(ranked, best, direction)
     optimum, note = fit_optimum(sweeps, direction=direction) if len(sweeps) else (None, "no sweep")
     edge, edge_note = edge_of(aggs, float(best["lr"]), direction)
     return Choice(

@@ -30,7 +30,7 @@ def test_choose_prefers_confirm_then_every_lr_the_sweeps_measured():
     conf = agg_of({0.002: 0.87, 0.003: 0.875}, n=3, std=0.002)
     assert choosing.choose({"stage1": s1}).lr == GRID[4]
     c = choosing.choose({"stage1": s1, "stage2": s2})
-    assert (c.stage, c.lr, c.good_range) == ("stage2", 0.002, (GRID[4], 0.002))
+    assert (c.stage, c.lr, c.good_range) == ("stage2", 0.002, (0.002, 0.003))
     assert c.stage2_gain.gain == pytest.approx(0.03)
     assert c.stage2_gain.exceeds_noise is True  # 0.03 > t(0.975, 4) * 0.01 * sqrt(2/3) = 0.0227
     c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": conf})
@@ -78,9 +78,12 @@ def test_choice_reads_the_smoothed_curve_not_the_luckiest_mean():
     c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": conf})
     assert c.lr == 0.02 and c.stage == "confirm"
     assert c.mean == pytest.approx(0.9)  # its own trials' mean (the confirm step's here)
-    # the good range: the candidates whose smoothed score is within one std (0.01) of the pick's
-    # (0.005's luck lifts its smoothed score too, less than its mean)
-    assert c.good_range == (0.005, 0.04)
+    # the good range: the candidates within one std (0.01) of the best mean (0.005's), and the pick
+    assert c.good_range == (0.005, 0.02)
+    # a std too small for the pick to be within one of the best mean: the range still holds it
+    tight = agg_of(confirmed, n=3, std=0.002)
+    c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": tight})
+    assert c.lr == 0.02 and c.good_range == (0.005, 0.02)
     assert c.rule.startswith("the best smoothed score 0.899")
     assert "of 5 candidates" in c.rule and "bandwidth 0.278 decades" in c.rule
     # minimising (a loss: the same curve upside down) picks the same LR
