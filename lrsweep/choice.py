@@ -11,11 +11,11 @@ pooled trial around it (`lrsweep.smooth`, bandwidth half of stage 1's grid step;
 LRs to fit, the best mean. `stage` names the latest stage that ran the chosen LR; `mean`, `std`
 and `n` are its own pooled trials'. `good_range` spans the candidates whose pooled mean is within
 one std (the best LR's) of the best mean, and the chosen LR, and is unknown when the chosen LR has
-one trial; the interpolated optimum is
-fitted on the sweeps (stages 1 and 2 pooled, the same seeds). `edge` flags a chosen LR at or past
-an end of the finest sweep stage's range, and, without a confirm step, a best LR of the sweeps at
-such an end (`lrsweep.bounds.sweep_edge`; the confirm step measures one grid step past it, so the
-choice can move there): the optimum may lie further out.
+one trial; the interpolated optimum is fitted on the sweeps (stages 1 and 2 pooled, the same
+seeds). `edge` flags a chosen LR at or past an end of the finest sweep stage's range, and, without
+a confirm step, a best LR of the sweeps at such an end (`lrsweep.bounds.sweep_edge`; the confirm
+step measures one grid step past it, so the choice can move there): the optimum may lie further
+out.
 
 Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
 seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. One rule for

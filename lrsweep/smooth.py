@@ -16,7 +16,9 @@ no say.
 
 LRs whose mean is not finite (an app that records inf for a diverged run) are left out of the
 fit; an LR whose runs diverged with lrsweep's own trial counts with the accuracy 0 it recorded,
-so a cliff pulls its neighbours down, as it should.
+so a cliff pulls its neighbours down, as it should. A steep cliff within reach (a loss jumping
+tenfold) also bends the quadratic: the fitted value can then lie beyond every value measured near
+x, which is why the choice ranks candidates by it but never reports it (docs/choice.md).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def bandwidth(stage1_lrs: Sequence[float]) -> float | None:
 
 def local_quadratic(agg: pd.DataFrame, at: Sequence[float], h: float) -> np.ndarray:
     """The smoothed score at each LR of `at` (module docstring), from a `pool`/`aggregate`
-    table (lr, mean, n); NaN where fewer than 3 LRs with a finite mean carry weight."""
+    table (lr, mean, n); all NaN with fewer than 3 LRs with a finite mean."""
     done = agg[(agg["n"] > 0) & np.isfinite(agg["mean"].astype(float))]
     x = np.log10(done["lr"].to_numpy(float))
     mean = done["mean"].to_numpy(float)
