@@ -176,25 +176,16 @@ def smoothed_pick(
     `pooled`, bandwidth `h` in log10(lr)) is best, the lower LR of two equal ones; only
     candidates with a finite mean compete. The best mean itself when there is nothing to smooth
     (`h` None, or fewer than 3 LRs with a finite mean)."""
-    from lrsweep.smooth import local_quadratic
+    from lrsweep.smooth import smoothed_rank
 
-    finite = ranked[np.isfinite(ranked["mean"].astype(float))]
-    values = (
-        local_quadratic(pooled, finite["lr"].astype(float).tolist(), h)
-        if h is not None and len(finite)
-        else np.array([])
-    )
-    if not len(values) or np.isnan(values).any():
+    ordered = smoothed_rank(ranked, pooled, h, direction)
+    if ordered is None:
         return ranked.iloc[0], "the best mean (too few LRs to smooth)"
-    scores = pd.Series(values, index=finite.index)
-    s = sign(direction)
-    order = pd.DataFrame({"score": s * scores, "lr": finite["lr"].astype(float)})
-    name = order.sort_values(["score", "lr"], ascending=[False, True], kind="stable").index[0]
-    pick = ranked.loc[name]
+    pick = ordered.iloc[0]
     # The score itself is not printed: next to a cliff the quadratic can bend past every value
     # measured there (docs/choice.md); the pick's own mean is the number to quote.
     return pick, (
-        f"the best of {len(finite)} candidates on the smoothed curve (a local quadratic in "
+        f"the best of {len(ordered)} candidates on the smoothed curve (a local quadratic in "
         f"log10(lr) through every trial, bandwidth {h:.3g} decades)"
     )
 

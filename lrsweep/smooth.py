@@ -56,3 +56,24 @@ def local_quadratic(agg: pd.DataFrame, at: Sequence[float], h: float) -> np.ndar
         coef, *_ = np.linalg.lstsq(design, mean * root_w, rcond=None)
         out[k] = float(coef[0])
     return out
+
+
+def smoothed_rank(
+    ranked: pd.DataFrame, pooled: pd.DataFrame, h: float | None, direction: str = "maximize"
+) -> pd.DataFrame | None:
+    """The rows of `ranked` (a `lrsweep.stats.rank`) with a finite mean, the best smoothed score
+    (`local_quadratic` over `pooled`, bandwidth `h`) first, the lower LR of two equal ones; None
+    when there is nothing to smooth (`h` None, or fewer than 3 LRs with a finite mean)."""
+    from lrsweep.stats import sign
+
+    finite = ranked[np.isfinite(ranked["mean"].astype(float))]
+    if h is None or not len(finite):
+        return None
+    scores = local_quadratic(pooled, finite["lr"].astype(float).tolist(), h)
+    if np.isnan(scores).any():
+        return None
+    keys = pd.DataFrame(
+        {"score": sign(direction) * scores, "lr": finite["lr"].astype(float)}, index=finite.index
+    )
+    order = keys.sort_values(["score", "lr"], ascending=[False, True], kind="stable").index
+    return finite.loc[order]
