@@ -89,19 +89,37 @@ def judge_gain(gain: float, noise: float | None) -> Outcome:
     return "within noise"
 
 
+def _curve_best(aggs: Mapping[str, pd.DataFrame], direction: str) -> pd.Series:
+    """Stage 2's best LR on the smoothed curve of the sweeps (the confirm step's first candidate,
+    `lrsweep.confirm`), or its best mean when there is nothing to smooth."""
+    from lrsweep.smooth import bandwidth, smoothed_rank
+
+    ranked = rank(aggs["stage2"], direction)
+    pooled = pool([aggs["stage1"], aggs["stage2"]])
+    h = bandwidth(aggs["stage1"]["lr"].astype(float).tolist())
+    ordered = smoothed_rank(ranked, pooled, h, direction)
+    return (ranked if ordered is None else ordered).iloc[0]
+
+
 def stage2_gain(
     aggs: Mapping[str, pd.DataFrame],
     resolution: float | None = None,
     direction: str = "maximize",
 ) -> Stage2Gain | None:
-    """Is stage 2's best LR really better than stage 1's? None without both stages. `resolution`:
-    one validation example (1 / n_val), the floor of a std; None when unknown. The gain is
-    positive when stage 2's LR did better (a higher mean maximising, a lower one minimising)."""
+    """Is stage 2's best LR really better than stage 1's? None without both stages. Each stage's
+    best: its best mean; when the confirm step re-ran stage 1's best but not stage 2's, stage 2's
+    best on the smoothed curve instead (the LR the confirm step re-ran for it), so that both are
+    weighed on the same fresh seeds. `resolution`: one validation example (1 / n_val), the floor
+    of a std; None when unknown. The gain is positive when stage 2's LR did better (a higher mean
+    maximising, a lower one minimising)."""
     if not all(s in aggs and len(rank(aggs[s])) for s in ("stage1", "stage2")):
         return None
     b1, b2 = rank(aggs["stage1"], direction).iloc[0], rank(aggs["stage2"], direction).iloc[0]
     c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
     c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
+    if c1 is not None and c2 is None:  # the confirm step took stage 2's best on the curve
+        b2 = _curve_best(aggs, direction)
+        c2 = _row_at(aggs["confirm"], b2["lr"])
     if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
         r1, r2, source, where = c1, c2, "confirm", f"on {int(c2['n'])} fresh seeds"
     else:

@@ -476,3 +476,23 @@ def test_stage2_gain_minimising_is_the_decrease_and_its_interval_holds_it():
     low, high = gain.interval
     assert low < 0.2 < high and low > 0
     assert gain.outcome == "gain"
+
+
+def test_stage2_gain_weighs_the_lr_the_confirm_step_reran_for_stage_2():
+    """The confirm step re-runs stage 2's best on the smoothed curve, not its luckiest single run:
+    the gain is then that LR's against stage 1's best, both on the fresh seeds."""
+    from lrsweep.smooth import bandwidth, smoothed_rank
+    from lrsweep.stats import pool
+
+    s1 = agg_of({g: curve_at(g) for g in GRID[4:9]}, n=1)
+    lrs = [float(x) for x in np.logspace(-2.7, -1.2, 10)]
+    values = {lr: curve_at(lr) for lr in lrs}
+    values[lrs[3]] += 0.03  # a lucky single run: stage 2's best mean
+    s2 = agg_of(values, n=1)
+    curve_best = float(smoothed_rank(rank(s2), pool([s1, s2]), bandwidth(GRID))["lr"].iloc[0])
+    assert curve_best != lrs[3]
+    stage1_best = float(rank(s1).iloc[0]["lr"])
+    conf = agg_of({stage1_best: 0.89, curve_best: 0.90}, n=3, std=0.004)
+    g = choosing.stage2_gain({"stage1": s1, "stage2": s2, "confirm": conf})
+    assert (g.measured_on, g.stage2_lr, g.stage1_lr) == ("confirm", curve_best, stage1_best)
+    assert g.gain == pytest.approx(0.01)
