@@ -5,16 +5,17 @@ gain over stage 1, the chosen LR's test score. Pure calculations on the stages' 
 The choice pools every stage's trials of an LR (`lrsweep.stats.pool`: stage 1's best LR is part
 of stage 2's grid, and each confirm candidate keeps the trials the sweeps gave it). Among the
 confirm step's candidates when it has a finished trial, else among every LR the sweeps measured,
-the LRs whose pooled mean is within one standard error of the best pooled mean (the best LR's
-std / sqrt(n), the std floored at one validation example) are a tie the seeds cannot break, and
-the pick is the tied LR nearest the middle of the tie in log10(lr) (`one_se_pick`,
-docs/choice.md). With one trial the best mean wins. `stage` names the latest stage that ran the chosen LR. `good_range` (the LRs
-within one std of the best mean) is taken among the same LRs, and is unknown when the best LR has
+the pick is the LR whose smoothed score is best: a local quadratic in log10(lr) fitted to every
+pooled trial around it (`lrsweep.smooth`, bandwidth half of stage 1's grid step;
+`smoothed_pick`, docs/choice.md), so a lucky seed at one LR does not decide; with fewer than 3
+LRs to fit, the best mean. `stage` names the latest stage that ran the chosen LR; `mean`, `std`
+and `n` are its own pooled trials'. `good_range` spans the candidates whose pooled mean is within
+one std (the best LR's) of the best mean, and the chosen LR, and is unknown when the chosen LR has
 one trial; the interpolated optimum is fitted on the sweeps (stages 1 and 2 pooled, the same
-seeds). `edge` flags a chosen LR at or past an end of the finest sweep stage's range, and,
-without a confirm step, a best LR of the sweeps at such an end (`lrsweep.bounds.sweep_edge`; the
-confirm step measures one grid step past it, so the choice can move there): the optimum may lie
-further out.
+seeds). `edge` flags a chosen LR at or past an end of the finest sweep stage's range, and, without
+a confirm step, a best LR of the sweeps at such an end (`lrsweep.bounds.sweep_edge`; the confirm
+step measures one grid step past it, so the choice can move there): the optimum may lie further
+out.
 
 Stage 2's gain (`stage2_gain`): stage 2's best LR against stage 1's, on the confirm step's fresh
 seeds when both were re-run there on at least 2 seeds, else on the sweeps' own means. One rule for
@@ -28,7 +29,6 @@ std where n_val is not recorded. `noise` is the interval's half-width.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -39,7 +39,6 @@ import pandas as pd
 from lrsweep.bounds import Edge, finest_range, sweep_edge
 from lrsweep.grid import SweepConfigError
 from lrsweep.stats import (
-    TIE,
     finest_stage,
     fit_optimum,
     pool,
@@ -90,19 +89,37 @@ def judge_gain(gain: float, noise: float | None) -> Outcome:
     return "within noise"
 
 
+def _curve_best(aggs: Mapping[str, pd.DataFrame], direction: str) -> pd.Series:
+    """Stage 2's best LR on the smoothed curve of the sweeps (the confirm step's first candidate,
+    `lrsweep.confirm`), or its best mean when there is nothing to smooth."""
+    from lrsweep.smooth import bandwidth, smoothed_rank
+
+    ranked = rank(aggs["stage2"], direction)
+    pooled = pool([aggs["stage1"], aggs["stage2"]])
+    h = bandwidth(aggs["stage1"]["lr"].astype(float).tolist())
+    ordered = smoothed_rank(ranked, pooled, h, direction)
+    return (ranked if ordered is None else ordered).iloc[0]
+
+
 def stage2_gain(
     aggs: Mapping[str, pd.DataFrame],
     resolution: float | None = None,
     direction: str = "maximize",
 ) -> Stage2Gain | None:
-    """Is stage 2's best LR really better than stage 1's? None without both stages. `resolution`:
-    one validation example (1 / n_val), the floor of a std; None when unknown. The gain is
-    positive when stage 2's LR did better (a higher mean maximising, a lower one minimising)."""
+    """Is stage 2's best LR really better than stage 1's? None without both stages. Each stage's
+    best: its best mean; when the confirm step re-ran stage 1's best but not stage 2's, stage 2's
+    best on the smoothed curve instead (the LR the confirm step re-ran for it), so that both are
+    weighed on the same fresh seeds. `resolution`: one validation example (1 / n_val), the floor
+    of a std; None when unknown. The gain is positive when stage 2's LR did better (a higher mean
+    maximising, a lower one minimising)."""
     if not all(s in aggs and len(rank(aggs[s])) for s in ("stage1", "stage2")):
         return None
     b1, b2 = rank(aggs["stage1"], direction).iloc[0], rank(aggs["stage2"], direction).iloc[0]
     c1 = _row_at(aggs["confirm"], b1["lr"]) if "confirm" in aggs else None
     c2 = _row_at(aggs["confirm"], b2["lr"]) if "confirm" in aggs else None
+    if c1 is not None and c2 is None:  # the confirm step took stage 2's best on the curve
+        b2 = _curve_best(aggs, direction)
+        c2 = _row_at(aggs["confirm"], b2["lr"])
     if c1 is not None and c2 is not None and min(c1["n"], c2["n"]) >= 2:
         r1, r2, source, where = c1, c2, "confirm", f"on {int(c2['n'])} fresh seeds"
     else:
@@ -163,34 +180,44 @@ class Choice:
     optimum_note: str = ""  # how the interpolated optimum was found, or why there is none
     edge: str | None = None  # "low" / "high": the optimum may lie beyond the searched range
     edge_note: str = ""  # what lies at the edge, and what to do
-    rule: str = ""  # how the LR was picked among the candidates (`one_se_pick`)
+    rule: str = ""  # how the LR was picked among the candidates (`smoothed_pick`)
 
 
-def one_se_pick(
-    ranked: pd.DataFrame, direction: str = "maximize", resolution: float | None = None
+def smoothed_pick(
+    ranked: pd.DataFrame,
+    pooled: pd.DataFrame,
+    h: float | None,
+    direction: str = "maximize",
 ) -> tuple[pd.Series, str]:
-    """(the picked row of a `rank`, the rule as a sentence). The tie: every LR whose mean is
-    within one standard error of the best mean (the best LR's std / sqrt(n), the std floored at
-    `resolution`, one validation example); the pick: the tied LR nearest (in log10(lr)) the
-    middle of the tie, the geometric mean of its lowest and highest LR (the lower LR of two as
-    near). The best mean itself when its LR has one trial (no standard error to measure)."""
-    best = ranked.iloc[0]
-    n = int(best["n"])
-    if n < 2:
-        return best, "the best mean (one trial: no standard error to measure)"
-    se = max(float(best["std"]), resolution or 0.0) / math.sqrt(n)
-    s = sign(direction)
-    tied = ranked[s * ranked["mean"] >= s * float(best["mean"]) - se - TIE]
-    if len(tied) == 1:
-        return best, f"the best mean; no other LR within one standard error ({se:.2g}) of it"
-    low, high = float(tied["lr"].min()), float(tied["lr"].max())
-    middle = math.sqrt(low * high)
-    distance = tied["lr"].astype(float).map(lambda x: round(abs(math.log(x / middle)), 9))
-    pick = tied.assign(_d=distance).sort_values(["_d", "lr"], kind="stable").iloc[0]
-    return ranked.loc[pick.name], (
-        f"the middle of {len(tied)} LRs in [{low:.4g}, {high:.4g}] within one standard error "
-        f"({se:.2g}) of the best mean {float(best['mean']):.4g} (lr={float(best['lr']):.4g})"
+    """(the picked row of a `rank` of the candidates, the rule as a sentence). The pick: the
+    candidate whose smoothed score (`lrsweep.smooth.local_quadratic` over every pooled LR in
+    `pooled`, bandwidth `h` in log10(lr)) is best, the lower LR of two equal ones; only
+    candidates with a finite mean compete. The best mean itself when there is nothing to smooth
+    (`h` None, or fewer than 3 LRs with a finite mean)."""
+    from lrsweep.smooth import smoothed_rank
+
+    ordered = smoothed_rank(ranked, pooled, h, direction)
+    if ordered is None:
+        return ranked.iloc[0], "the best mean (too few LRs to smooth)"
+    pick = ordered.iloc[0]
+    # The score itself is not printed: next to a cliff the quadratic can bend past every value
+    # measured there (docs/choice.md); the pick's own mean is the number to quote.
+    return pick, (
+        f"the best of {len(ordered)} candidates on the smoothed curve (a local quadratic in "
+        f"log10(lr) through every trial, bandwidth {h:.3g} decades)"
     )
+
+
+def good_lrs(
+    ranked: pd.DataFrame, pick: pd.Series, direction: str = "maximize"
+) -> pd.Series | None:
+    """The LRs of the good range: the candidates whose pooled mean is within one std (the best
+    LR's) of the best mean (`top_set`), and the pick, which the smoothed curve may take from just
+    outside them. None when the pick has one trial: no std to measure."""
+    if pick["n"] < 2:
+        return None
+    good = top_set(ranked, direction)["lr"]
+    return pd.concat([good, pd.Series([float(pick["lr"])])], ignore_index=True)
 
 
 def _isin(lrs: pd.Series, among: pd.Series) -> pd.Series:
@@ -253,8 +280,11 @@ def choose(
         raise SweepConfigError(
             "report: no finished non-diverged trial in any stage; nothing to choose from"
         )
-    best, rule = one_se_pick(ranked, direction, resolution)
-    good = top_set(ranked, direction)["lr"] if best["n"] >= 2 else None  # one seed: no std
+    from lrsweep.smooth import bandwidth
+
+    stage1_lrs = aggs["stage1"]["lr"].astype(float).tolist() if "stage1" in aggs else []
+    best, rule = smoothed_pick(ranked, pooled, bandwidth(stage1_lrs), direction)
+    good = good_lrs(ranked, best, direction)
     optimum, note = fit_optimum(sweeps, direction=direction) if len(sweeps) else (None, "no sweep")
     edge, edge_note = edge_of(aggs, float(best["lr"]), direction)
     return Choice(

@@ -5,12 +5,15 @@ partly the luckiest. The confirm step re-runs the candidates on seeds no sweep s
 study `<name>-confirm`, and the report chooses among them (`lrsweep.choice`).
 
 Candidates (`plan_confirm`): the top `top_k` LRs of the finest sweep stage (stage 2 when it has a
-finished trial, else stage 1), the interpolated optimum of stages 1 and 2 pooled when there is one, and, when the finest
-stage is stage 2, stage 1's best LR too, so that the report weighs stage 2's gain over stage 1 on
-the same fresh seeds; when the sweeps' best LR sits at an end of the finest stage's range
-(`lrsweep.bounds.sweep_edge`), the LR one grid step past that end too: the range extends where
-the optimum may lie. Seeds: `n_seeds` integers above every seed the sweeps used. The plan is
-deterministic, so a re-run plans the same trials (and the resumable sweep adds none).
+finished trial, else stage 1) on the smoothed curve the choice reads (`lrsweep.smooth`: a local
+quadratic through every trial of stages 1 and 2, bandwidth half of stage 1's grid step), so the
+fresh seeds go where the curve, not one lucky seed, puts the optimum; the interpolated optimum of
+stages 1 and 2 pooled when there is one; when the finest stage is stage 2, stage 1's best LR too,
+so that the report weighs stage 2's gain over stage 1 on the same fresh seeds; when the sweeps'
+best LR sits at an end of the finest stage's range (`lrsweep.bounds.sweep_edge`), the LR one grid
+step past that end too: the range extends where the optimum may lie. Seeds: `n_seeds` integers
+above every seed the sweeps used. The plan is deterministic, so a re-run plans the same trials
+(and the resumable sweep adds none).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pandas as pd
 
 from lrsweep.bounds import sweep_edge
 from lrsweep.grid import SweepConfigError
+from lrsweep.smooth import bandwidth
 from lrsweep.stats import aggregate, finest_stage, interpolated_optimum, pool, rank
 
 
@@ -31,10 +35,18 @@ def confirm_candidates(
     top_k: int = 3,
     extra: Sequence[float | None] = (),
     direction: str = "maximize",
+    pooled: pd.DataFrame | None = None,
+    h: float | None = None,
 ) -> list[float]:
     """The `top_k` best LRs of `agg` (best first), then each of `extra` (the interpolated optimum,
-    stage 1's best) unless it is None or (to 1e-9 relative) already there."""
-    lrs = [float(x) for x in rank(agg, direction)["lr"].iloc[:top_k]]
+    stage 1's best) unless it is None or (to 1e-9 relative) already there. Best: by the smoothed
+    score over `pooled` with bandwidth `h` (`lrsweep.smooth.smoothed_rank`, the curve the choice
+    reads) when they are given and there is something to smooth, else by mean."""
+    from lrsweep.smooth import smoothed_rank
+
+    ranked = rank(agg, direction)
+    smoothed = smoothed_rank(ranked, pooled, h, direction) if pooled is not None else None
+    lrs = [float(x) for x in (ranked if smoothed is None else smoothed)["lr"].iloc[:top_k]]
     for lr in extra:
         if lr is not None and not any(math.isclose(lr, x, rel_tol=1e-9) for x in lrs):
             lrs.append(float(lr))
@@ -77,6 +89,7 @@ def plan_confirm(
     edge = sweep_edge(aggs, direction)
     if edge is not None:
         extra.append(edge.beyond)
-    lrs = confirm_candidates(aggs[stage], top_k, extra, direction)
+    h = bandwidth(aggs["stage1"]["lr"].astype(float).tolist()) if "stage1" in aggs else None
+    lrs = confirm_candidates(aggs[stage], top_k, extra, direction, pooled, h)
     used = pd.concat([f["seed"] for f in sweeps.values()]).dropna().astype(int).tolist()
     return ConfirmPlan(stage=stage, lrs=lrs, seeds=fresh_seeds(used, n_seeds))

@@ -9,8 +9,9 @@ what is missing, and plans the same later stages from the same finished trials.
    range, on stage 1's seeds: on a grid that holds stage 1's best (`stage2_lrs`, method "grid"),
    or proposed one at a time by Optuna's TPE or GP sampler seeded with stage 1's trials
    (`lrsweep.stage2_model`, methods "tpe" and "gp");
-2. confirm: the best LRs of the finest stage, the interpolated optimum and stage 1's best, on
-   `confirm_seeds` seeds no sweep used (`plan_confirm`); skipped, with a note, when the app has
+2. confirm: the best LRs of the finest stage on the smoothed curve (`lrsweep.confirm`), the
+   interpolated optimum and stage 1's best, on `confirm_seeds` seeds no sweep used
+   (`plan_confirm`); skipped, with a note, when the app has
    no seed key (fresh seeds would be the same run again);
 3. report: `trials.csv`, `curve.png`, `best.yaml` (`lr`: the chosen LR) in `report_dir`.
 """

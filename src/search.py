@@ -24,9 +24,9 @@ remaining trials. The overrides are the stage-1 Hydra overrides
 2. stage 2:  python -m src.refine --run [--points N] [--method M] <overrides> (M: grid, the
              default, or tpe / gp: Optuna's sampler seeded with stage 1's trials proposes the N
              LRs one at a time; `docs/choice.md`)
-3. confirm:  the top K LRs of the finest stage, the interpolated optimum (if any) and stage 1's
-             best LR (to weigh stage 2's gain on the same seeds), on S fresh
-             seeds, into <name>-confirm (`src.confirm.prepare_confirm` plans it), then
+3. confirm:  the top K LRs of the finest stage on the smoothed curve (`docs/choice.md`), the
+             interpolated optimum (if any) and stage 1's best LR (to weigh stage 2's gain on
+             the same seeds), on S fresh seeds, into <name>-confirm (`src.confirm.prepare_confirm` plans it), then
              python -m src.train -m <overrides> study.name=<name>-confirm
                  "hydra.sweeper.params.lr='choice(...)'" sweep.seeds=[...]
 4. report:   python -m src.report <overrides>

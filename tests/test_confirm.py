@@ -89,3 +89,25 @@ def test_a_replanned_confirm_study_reads_only_its_current_plan(tmp_path):
     ]  # fmt: skip
     study.set_user_attr("stage", "stage2")  # a sweep stage: every trial
     assert len(frame_of(study)) == 8
+
+
+def test_confirm_candidates_are_the_top_of_the_smoothed_curve():
+    """Given the sweeps' trials and a bandwidth, the top LRs are those of the curve through every
+    trial, not the luckiest single runs: a lucky 0.0063 (+0.03 on its one seed) is not confirmed,
+    LRs between it and the curve's peak are."""
+    import math
+
+    from lrsweep.stats import pool
+
+    def curve(lr: float) -> float:
+        return 0.9 - 0.05 * (math.log10(lr) - math.log10(0.02)) ** 2
+
+    s1 = agg_of({g: curve(g) for g in GRID[4:9]})
+    lrs = [float(x) for x in np.logspace(-2.7, -1.2, 10)]
+    values = {lr: curve(lr) for lr in lrs}
+    lucky = lrs[3]  # 0.0063
+    values[lucky] += 0.03
+    s2 = agg_of(values)
+    assert confirm_plan.confirm_candidates(s2, 1) == [lucky]  # by mean: the lucky run
+    top = confirm_plan.confirm_candidates(s2, 3, pooled=pool([s1, s2]), h=5 / 9 / 2)
+    assert lucky not in top and all(lucky < lr < 0.03 for lr in top)  # around the peak

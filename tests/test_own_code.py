@@ -283,9 +283,12 @@ def test_the_lrsweep_command_runs_each_module_as_its_python_m_command(capsys):
 
 
 def test_the_builtin_trial_minimises_val_loss_through_every_stage(tmp_path):
-    """`metric=val_loss`: every study minimises, the choice is within one standard error of the
-    lowest mean loss among the confirmed LRs (every stage's trials of an LR pooled), and the
+    """`metric=val_loss`: every study minimises, the choice is the confirmed LR with the lowest
+    smoothed loss (every stage's trials of an LR pooled, a local quadratic through them), and the
     report says so."""
+    import pandas as pd
+
+    from lrsweep.smooth import bandwidth, local_quadratic
     from tests.conftest import TINY, run_python
 
     out = run_python(
@@ -294,25 +297,25 @@ def test_the_builtin_trial_minimises_val_loss_through_every_stage(tmp_path):
     (best_file,) = tmp_path.glob("outputs/reports/*/best.yaml")
     best = yaml.safe_load(best_file.read_text())
     storage = f"sqlite:///{tmp_path}/outputs/lrsweep.db"
+    values: dict[float, list[float]] = {}
     for name in best["stages"].values():
         study = optuna.load_study(study_name=name, storage=storage)
         assert study.direction == optuna.study.StudyDirection.MINIMIZE
-    confirm = optuna.load_study(study_name=best["stages"]["confirm"], storage=storage)
-    candidates = {t.params["lr"] for t in confirm.trials}
-    values: dict[float, list[float]] = {lr: [] for lr in candidates}
-    for name in best["stages"].values():
-        study = optuna.load_study(study_name=name, storage=storage)
         for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-            if t.params["lr"] in values:
-                values[t.params["lr"]].append(t.value)
-    lowest = min(candidates, key=lambda lr: statistics.mean(values[lr]))
-    se = statistics.stdev(values[lowest]) / math.sqrt(len(values[lowest]))
+            values.setdefault(t.params["lr"], []).append(t.value)
+    confirm = optuna.load_study(study_name=best["stages"]["confirm"], storage=storage)
+    candidates = sorted({t.params["lr"] for t in confirm.trials})
     assert best["lr"] in candidates
-    chosen = statistics.mean(values[best["lr"]])
-    assert best["selection_score"]["mean"] == pytest.approx(chosen)
-    # within one standard error (the std floored at one validation example: 1/360 here)
-    floor = 1 / 360 / math.sqrt(len(values[lowest]))
-    assert chosen <= statistics.mean(values[lowest]) + max(se, floor) + 1e-9
+    assert best["selection_score"]["mean"] == pytest.approx(statistics.mean(values[best["lr"]]))
+    pooled = pd.DataFrame(
+        {"lr": list(values), "mean": [statistics.mean(v) for v in values.values()],
+         "n": [len(v) for v in values.values()]}
+    )  # fmt: skip
+    stage1 = optuna.load_study(study_name=best["stages"]["stage1"], storage=storage)
+    h = bandwidth([t.params["lr"] for t in stage1.trials])
+    smoothed = dict(zip(candidates, local_quadratic(pooled, candidates, h), strict=True))
+    assert best["lr"] == min(candidates, key=lambda lr: (smoothed[lr], lr))
+    assert "on the smoothed curve" in best["selection_score"]["rule"]
     assert "validation loss" in out or "val_loss" in out
 
 

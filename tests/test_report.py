@@ -14,6 +14,7 @@ from study_helpers import GRID, add_trial, agg_of, make_study, parabola
 from lrsweep import choice as choosing
 from lrsweep import curve
 from lrsweep.confirm import plan_confirm
+from lrsweep.stats import rank
 from src import report
 from src.study import TRIAL_COLUMNS, compose_config, experiment_identity, trials_frame
 
@@ -23,9 +24,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 # ---------------------------------------------------------------- pure parts
 
 
-def test_choose_prefers_confirm_then_the_finest_stage():
+def test_choose_prefers_confirm_then_every_lr_the_sweeps_measured():
     s1 = agg_of({GRID[3]: 0.8, GRID[4]: 0.85, GRID[5]: 0.7}, n=3, std=0.01)
-    s2 = agg_of({0.001: 0.86, 0.002: 0.88, 0.003: 0.87}, n=3, std=0.01)
+    s2 = agg_of({0.001: 0.84, 0.002: 0.88, 0.003: 0.87}, n=3, std=0.01)
     conf = agg_of({0.002: 0.87, 0.003: 0.875}, n=3, std=0.002)
     assert choosing.choose({"stage1": s1}).lr == GRID[4]
     c = choosing.choose({"stage1": s1, "stage2": s2})
@@ -45,12 +46,14 @@ def test_choose_prefers_confirm_then_the_finest_stage():
 def test_choice_pools_stage1s_best_with_stage2_and_confirm():
     """Stage 1's best LR, part of stage 2's grid but run only in stage 1 and the confirm step,
     competes with all its trials: a stage-2 LR that looked better on its one sweep seed loses to
-    it once the fresh seeds are pooled."""
-    s1 = agg_of({GRID[4]: 0.80, GRID[5]: 0.90, GRID[6]: 0.70}, n=1)
+    it, and its pooled mean counts its sweep trial and its fresh seeds."""
+    s1 = agg_of({GRID[4]: 0.75, GRID[5]: 0.90, GRID[6]: 0.75}, n=1)
     s2 = agg_of({GRID[5] * 0.8: 0.91, GRID[5] * 1.25: 0.89}, n=1)  # around stage 1's best
     conf = agg_of({GRID[5]: 0.90, GRID[5] * 0.8: 0.89}, n=3, std=0.004)
     c = choosing.choose({"stage1": s1, "stage2": s2})
-    assert (c.stage, c.lr) == ("stage2", GRID[5] * 0.8)
+    # one seed each: the curve through stage 1's neighbours and stage 2 peaks at stage 1's best,
+    # not at the stage-2 LR whose one run scored 0.91
+    assert (c.stage, c.lr) == ("stage1", GRID[5])
     c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": conf})
     assert (c.lr, c.n, c.mean) == (GRID[5], 4, pytest.approx(0.90))
     assert c.stage == "confirm" and c.edge is None  # inside stage 2's range
@@ -58,28 +61,55 @@ def test_choice_pools_stage1s_best_with_stage2_and_confirm():
     assert c.interpolated_optimum is not None
 
 
-def test_choice_takes_the_middle_of_the_lrs_within_one_standard_error_of_the_best():
-    s1 = agg_of({GRID[3]: 0.5, GRID[6]: 0.6}, n=1)
-    # se of the best mean: 0.01 / sqrt(3) = 0.0058; 0.01, 0.02 and 0.04 are within it of 0.905,
-    # 0.08 is not: the tie spans [0.01, 0.04], its middle is 0.02
-    tie = {0.01: 0.900, 0.02: 0.901, 0.04: 0.905, 0.08: 0.890}
-    c = choosing.choose({"stage1": s1, "confirm": agg_of(tie, n=3, std=0.01)})
-    assert (c.lr, c.mean) == (0.02, pytest.approx(0.901))
-    assert "the middle of 3 LRs in [0.01, 0.04] within one standard error (0.0058)" in c.rule
-    # two tied: equally near their middle, the lower
-    two = agg_of({0.01: 0.900, 0.02: 0.905, 0.04: 0.890}, n=3, std=0.01)
-    assert choosing.choose({"stage1": s1, "confirm": two}).lr == 0.01
-    # a gap larger than the standard error: the best mean
-    apart = agg_of({0.01: 0.890, 0.02: 0.905, 0.04: 0.880}, n=3, std=0.01)
-    c = choosing.choose({"stage1": s1, "confirm": apart})
-    assert c.lr == 0.02 and c.rule.startswith("the best mean; no other LR")
-    # the same scores on every seed (std 0): the floor, one validation example (1 / 200), decides
-    flat = agg_of({0.01: 0.900, 0.02: 0.902}, n=4, std=0.0)
-    assert choosing.choose({"stage1": s1, "confirm": flat}, resolution=1 / 200).lr == 0.01
-    assert choosing.choose({"stage1": s1, "confirm": flat}, resolution=None).lr == 0.02
-    # one trial per LR: no standard error, the best mean
-    c = choosing.choose({"stage1": agg_of({0.01: 0.900, 0.02: 0.905}, n=1)})
-    assert c.lr == 0.02 and "one trial" in c.rule
+def curve_at(lr: float, peak: float = 0.02) -> float:
+    """A smooth accuracy curve in log10(lr) with its top (0.9) at `peak`."""
+    return 0.9 - 0.05 * (math.log10(lr) - math.log10(peak)) ** 2
+
+
+def test_choice_reads_the_smoothed_curve_not_the_luckiest_mean():
+    """Every trial lies on a curve that peaks at 0.02, but 0.005 had a lucky +0.03 on its confirm
+    seeds. The best mean is 0.005's; the pick reads the curve through every trial: 0.02."""
+    s1 = agg_of({g: curve_at(g) for g in GRID[4:9]}, n=1)  # stage 1's grid step: 0.556 decades
+    s2 = agg_of({lr: curve_at(lr) for lr in np.logspace(-2.7, -1.2, 10)}, n=1)
+    confirmed = {lr: curve_at(lr) for lr in (0.005, 0.01, 0.02, 0.04, 0.08)}
+    confirmed[0.005] += 0.03
+    conf = agg_of(confirmed, n=3, std=0.01)
+    assert rank(conf).iloc[0]["lr"] == 0.005  # the luckiest mean
+    c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": conf})
+    assert c.lr == 0.02 and c.stage == "confirm"
+    assert c.mean == pytest.approx(0.9)  # its own trials' mean (the confirm step's here)
+    # the good range: the candidates within one std (0.01) of the best mean (0.005's), and the pick
+    assert c.good_range == (0.005, 0.02)
+    # a std too small for the pick to be within one of the best mean: the range still holds it
+    tight = agg_of(confirmed, n=3, std=0.002)
+    c = choosing.choose({"stage1": s1, "stage2": s2, "confirm": tight})
+    assert c.lr == 0.02 and c.good_range == (0.005, 0.02)
+    assert c.rule == (
+        "the best of 5 candidates on the smoothed curve (a local quadratic in log10(lr) through "
+        "every trial, bandwidth 0.278 decades)"
+    )
+    # minimising (a loss: the same curve upside down) picks the same LR
+    loss = agg_of({lr: 1 - v for lr, v in confirmed.items()}, n=3, std=0.01)
+    s1_loss = agg_of({g: 1 - curve_at(g) for g in GRID[4:9]}, n=1)
+    s2_loss = agg_of({lr: 1 - curve_at(lr) for lr in np.logspace(-2.7, -1.2, 10)}, n=1)
+    aggs = {"stage1": s1_loss, "stage2": s2_loss, "confirm": loss}
+    assert choosing.choose(aggs, direction="minimize").lr == 0.02
+    # fewer than 3 LRs: nothing to smooth, the best mean
+    two = {"stage1": agg_of({0.01: 0.900, 0.02: 0.905}, n=1)}
+    c = choosing.choose(two)
+    assert c.lr == 0.02 and c.rule == "the best mean (too few LRs to smooth)"
+
+
+def test_a_candidate_with_an_infinite_mean_is_never_picked():
+    """A loss that blew up (inf) on one seed of 0.02: its neighbours still make a smooth curve
+    there, but an LR whose runs diverged is never the pick."""
+    s1 = agg_of({g: 1 - curve_at(g) for g in GRID[4:9]}, n=1)
+    loss = {lr: 1 - curve_at(lr) for lr in (0.005, 0.01, 0.02, 0.04, 0.08)}
+    loss[0.02] = math.inf
+    c = choosing.choose(
+        {"stage1": s1, "confirm": agg_of(loss, n=3, std=0.01)}, direction="minimize"
+    )
+    assert c.lr in (0.01, 0.04) and math.isfinite(c.mean)
 
 
 def test_an_optimum_at_the_edge_of_stage2s_range_is_flagged_and_extended(tmp_path):
@@ -446,3 +476,23 @@ def test_stage2_gain_minimising_is_the_decrease_and_its_interval_holds_it():
     low, high = gain.interval
     assert low < 0.2 < high and low > 0
     assert gain.outcome == "gain"
+
+
+def test_stage2_gain_weighs_the_lr_the_confirm_step_reran_for_stage_2():
+    """The confirm step re-runs stage 2's best on the smoothed curve, not its luckiest single run:
+    the gain is then that LR's against stage 1's best, both on the fresh seeds."""
+    from lrsweep.smooth import bandwidth, smoothed_rank
+    from lrsweep.stats import pool
+
+    s1 = agg_of({g: curve_at(g) for g in GRID[4:9]}, n=1)
+    lrs = [float(x) for x in np.logspace(-2.7, -1.2, 10)]
+    values = {lr: curve_at(lr) for lr in lrs}
+    values[lrs[3]] += 0.03  # a lucky single run: stage 2's best mean
+    s2 = agg_of(values, n=1)
+    curve_best = float(smoothed_rank(rank(s2), pool([s1, s2]), bandwidth(GRID))["lr"].iloc[0])
+    assert curve_best != lrs[3]
+    stage1_best = float(rank(s1).iloc[0]["lr"])
+    conf = agg_of({stage1_best: 0.89, curve_best: 0.90}, n=3, std=0.004)
+    g = choosing.stage2_gain({"stage1": s1, "stage2": s2, "confirm": conf})
+    assert (g.measured_on, g.stage2_lr, g.stage1_lr) == ("confirm", curve_best, stage1_best)
+    assert g.gain == pytest.approx(0.01)

@@ -1,5 +1,6 @@
-"""A model-based stage 2 (`stage2_method="tpe"` / `"gp"`, `lrsweep.stage2_model`) through the
-Python API on a plain function: the budget split, the report and plot, exactly-once resume."""
+"""Stage 2 by each method (the grid, or a model: `stage2_method="tpe"` / `"gp"`,
+`lrsweep.stage2_model`) through the Python API on a plain function: the budget split, the report
+and plot, exactly-once resume without drift."""
 
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def stage2_lrs(tmp_path, name="m") -> list[float]:
     return list(dict.fromkeys(t.params["lr"] for t in sorted(study.trials, key=lambda t: t.number)))
 
 
-@pytest.mark.parametrize("method", ["tpe", "gp"])
-def test_model_stage2_honours_the_budget_split_and_shows_in_the_report(tmp_path, method):
+@pytest.mark.parametrize("method", ["grid", "tpe", "gp"])
+def test_stage2_honours_the_budget_split_and_shows_in_the_report(tmp_path, method):
     result = search(tmp_path, peak, method)
     by_stage = result.trials.groupby("stage").size().to_dict()
     assert by_stage["stage1"] == 6 * 2 and by_stage["stage2"] == 5 * 2  # LRs x stage 1's seeds
@@ -64,16 +65,17 @@ def test_model_stage2_honours_the_budget_split_and_shows_in_the_report(tmp_path,
     assert 0.005 < result.lr < 0.08  # near the peak at 0.02
 
 
-def test_model_stage2_resumes_after_a_kill_the_same_search_without_rerunning(tmp_path):
-    """Ctrl-C in the middle of a TPE stage 2, then the same call: stage 2 goes on with the very
-    LRs an uninterrupted search proposes, and no finished trial runs again."""
+@pytest.mark.parametrize("method", ["tpe", "gp"])
+def test_model_stage2_resumes_after_a_kill_the_same_search_without_rerunning(tmp_path, method):
+    """Ctrl-C in the middle of a model-based stage 2, then the same call: stage 2 goes on with
+    the very LRs an uninterrupted search proposes, and no finished trial runs again."""
     clean_calls: list[tuple] = []
 
     def clean(lr: float, seed: int) -> float:
         clean_calls.append((lr, seed))
         return peak(lr, seed)
 
-    search(tmp_path, clean, "tpe", name="clean")
+    search(tmp_path, clean, method, name="clean")
 
     calls: list[tuple] = []
 
@@ -84,15 +86,15 @@ def test_model_stage2_resumes_after_a_kill_the_same_search_without_rerunning(tmp
         return peak(lr, seed)
 
     with pytest.raises(KeyboardInterrupt):
-        search(tmp_path, killed, "tpe", name="killed")
+        search(tmp_path, killed, method, name="killed")
     assert len(stage2_lrs(tmp_path, "killed")) == 3
-    search(tmp_path, killed, "tpe", name="killed")
+    search(tmp_path, killed, method, name="killed")
     assert stage2_lrs(tmp_path, "killed") == stage2_lrs(tmp_path, "clean")  # no drift
     # the same trials, each once, but the one in flight at the kill (failed, then run again)
     assert len(calls) == len(clean_calls) + 1
     assert sorted(calls) == sorted([*clean_calls, calls[6 * 2 + 2 * 2]])
     again = len(calls)
-    search(tmp_path, killed, "tpe", name="killed")
+    search(tmp_path, killed, method, name="killed")
     assert len(calls) == again  # a finished search runs nothing
 
 
@@ -146,3 +148,50 @@ def test_the_builtin_search_runs_a_tpe_stage2_and_reports_it(tmp_path, cli_here)
     assert len(stage2.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
     trials = (tmp_path / "outputs" / "reports" / "tpe" / "trials.csv").read_text()
     assert trials.count("\nstage2,") == 3
+
+
+def test_the_builtin_tpe_stage2_resumes_after_sigterm_the_same_search(tmp_path, cli_here):
+    """`scripts/two_stage_sweep.py --stage2-method tpe` stopped by SIGTERM during stage 2's second
+    step, then the same command: stage 2 proposes the very LRs an uninterrupted search does, and
+    no trial that finished before the stop runs again."""
+    import signal
+
+    from conftest import TINY, start_module, two_stage_main
+
+    args = ["--points", "3", "--stage2-method", "tpe", "--confirm-top", "1", "--confirm-seeds", "2"]
+    args = [*args, *TINY, "study.name=tpe", "sweep.points=4"]
+    storage = "sqlite:///{}/outputs/lrsweep.db"
+
+    def stage2(where) -> list[optuna.trial.FrozenTrial]:
+        study = optuna.load_study(study_name="tpe-stage2", storage=storage.format(where))
+        return sorted(study.trials, key=lambda t: t.number)
+
+    def order(trials) -> list[float]:
+        return list(dict.fromkeys(t.params["lr"] for t in trials))
+
+    (tmp_path / "clean").mkdir()
+    assert cli_here(two_stage_main(), *args, cwd=tmp_path / "clean").returncode == 0
+
+    (tmp_path / "killed").mkdir()
+    proc = start_module("src.search", *args, cwd=tmp_path / "killed")
+    for line in proc.stdout:  # stop it once stage 2's second step has started
+        if line.startswith("stage 2, tpe step 2/3"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    complete = optuna.trial.TrialState.COMPLETE
+    finished = {t.number: t.datetime_complete for t in stage2(tmp_path / "killed")}
+    finished = {n: d for n, d in finished.items() if d is not None}
+    assert len(order(stage2(tmp_path / "killed"))) < 3  # stopped before stage 2's end
+
+    rerun = cli_here(two_stage_main(), *args, cwd=tmp_path / "killed")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    after = stage2(tmp_path / "killed")
+    assert order(after) == order(stage2(tmp_path / "clean"))  # no drift
+    done = [t for t in after if t.state == complete]
+    assert len(done) == len({(t.params["lr"], t.params["seed"]) for t in done}) == 3
+    for trial in done:  # what had finished before the stop is that very trial, not a re-run
+        if trial.number in finished:
+            assert trial.datetime_complete == finished[trial.number]
+    assert len([t for t in done if t.number in finished]) >= 1
