@@ -346,7 +346,10 @@ def run_arms(
             cfg, stack, optimizer, batch, seeds, val_batches, hopeless_below, test_batches, progress
         )
         share = (time.perf_counter() - start) / len(batch)
-        results += [_trial_result(f, share, key, val_batches.n, len(batch)) for f in fitted]
+        results += [
+            TrialResult.from_fit(f, share, key, val_batches.n, f.test_acc, len(batch))
+            for f in fitted
+        ]
         start = time.perf_counter()
     return results
 
@@ -375,23 +378,3 @@ class _Progress:
             file=sys.stderr,
             flush=True,
         )
-
-
-def _trial_result(
-    fitted: ArmFit, seconds: float, key: str, val_examples: int, fused_arms: int
-) -> TrialResult:
-    diverged = fitted.stop == "diverged"
-    return TrialResult(
-        val_acc=0.0 if diverged else fitted.val_acc[-1],
-        val_loss=fitted.val_loss,
-        diverged=diverged,
-        stopped_at_chance=fitted.stop == "chance",
-        epochs_run=fitted.epochs_run,
-        seconds=seconds,
-        checkpoint=key,
-        train_loss=fitted.train_loss,
-        val_acc_curve=fitted.val_acc,
-        test_acc=fitted.test_acc,
-        val_examples=val_examples,
-        fused_arms=fused_arms,
-    )

@@ -360,19 +360,8 @@ def train(cfg: DictConfig, verbose: bool = False) -> TrialResult:
     if splits.test is not None:  # scored once, after training: nothing is ever chosen on it
         test_batches = Batches(splits.test, EVAL_BATCH_SIZE, shuffle=False, **loader_args)
         test_acc = 0.0 if diverged else evaluate(model, test_batches)[0]
-    result = TrialResult(
-        val_acc=0.0 if diverged else fitted.val_acc[-1],
-        val_loss=fitted.val_loss,
-        diverged=diverged,
-        stopped_at_chance=fitted.stop == "chance",
-        epochs_run=fitted.epochs_run,
-        seconds=time.perf_counter() - start,
-        checkpoint=key,
-        train_loss=fitted.train_loss,
-        val_acc_curve=fitted.val_acc,
-        test_acc=test_acc,
-        val_examples=val_batches.n,
-    )
+    seconds = time.perf_counter() - start
+    result = TrialResult.from_fit(fitted, seconds, key, val_batches.n, test_acc)
     record_trial(reporter, result, started)
     return result
 

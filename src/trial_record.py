@@ -8,10 +8,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 
 from src.study import TrialReporter
+
+if TYPE_CHECKING:
+    from src.train import FitResult
 
 
 @dataclass
@@ -29,6 +33,34 @@ class TrialResult:
     test_acc: float | None = None
     val_examples: int = 0  # a score's resolution: 1 / val_examples (src.report)
     fused_arms: int = 1  # trained with this many arms as one model (src.fused); seconds: its share
+
+    @classmethod
+    def from_fit(
+        cls,
+        fitted: FitResult,
+        seconds: float,
+        checkpoint: str,
+        val_examples: int,
+        test_acc: float | None = None,
+        fused_arms: int = 1,
+    ) -> TrialResult:
+        """The result of a trial `src.train.fit` (or one arm of `src.fused.fit_arms`) trained:
+        a diverged trial scores 0.0."""
+        diverged = fitted.stop == "diverged"
+        return cls(
+            val_acc=0.0 if diverged else fitted.val_acc[-1],
+            val_loss=fitted.val_loss,
+            diverged=diverged,
+            stopped_at_chance=fitted.stop == "chance",
+            epochs_run=fitted.epochs_run,
+            seconds=seconds,
+            checkpoint=checkpoint,
+            train_loss=fitted.train_loss,
+            val_acc_curve=fitted.val_acc,
+            test_acc=test_acc,
+            val_examples=val_examples,
+            fused_arms=fused_arms,
+        )
 
 
 def resident_mb() -> float | None:
