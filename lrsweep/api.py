@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from lrsweep.results import JobResult
-    from lrsweep.runner import Claimed
+    from lrsweep.sweep_spec import Claimed
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,11 @@ def search(
     marks the trials in flight failed and raises KeyboardInterrupt (re-run to resume); a
     `train_fn` that raises fails its trial and, past `max_failure_rate`, stops the search with
     RuntimeError."""
-    from lrsweep.runner import SweepSpec, run_sweep
+    from lrsweep.runner import run_sweep
     from lrsweep.stages import SearchPlan, run_later_stages, write_search_report
     from lrsweep.storage_url import check_storage_url
     from lrsweep.study_protocol import check_study_name
+    from lrsweep.sweep_spec import SweepSpec
 
     if not callable(train_fn):
         raise SweepConfigError(f"train_fn must be callable, got {type(train_fn).__name__}")

@@ -31,7 +31,7 @@ from lrsweep.stage2_model import DEFAULT_METHOD
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lrsweep.runner import SweepResult, SweepSpec
+    from lrsweep.sweep_spec import SweepResult, SweepSpec
 
 STAGE_SUFFIXES = {"stage1": "", "stage2": "-stage2", "confirm": "-confirm"}
 

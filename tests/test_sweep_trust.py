@@ -263,7 +263,8 @@ def test_a_second_ctrl_c_while_the_trials_in_flight_are_failed_leaves_none_runni
     a rerun to wait for."""
     from lrsweep import study_protocol
     from lrsweep.grid import build_grid, log_axis
-    from lrsweep.runner import Interrupted, SweepSpec, run_sweep
+    from lrsweep.runner import run_sweep
+    from lrsweep.sweep_spec import Interrupted, SweepSpec
 
     fail_trials = study_protocol.fail_trials
 

@@ -165,7 +165,8 @@ class LrSweeper(Sweeper):
                 gc.enable()
 
     def _sweep(self, arguments: list[str]) -> None:
-        from lrsweep.runner import StorageFailed, TooManyFailures, run_sweep
+        from lrsweep.runner import run_sweep
+        from lrsweep.sweep_spec import StorageFailed, TooManyFailures
 
         try:
             axes, fixed, grid = self._plan(arguments)
@@ -196,13 +197,13 @@ class LrSweeper(Sweeper):
                 raise
             print(f"error: {err}", file=sys.stderr, flush=True)
             raise SystemExit(console.EXIT_STORAGE_FAILED) from None
-        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (runner.Interrupted): 130, 143
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (sweep_spec.Interrupted): 130, 143
             raise SystemExit(getattr(err, "exit_status", 130)) from None
         print(report.text)
         console.dashboard(result.shown_url)
 
     def _spec(self, study_name: str, axes: list[Axis], grid: dict, **attrs: Any) -> Any:
-        from lrsweep.runner import SweepSpec
+        from lrsweep.sweep_spec import SweepSpec
 
         return SweepSpec(
             study_name=str(study_name),
