@@ -86,9 +86,8 @@ class FusedLauncher(InProcessLauncher):
                 flush=True,
             )
             return None
-        except (
-            Exception
-        ) as err:  # the fused path's failure is no job's: each runs as it would alone
+        except Exception as err:
+            # The fused path's failure is no job's: each runs as it would alone.
             print(
                 f"[lrsweep] fused launcher: the fused batch failed ({error_text(err)}); these "
                 f"{len(configs)} jobs run one at a time",
