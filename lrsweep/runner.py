@@ -98,7 +98,7 @@ def run_sweep(spec: SweepSpec, launch: Launch, collect: bool | None = None) -> S
     # Jobs run in this process report through this sweep's storage: one engine, one connection.
     with interrupt_noted() as interrupted, sharing(spec.storage_url, storage):
         try:
-            launched = _Run(spec, launch, study, dists, storage, lock).run(
+            launched = _Run(spec, launch, study, dists, storage, lock, interrupted).run(
                 gc.isenabled() if collect is None else collect
             )
         except BaseException as err:
@@ -145,8 +145,13 @@ class _Run:
         dists: dict[str, Any],
         storage: Any,
         lock: Any,
+        interrupted: threading.Event | None = None,
     ) -> None:
         self.spec, self.launch = spec, launch
+        # Set by the sweep's signal handler: looked at after each result, so a Ctrl-C whose
+        # KeyboardInterrupt was swallowed on its way (raised inside a finalizer, or caught by a
+        # library) still stops the sweep.
+        self.interrupted = interrupted
         self.study, self.storage, self.lock = study, storage, lock
         self.study_id = storage.get_study_id_from_name(spec.study_name)
         self.grid = spec.grid
@@ -268,7 +273,13 @@ class _Run:
                 untold = len(claimed) - i - 1 if ended else 0
                 self._tell(number, trial_id, params, result, ended_untold=untold)
                 if not ended or untold == 0:  # a streamed batch stops at once, as batches of one
+                    self._check_interrupted()
                     self._check_failures()
+
+    def _check_interrupted(self) -> None:
+        """KeyboardInterrupt when an interrupting signal was noted since the sweep began."""
+        if self.interrupted is not None and self.interrupted.is_set():
+            raise KeyboardInterrupt
 
     def _check_failures(self) -> None:
         """TooManyFailures when more than `max_failure_rate` of the launched trials failed."""

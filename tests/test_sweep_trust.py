@@ -292,6 +292,37 @@ def test_a_second_ctrl_c_while_the_trials_in_flight_are_failed_leaves_none_runni
     assert [t.state for t in trials] == [State.FAIL] * 4
 
 
+def test_a_ctrl_c_that_a_job_swallowed_still_stops_the_sweep(tmp_path):
+    """A Ctrl-C whose KeyboardInterrupt never reaches the sweep (a library caught it, or it was
+    raised inside a finalizer and printed as ignored) still stops it after that job: the signal
+    was noted. The points after it are never claimed."""
+    from lrsweep.grid import build_grid, log_axis
+    from lrsweep.results import JobResult
+    from lrsweep.runner import run_sweep
+    from lrsweep.sweep_spec import Interrupted, SweepSpec
+
+    def launch(claimed, slot):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes, here
+                time.sleep(0.001)
+        except KeyboardInterrupt:
+            pass  # swallowed, as some libraries do
+        return [JobResult(value=0.5) for _ in claimed]
+
+    axes = [log_axis("lr", 1e-3, 1.0, 4)]
+    url = f"sqlite:///{tmp_path}/swallowed.db"
+    spec = SweepSpec("swallowed", url, axes, build_grid(axes), n_jobs=1)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Interrupted):
+            run_sweep(spec, launch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    trials = optuna.load_study(study_name="swallowed", storage=url).trials
+    assert [t.state for t in trials] == [State.COMPLETE]  # told, then stopped
+
+
 def test_an_in_process_sweep_gives_back_the_callers_sigterm_handler(tmp_path):
     def mine(signum, frame):
         raise AssertionError("not to be called")
