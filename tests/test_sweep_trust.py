@@ -255,6 +255,25 @@ def test_a_sigterm_during_a_claim_arrives_when_the_claim_is_done():
     assert arrived == ["claim registered"] and noted.signum == signal.SIGTERM
 
 
+def interrupted_sweep(tmp_path, name: str, launch, n_jobs: int) -> list:
+    """A sweep of 4 LRs through `launch` that a Ctrl-C stops (Interrupted); its study's trials.
+    SIGINT gets Python's own handler, whatever this process inherited (a CI shell may ignore it)."""
+    from lrsweep.grid import build_grid, log_axis
+    from lrsweep.runner import run_sweep
+    from lrsweep.sweep_spec import Interrupted, SweepSpec
+
+    axes = [log_axis("lr", 1e-3, 1.0, 4)]
+    url = f"sqlite:///{tmp_path}/{name}.db"
+    spec = SweepSpec(name, url, axes, build_grid(axes), n_jobs=n_jobs)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Interrupted):
+            run_sweep(spec, launch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return optuna.load_study(study_name=name, storage=url).trials
+
+
 def test_a_second_ctrl_c_while_the_trials_in_flight_are_failed_leaves_none_running(
     tmp_path, monkeypatch
 ):
@@ -262,9 +281,6 @@ def test_a_second_ctrl_c_while_the_trials_in_flight_are_failed_leaves_none_runni
     them (a user pressing twice): every trial of the batch is still failed, none left RUNNING for
     a rerun to wait for."""
     from lrsweep import study_protocol
-    from lrsweep.grid import build_grid, log_axis
-    from lrsweep.runner import run_sweep
-    from lrsweep.sweep_spec import Interrupted, SweepSpec
 
     fail_trials = study_protocol.fail_trials
 
@@ -278,17 +294,7 @@ def test_a_second_ctrl_c_while_the_trials_in_flight_are_failed_leaves_none_runni
         return [None] * len(claimed)
 
     monkeypatch.setattr(study_protocol, "fail_trials", fail_and_press_again)
-    axes = [log_axis("lr", 1e-3, 1.0, 4)]
-    url = f"sqlite:///{tmp_path}/twice.db"
-    spec = SweepSpec("twice", url, axes, build_grid(axes), n_jobs=4)
-    # Python's own handler, whatever this process inherited (a CI shell may ignore SIGINT).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(Interrupted):
-            run_sweep(spec, launch)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    trials = optuna.load_study(study_name="twice", storage=url).trials
+    trials = interrupted_sweep(tmp_path, "twice", launch, n_jobs=4)
     assert [t.state for t in trials] == [State.FAIL] * 4
 
 
@@ -296,10 +302,7 @@ def test_a_ctrl_c_that_a_job_swallowed_still_stops_the_sweep(tmp_path):
     """A Ctrl-C whose KeyboardInterrupt never reaches the sweep (a library caught it, or it was
     raised inside a finalizer and printed as ignored) still stops it after that job: the signal
     was noted. The points after it are never claimed."""
-    from lrsweep.grid import build_grid, log_axis
     from lrsweep.results import JobResult
-    from lrsweep.runner import run_sweep
-    from lrsweep.sweep_spec import Interrupted, SweepSpec
 
     def launch(claimed, slot):
         try:
@@ -310,16 +313,7 @@ def test_a_ctrl_c_that_a_job_swallowed_still_stops_the_sweep(tmp_path):
             pass  # swallowed, as some libraries do
         return [JobResult(value=0.5) for _ in claimed]
 
-    axes = [log_axis("lr", 1e-3, 1.0, 4)]
-    url = f"sqlite:///{tmp_path}/swallowed.db"
-    spec = SweepSpec("swallowed", url, axes, build_grid(axes), n_jobs=1)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(Interrupted):
-            run_sweep(spec, launch)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    trials = optuna.load_study(study_name="swallowed", storage=url).trials
+    trials = interrupted_sweep(tmp_path, "swallowed", launch, n_jobs=1)
     assert [t.state for t in trials] == [State.COMPLETE]  # told, then stopped
 
 
