@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from conftest import TINY, run_module, two_stage_main
@@ -205,6 +206,36 @@ def test_bad_sweep_settings_are_one_line_and_status_2(override, message, tmp_pat
     assert run_multirun([*sweep_args(tmp_path), override]) == 2
     assert message in one_error_line(capsys)
     assert not (tmp_path / "lrsweep.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.width=32,64"], "the sweep varies model.width, and its jobs' study name follows"),
+        (["init_seed=${seed}", "sweep.seeds=[0,1]"], "the sweep varies seed, and its jobs' study"),
+    ],
+    ids=["width", "init-seed-follows-seed"],
+)
+def test_a_sweep_whose_jobs_study_name_follows_a_swept_key_is_refused_before_the_study(
+    overrides, message, tmp_path, capsys
+):
+    """The default study name hashes the experiment's identity: a swept key in it would send each
+    job's trial to a study that does not exist. One line names the key and the ways out."""
+    assert run_multirun([*sweep_args(tmp_path), *overrides]) == 2
+    line = one_error_line(capsys)
+    assert message in line and "study.name=" in line
+    assert not (tmp_path / "lrsweep.db").exists()
+
+
+def test_the_same_sweep_with_one_study_named_runs_every_point(tmp_path):
+    overrides = ["model.width=32,64", "study.name=widths"]
+    assert run_multirun([*sweep_args(tmp_path), *overrides]) == 0
+    study = optuna.load_study(study_name="widths", storage=f"sqlite:///{tmp_path}/lrsweep.db")
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert sorted((t.params["model.width"], t.params["lr"]) for t in done) == sorted(
+        (w, lr) for w in (32, 64) for lr in {t.params["lr"] for t in done}
+    )
+    assert len(done) == 4
 
 
 # --- item 14: a transfer whose target LR src.train would refuse -------------------------------

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.lrsweep_sweeper.compose import TemplateConfigLoader
 from hydra_plugins.lrsweep_sweeper.grid import build_axes, param_overrides
 from hydra_plugins.lrsweep_sweeper.job_side import JOB_TRIAL_KEY, RecordingTask, job_error, lost
+from hydra_plugins.lrsweep_sweeper.one_study import check_one_study
 from lrsweep import console
 from lrsweep import study_protocol as protocol
 from lrsweep.grid import Axis, SweepConfigError, build_grid
@@ -320,19 +321,32 @@ class LrSweeper(Sweeper):
 
             get_method(self.check)(job_cfg)
         self._batch_size(job_cfg, axes)
+        self._identity = self._identity_of(job_cfg)
+        check_one_study(
+            axes,
+            first,
+            job_cfg,
+            lambda point: self.config_loader.load_sweep_config(
+                self.config, [*fixed, *param_overrides(point)]
+            ),
+            str(self.study_name),
+        )
+        return axes, fixed, grid
+
+    def _identity_of(self, job_cfg: DictConfig) -> dict[str, Any]:
+        """The experiment identity of a job's config: the app's `identity` function's, else its
+        `identity_keys` with their resolved values."""
         if self.identity:
             from hydra.utils import get_method
 
-            self._identity = dict(get_method(self.identity)(job_cfg))
-        else:
-            self._identity = {
-                key: OmegaConf.to_container(value, resolve=True)
-                if OmegaConf.is_config(value)
-                else value
-                for key in self.identity_keys
-                for value in [OmegaConf.select(job_cfg, key)]
-            }
-        return axes, fixed, grid
+            return dict(get_method(self.identity)(job_cfg))
+        return {
+            key: OmegaConf.to_container(value, resolve=True)
+            if OmegaConf.is_config(value)
+            else value
+            for key in self.identity_keys
+            for value in [OmegaConf.select(job_cfg, key)]
+        }
 
     def _batch_size(self, job_cfg: DictConfig, axes: list[Axis]) -> None:
         """A launcher that trains a batch together (the fused launcher) is asked first whether

@@ -1,0 +1,55 @@
+"""Every job of a sweep reports to the sweep's study.
+
+The sweeper opens one study (`hydra.sweeper.study_name`, resolved in the sweep's config) and each
+job records its trial there under the name its own config resolves. When that name follows a
+swept key (the built-in trial's default `study.name` hashes the experiment's identity, so
+`model.width=32,64`, or `init_seed=${seed}` under several seeds, gives each job another name),
+the jobs would look for a study that does not exist and every trial would fail. `check_one_study`
+composes one job per swept value (the LR axis: one other value, for a name that interpolates it)
+and refuses such a sweep before the study is touched, naming the key and the two ways out: one
+study named for the whole sweep, or one sweep per value.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lrsweep.grid import Axis, SweepConfigError
+
+
+def _study_of(job: DictConfig, default: str) -> str:
+    return str(OmegaConf.select(job, "hydra.sweeper.study_name", default=default))
+
+
+def check_one_study(
+    axes: Sequence[Axis],
+    first: Mapping[str, Any],
+    first_job: DictConfig,
+    compose: Callable[[dict[str, Any]], DictConfig],
+    study_name: str,
+) -> None:
+    """SweepConfigError unless every job resolves `hydra.sweeper.study_name` to the sweep's
+    `study_name`: the first job (`first_job`, of the point `first`), and a job composed
+    (`compose(point)`) from `first` with one axis at each other value (a log axis, the LR: its
+    last value only; composing a job costs a tenth of a second)."""
+    for axis in axes:
+        values = [v for v in axis.values if v != first[axis.name]]
+        for value in values[-1:] if axis.log else values:
+            name = _study_of(compose({**first, axis.name: value}), study_name)
+            if name == _study_of(first_job, study_name):
+                continue
+            raise SweepConfigError(
+                f"the sweep varies {axis.name}, and its jobs' study name follows it "
+                f"({axis.name}={first[axis.name]}: {_study_of(first_job, study_name)}, "
+                f"{axis.name}={value}: {name}): give the whole sweep one study "
+                f"(study.name=...), or sweep one {axis.name} per run"
+            )
+    name = _study_of(first_job, study_name)
+    if name != study_name:
+        swept = ", ".join(f"{k}={v}" for k, v in first.items())
+        raise SweepConfigError(
+            f"the sweep's jobs ({swept}) report to the study {name}, not the sweep's "
+            f"{study_name}: a swept key changes the study's name; give the sweep one study "
+            "(study.name=...), or sweep that key one value per run"
+        )
