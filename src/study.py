@@ -230,12 +230,26 @@ def load_frames(
 
 def sweep_summary(study: optuna.Study, metric_name: str | None = None) -> str:
     """The per-LR table of a study and its best LR, as the sweeper prints it at the end of a sweep
-    (the same `aggregate` as every other table and choice)."""
+    (the same `aggregate` as every other table and choice). A study swept over other keys too
+    (`model.width=32,64 study.name=...`) gets one table per combination of their values, headed
+    by it: the runs of one LR at two widths are not two seeds of one experiment."""
     from lrsweep.stats import aggregate, best_line, format_table
 
-    agg = aggregate(trials_frame(study))
-    best = best_line(agg, metric_name or "value", direction_of(study))
-    return f"{format_table(agg)}\n\n{best}"
+    frame = trials_frame(study)
+    groups: dict[tuple, list[int]] = {}
+    for t in study.get_trials(deepcopy=False):
+        params = t.params or t.system_attrs.get("fixed_params", {})
+        other = tuple(sorted((k, v) for k, v in params.items() if k not in ("lr", "seed")))
+        groups.setdefault(other, []).append(t.number)
+    parts = []
+    for other, numbers in groups.items():  # in the order of their first trial
+        agg = aggregate(frame[frame["number"].isin(numbers)])
+        table = (
+            f"{format_table(agg)}\n\n{best_line(agg, metric_name or 'value', direction_of(study))}"
+        )
+        head = " ".join(f"{k}={v}" for k, v in other)
+        parts.append(f"{head}\n{table}" if head else table)
+    return "\n\n".join(parts)
 
 
 class TrialReporter:

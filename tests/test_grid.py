@@ -62,6 +62,12 @@ def test_a_sweep_over_choice_and_range_axes_runs_every_point_once(workdir, train
         text = job.read_text()
         assert f"width: {trial.params['model.width']}" in text
         assert f"batch_size: {trial.params['batch_size']}" in text
+    # The end-of-sweep summary: a table per combination of the other axes, not one per LR that
+    # would pool two widths' runs as if they were seeds.
+    for width in (8, 16):
+        for size in (32, 96):
+            assert f"batch_size={size} model.width={width}\n  lr " in proc.stdout
+    assert proc.stdout.count("over 1 run(s)") == 4
 
 
 @pytest.mark.parametrize("sampler", ["optuna.samplers.TPESampler", "optuna.samplers.RandomSampler"])
