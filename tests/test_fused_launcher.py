@@ -304,3 +304,17 @@ def test_a_batch_function_that_fails_leaves_the_jobs_to_run_one_at_a_time(tmp_pa
         "function); these 3 jobs run one at a time"
     ], proc.stderr
     assert len(trials(tmp_path, "broken")) == 3
+
+
+def test_jobs_a_batch_function_did_not_train_run_with_the_task_function(tmp_path: Path):
+    """The launcher's contract: an entry None runs its job with the task function without a
+    word; jobs that share one CannotFuse get one line between them."""
+    declining = "hydra.launcher.batch_function=tests.byo_example.declining_batch"
+    args = ["-m", *TINY, "sweep.points=3", "study.name=declined", FUSED, declining]
+    proc = run_module("src.train", *args, cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
+    assert lines == [
+        "[lrsweep] fused launcher: declined on purpose; these 2 jobs run one at a time"
+    ], proc.stderr
+    done = trials(tmp_path, "declined")
+    assert len(done) == 3 and not any("fused_arms" in t.user_attrs for t in done)
