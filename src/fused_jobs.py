@@ -126,7 +126,7 @@ def train_batch(cfgs: Sequence[DictConfig]) -> list[Task | CannotFuse]:
             reporter = TrialReporter(cfg.study.storage, cfg.study.name, cfg.trial)
             for epoch, acc in enumerate(result.val_acc_curve):
                 reporter.report(epoch, acc)
-            record_trial(reporter, result, started)  # seconds: its share of its batch's time
+            record_trial(reporter, result, started)  # seconds: its share of its fused model's time
             reporter.set_attrs(fused_arms=result.fused_arms)
             freeze_long_lived()
             return float(getattr(result, cfg.metric))
