@@ -92,3 +92,12 @@ class FailingSGD(torch.optim.SGD):
 def broken_batch(cfgs: object) -> object:
     """A fused launcher's batch function with a bug (tests/test_fused_launcher.py)."""
     raise RuntimeError("a bug in the batch function")
+
+
+def declining_batch(cfgs: list) -> list:
+    """A fused launcher's batch function that trains nothing: the first job runs with the task
+    function without a word (None), the others share one reason (tests/test_fused_launcher.py)."""
+    from lrsweep.fusing import CannotFuse
+
+    why = CannotFuse("declined on purpose")
+    return [None] + [why] * (len(cfgs) - 1)

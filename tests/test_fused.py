@@ -15,9 +15,10 @@ from conftest import ROOT, TINY
 from mup import MuSharedReadout
 from torch import nn
 
+from lrsweep.fusing import CannotFuse
 from src.data import digits
 from src.fused import Arm, NotFusable, fusable, run_arms
-from src.fused_jobs import train_batch
+from src.fused_jobs import train_groups
 from src.study import compose_config
 from src.train import train
 from src.trial_record import TrialResult
@@ -195,22 +196,50 @@ def test_a_trial_that_cannot_be_fused_says_why(overrides: list[str], why: str) -
         run_arms(compose_config(overrides), [Arm(0.01, 0)])
 
 
-def test_jobs_whose_configs_differ_through_an_arm_key_do_not_fuse() -> None:
+def test_jobs_whose_configs_differ_through_an_arm_key_train_in_groups() -> None:
     """`init_seed=${seed}` gives each seed its own initial weights: the jobs' configs, resolved,
-    differ in more than the LR and seed, and their batch runs one job at a time."""
-    cfgs = [
-        compose_config([*FUSED, "study.name=t", "init_seed=${seed}", f"seed={s}"]) for s in SEEDS
-    ]
-    with pytest.raises(NotFusable, match=r"the jobs differ in \['init_seed'\]"):
-        train_batch(cfgs)
+    differ in `init_seed` too, so each seed's jobs train as one fused model and each arm's record
+    is its sequential trial's; a seed with one job has no other to fuse with and runs alone."""
+    points = [(1e-3, 0), (0.05, 0), (0.05, 1), (1e-3, 1), (0.05, 2)]
+    overrides = [*FUSED, "study.name=t", "init_seed=${seed}"]
+    cfgs = [compose_config([*overrides, f"lr={lr}", f"seed={s}"]) for lr, s in points]
+    out = train_groups(cfgs)
+    alone = out[4]
+    assert isinstance(alone, CannotFuse)
+    assert str(alone) == "init_seed=2: no other job of the batch shares its config"
+    arms = [Arm(lr, s) for lr, s in points[:4]]
+    for (fused, _), seq, arm in zip(out[:4], sequential(overrides, arms), arms, strict=True):
+        assert fused.fused_arms == 2 and fused.checkpoint == seq.checkpoint
+        assert_same_record(fused, seq, arm, "mlp")
+    assert out[0][0].checkpoint != out[2][0].checkpoint  # each seed's own initial weights
 
 
 def test_a_job_whose_config_is_refused_runs_alone_and_fails_alone() -> None:
-    """seed=1.5 fails its own job (`src.train.check_config`), as it does sequentially: the batch
-    is not fused, so it neither trains as seed 1 nor fails the other jobs."""
-    cfgs = [compose_config([*FUSED, "study.name=t", f"seed={s}"]) for s in (0, 1.5)]
-    with pytest.raises(NotFusable, match=r"a job's config is refused \(seed=1.5 is invalid"):
-        train_batch(cfgs)
+    """seed=1.5 fails its own job (`src.train.check_config`), as it does sequentially: it joins no
+    group, so it neither trains as seed 1 nor fails the other jobs, which train fused."""
+    cfgs = [compose_config([*FUSED, "study.name=t", f"seed={s}"]) for s in (0, 1.5, 1)]
+    first, refused, last = train_groups(cfgs)
+    assert isinstance(refused, CannotFuse)
+    assert str(refused).startswith("a job's config is refused (seed=1.5 is invalid")
+    assert first[0].fused_arms == last[0].fused_arms == 2
+
+
+def test_a_group_that_does_not_fuse_is_named_and_the_others_train_fused() -> None:
+    """A batch over `model.width`: the width too wide to pay on the CPU is handed back with the
+    reason (one object for its jobs: the launcher says it once), the other trains fused."""
+    from src.fused_plan import CPU_FUSE_MAX_PARAMS
+
+    overrides = [*FUSED, "study.name=t", "device=cpu", "epochs=2"]
+    cfgs = [
+        compose_config([*overrides, f"model.width={w}", f"lr={lr}"])
+        for lr in (1e-3, 0.05)
+        for w in (32, 4096)
+    ]
+    narrow_1, wide_1, narrow_2, wide_2 = train_groups(cfgs)
+    assert wide_1 is wide_2 and isinstance(wide_1, CannotFuse)
+    assert str(wide_1).startswith("model.width=4096: on the CPU a model of ")
+    assert f"(fused arms pay up to {CPU_FUSE_MAX_PARAMS:,};" in str(wide_1)
+    assert narrow_1[0].fused_arms == narrow_2[0].fused_arms == 2
 
 
 def _net() -> nn.Sequential:
@@ -274,14 +303,21 @@ def test_arms_in_consecutive_batches_train_as_in_one(tmp_path: Path):
 
 def test_the_probe_says_before_a_sweep_whether_its_jobs_will_fuse():
     """`probe`, asked by the sweeper before its first claim: the default trial over lr and seed
-    fuses; another swept key, or a model that does not fuse, is named."""
+    fuses, and over another key too (in groups); a sweep where no two jobs share a config (lr and
+    seed not swept, or each dragging another key along) or a model that does not fuse is named."""
     from src.fused_jobs import probe
 
     cfg = compose_config(FUSED)
     assert probe(cfg, ["lr", "seed"]) is None
+    assert probe(cfg, ["lr", "model.width"]) is None
     assert (
-        probe(cfg, ["lr", "model.width"]) == "the sweep varies ['model.width'] besides lr and seed"
+        probe(cfg, ["model.width"])
+        == "the sweep varies ['model.width'], not lr or seed: no two jobs share a config"
     )
+    own_weights = compose_config([*FUSED, "init_seed=${seed}"])
+    assert probe(own_weights, ["seed"]).endswith(": no two jobs share a config")
+    assert probe(own_weights, ["seed"]).startswith("seed also changes ['init_seed'")
+    assert probe(own_weights, ["lr", "seed"]) is None  # each seed's LRs fuse
     amsgrad = compose_config([*FUSED, "optimizer=adam", "+optimizer.amsgrad=true"])
     assert probe(amsgrad, ["lr"]) == "the optimizer maximizes or uses amsgrad"
     assert not list(Path("outputs").rglob("*.pt"))  # it wrote no initial weights

@@ -75,6 +75,49 @@ def test_a_fused_sweep_records_each_arm_as_its_own_job_and_trial_as_the_sequenti
     assert all(line.endswith("(1/8 of a fused batch) ETA 0s") for line in progress), progress
 
 
+def test_a_sweep_over_another_key_fuses_each_group_as_its_sequential_trials(tmp_path: Path):
+    """`model.width` x lr x seed with `init_seed=${seed}`: the jobs that share everything but lr
+    and seed (a width and a seed, its own initial weights) train as one fused model, each group
+    apart; every arm records what its trial records under the sequential launcher."""
+    grid = [*TINY, *GRID[:2], "sweep.points=3", "sweep.seeds=[0,1]", "model.width=16,32"]
+    grid.append("init_seed=${seed}")
+    proc = run_module("src.train", "-m", *grid, "study.name=groups", FUSED, cwd=tmp_path)
+    run_module("src.train", "-m", *grid, "study.name=one", SEQUENTIAL, cwd=tmp_path)
+    key = lambda t: (t.params["lr"], t.params["seed"], t.params["model.width"])  # noqa: E731
+    fused = {key(t): t for t in trials(tmp_path, "groups")}
+    alone = {key(t): t for t in trials(tmp_path, "one")}
+    assert sorted(fused) == sorted(alone) and len(fused) == 12
+    for point, arm in fused.items():
+        one = alone[point]
+        assert arm.user_attrs["fused_arms"] == 3, point  # its width and seed's 3 LRs
+        assert arm.user_attrs["checkpoint"] == one.user_attrs["checkpoint"], point
+        assert abs(arm.value - one.value) <= 1.5 / arm.user_attrs["val_examples"], point
+        assert arm.user_attrs["epochs_run"] == one.user_attrs["epochs_run"], point
+        assert arm.user_attrs["diverged"] == one.user_attrs["diverged"], point
+    assert len({arm.user_attrs["checkpoint"] for arm in fused.values()}) == 4
+    assert "fused launcher" not in proc.stderr, proc.stderr
+
+
+def test_a_batch_whose_one_group_does_not_fuse_trains_the_other_fused(tmp_path: Path):
+    """Widths 32 and 4096 in one batch, on the CPU: width 32's LRs train fused, width 4096's (too
+    wide to pay) one at a time with one line saying why; every trial completes."""
+    args = [
+        "-m", *TINY, "sweep.points=3", "sweep.low=0.01", "sweep.high=0.1", "device=cpu",
+        "model.width=32,4096", "study.name=mixed", FUSED,
+    ]  # fmt: skip
+    proc = run_module("src.train", *args, cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("[lrsweep] fused launcher: model.width=4096: on the CPU a model")
+    assert lines[0].endswith("; these 3 jobs run one at a time")
+    done = trials(tmp_path, "mixed")
+    assert len(done) == 6 and all(t.state == State.COMPLETE for t in done)
+    arms = {t.params["model.width"]: [] for t in done}
+    for t in done:
+        arms[t.params["model.width"]].append(t.user_attrs.get("fused_arms"))
+    assert arms == {32: [3, 3, 3], 4096: [None, None, None]}
+
+
 def test_a_model_too_wide_to_pay_on_the_cpu_runs_one_job_at_a_time_and_says_why(tmp_path: Path):
     import torch
 
@@ -171,16 +214,15 @@ def test_a_fused_batch_killed_mid_training_is_run_again_exactly_once(tmp_path: P
 
 
 def test_ctrl_c_in_a_batch_run_one_job_at_a_time_keeps_the_trials_that_finished(tmp_path: Path):
-    """A batch that turns out not to fuse (each seed its own initial weights: the jobs' resolved
-    configs differ) runs its 8 jobs one at a time: each is told as it ends, with its progress
-    line, and a Ctrl-C fails only the jobs that had not ended (their results are not thrown
-    away); the rerun trains just those."""
+    """A batch whose width-4096 jobs do not fuse (too wide to pay on the CPU) runs them one at a
+    time, between the width-32 arms trained fused: each job is told as it ends, with its
+    progress line, and a Ctrl-C fails only the jobs that had not been told (their results are not
+    thrown away); the rerun trains just those."""
     from conftest import start_module
 
     args = [
-        "-m", *TINY, "model.width=1024", "epochs=6", "stop_at_chance=false", "device=cpu",
-        "init_seed=${seed}", "sweep.points=4", "sweep.seeds=[0,1]", "sweep.high=0.1",
-        "study.name=fallback", FUSED,
+        "-m", *TINY, "model.width=32,4096", "epochs=6", "stop_at_chance=false", "device=cpu",
+        "sweep.points=4", "sweep.high=0.1", "study.name=fallback", FUSED,
     ]  # fmt: skip
     sweep = start_module("src.train", *args, cwd=tmp_path, preexec_fn=DEFAULT_SIGINT)
     line = ""
@@ -201,9 +243,9 @@ def test_ctrl_c_in_a_batch_run_one_job_at_a_time_keeps_the_trials_that_finished(
     assert sum("finished" in t.user_attrs for t in failed) <= 1
     run_module("src.train", *args, cwd=tmp_path)
     done = trials(tmp_path, "fallback")
-    assert len(done) == 8 and len(by_point(done)) == 8
+    assert len(done) == 8 and len({(t.params["lr"], t.params["model.width"]) for t in done}) == 8
     assert {t.number for t in kept} <= {t.number for t in done}
-    assert len({t.user_attrs["checkpoint"] for t in done}) == 2  # each seed's own weights
+    assert len({t.user_attrs["checkpoint"] for t in done}) == 2  # each width's own weights
 
 
 def test_a_batch_run_one_job_at_a_time_stops_at_its_first_failure(tmp_path: Path, train_here):
@@ -262,3 +304,17 @@ def test_a_batch_function_that_fails_leaves_the_jobs_to_run_one_at_a_time(tmp_pa
         "function); these 3 jobs run one at a time"
     ], proc.stderr
     assert len(trials(tmp_path, "broken")) == 3
+
+
+def test_jobs_a_batch_function_did_not_train_run_with_the_task_function(tmp_path: Path):
+    """The launcher's contract: an entry None runs its job with the task function without a
+    word; jobs that share one CannotFuse get one line between them."""
+    declining = "hydra.launcher.batch_function=tests.byo_example.declining_batch"
+    args = ["-m", *TINY, "sweep.points=3", "study.name=declined", FUSED, declining]
+    proc = run_module("src.train", *args, cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
+    assert lines == [
+        "[lrsweep] fused launcher: declined on purpose; these 2 jobs run one at a time"
+    ], proc.stderr
+    done = trials(tmp_path, "declined")
+    assert len(done) == 3 and not any("fused_arms" in t.user_attrs for t in done)

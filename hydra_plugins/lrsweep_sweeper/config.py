@@ -114,7 +114,7 @@ class FusedLauncherConf:
     own."""
 
     _target_: str = "hydra_plugins.lrsweep_sweeper.fused_launcher.FusedLauncher"
-    # Dotted path of f(task_configs) -> one function per job (see fused_launcher.py).
+    # Dotted path of f(task_configs) -> per job, its function or a CannotFuse (fused_launcher.py).
     batch_function: str | None = None
     n_jobs: int = 30  # jobs trained together: the sweeper's batch
     # Dotted path of f(task_config, swept_keys) -> None, or why the sweep's jobs will not fuse:

@@ -6,20 +6,29 @@ spend their time on per-step Python and kernel launches; trained as one stacked 
 arm of it), the same arithmetic takes a fraction of the time. The launcher stays out of how:
 
 1. it composes every job's config, as the in-process launcher (`launcher.py`, its base) does;
-2. it hands the task configs to the app's `batch_function` (a dotted path), which trains them all
-   and returns, for each job, the function the job then runs in place of the task function (it
-   records the arm's result in its trial and returns the job's value);
+2. it hands the task configs to the app's `batch_function` (a dotted path), which trains what it
+   can together and returns one entry per job, in the jobs' order:
+   - a function the job then runs in place of the task function (it records the job's result,
+     trained with the batch, in its trial and returns the job's value), or
+   - a `CannotFuse` (`lrsweep.fusing`) saying why this job was not trained with the batch: the
+     job runs the task function, as under the sequential launcher. Jobs that share one
+     `CannotFuse` object get one line between them (the app gives each group of jobs it could
+     not fuse one object), or
+   - None: the job runs the task function, without a word;
 3. each job then runs through `in_process.run_job`: its own folder, `.hydra/` record, callbacks
    and `JobReturn`, one Optuna trial each, so exactly-once, resume and every stage are unchanged.
 
-A batch the app cannot fuse (its function raises `CannotFuse`: the jobs differ in more than the
-LR and seed, a model or optimizer it does not fuse) runs one job at a time, with one line saying
-why, each job run as the sweeper reads its result (`iter_jobs`): each trial is told as it ends,
-with its progress line, and an interrupt or too many failures loses none that finished, as with
-the sequential launcher. Any other error of the batch function (a bug of the fused path, or a
-failure every job would meet, such as data that does not load) makes the batch run one job at a
-time too, with one line naming the error: a job then succeeds, or fails alone with its own error,
-as it would under the sequential launcher.
+When every job got a function, the batch is returned whole. When any job runs the task function,
+the jobs run in order as the sweeper reads their results (`iter_jobs`): each trial is told as it
+ends, with its progress line, and an interrupt or too many failures loses none that was told, as
+with the sequential launcher (a job trained with the batch but not yet told fails with the rest
+and is trained again by the rerun).
+
+A batch function that raises `CannotFuse` makes the whole batch run one job at a time, with one
+line saying why. Any other error of the batch function (a bug of the fused path, or a failure
+every job would meet, such as data that does not load) makes the batch run one job at a time
+too, with one line naming the error: a job then succeeds, or fails alone with its own error, as
+it would under the sequential launcher.
 """
 
 import sys
@@ -50,7 +59,8 @@ class FusedLauncher(InProcessLauncher):
 
     def why_not_fused(self, job_config: DictConfig, swept: Sequence[str]) -> str | None:
         """Asked by the sweeper before it claims a batch: why this sweep's jobs (the first one's
-        config; they differ in the `swept` keys) will not train fused, or None. The app's
+        config; they differ in the `swept` keys, the axes with more than one value) will not train
+        fused, or None. The app's
         `probe_function` answers; without one, None (each batch finds out for itself)."""
         if not self.probe_function:
             return None
@@ -65,34 +75,43 @@ class FusedLauncher(InProcessLauncher):
         if len(configs) == 1:  # nothing to fuse with: the job runs as the sequential launcher's
             return self.iter_jobs(configs, [self.task_function])
         tasks = self._fused_tasks(configs)
-        if tasks is None:  # one at a time: each job told as it ends
-            return self.iter_jobs(configs, [self.task_function] * len(configs))
-        return self.run_jobs(configs, tasks)
+        if all(task is not None for task in tasks):
+            return self.run_jobs(configs, tasks)
+        # Some jobs train now, one at a time: each job told as it ends.
+        return self.iter_jobs(configs, [task or self.task_function for task in tasks])
 
-    def _fused_tasks(self, configs: list[DictConfig]) -> list[Any] | None:
-        """The function each job runs: the batch function's; None when the batch cannot be
-        fused (one line says why)."""
+    def _fused_tasks(self, configs: list[DictConfig]) -> list[Any]:
+        """The function each job runs: the batch function's, or None for a job that runs the task
+        function (one line says why, per reason)."""
         from hydra.utils import get_method
 
         assert self.task_function is not None
         if not self.batch_function:
             raise ValueError("hydra/launcher=lrsweep_fused needs hydra.launcher.batch_function")
         try:
-            tasks = get_method(self.batch_function)([task_config(cfg) for cfg in configs])
+            tasks = list(get_method(self.batch_function)([task_config(cfg) for cfg in configs]))
+            if len(tasks) != len(configs):
+                raise ValueError(f"{len(tasks)} entries returned for {len(configs)} jobs")
         except CannotFuse as why:
-            print(
-                f"[lrsweep] fused launcher: {why}; these {len(configs)} jobs run one at a time",
-                file=sys.stderr,
-                flush=True,
-            )
-            return None
+            _say(f"{why}; these {len(configs)} jobs run one at a time")
+            return [None] * len(configs)
         except Exception as err:
             # The fused path's failure is no job's: each runs as it would alone.
-            print(
-                f"[lrsweep] fused launcher: the fused batch failed ({error_text(err)}); these "
-                f"{len(configs)} jobs run one at a time",
-                file=sys.stderr,
-                flush=True,
+            _say(
+                f"the fused batch failed ({error_text(err)}); these {len(configs)} jobs run one "
+                "at a time"
             )
-            return None
-        return list(tasks)
+            return [None] * len(configs)
+        reasons = [task for task in tasks if isinstance(task, CannotFuse)]
+        for why in {id(why): why for why in reasons}.values():  # once per reason, in order
+            jobs = sum(task is why for task in tasks)
+            _say(
+                f"{why}; "
+                + ("this job runs alone" if jobs == 1 else f"these {jobs} jobs run one at a time")
+            )
+        return [None if isinstance(task, CannotFuse) else task for task in tasks]
+
+
+def _say(line: str) -> None:
+    """One line of the launcher's, to stderr."""
+    print(f"[lrsweep] fused launcher: {line}", file=sys.stderr, flush=True)

@@ -356,7 +356,7 @@ class LrSweeper(Sweeper):
         why_not_fused = getattr(self.launcher, "why_not_fused", None)
         if why_not_fused is None or not self._n_jobs_of_launcher or self.n_jobs == 1:
             return
-        why = why_not_fused(job_cfg, [axis.name for axis in axes])
+        why = why_not_fused(job_cfg, [axis.name for axis in axes if len(axis.values) > 1])
         if why:  # said once the study is open: a refused run prints its one error line alone
             self._notes = (f"[lrsweep] fused launcher: {why}; the jobs run one at a time",)
             self.n_jobs = 1
