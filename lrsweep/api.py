@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 class SearchResult:
     """The answer of `search`: the chosen LR and what it rests on."""
 
-    lr: float  # the chosen LR: the best mean of the confirm step (else of the finest stage)
+    lr: float  # the chosen LR: the best confirm candidate on the smoothed curve (docs/choice.md)
     mean: float  # its mean metric over `n` seeds (the score that chose it: optimistic)
     std: float  # its std over those seeds (0 with one seed)
     n: int
