@@ -292,29 +292,32 @@ def test_a_signal_mid_batch_fails_its_trials_at_once_and_the_rerun_does_not_wait
     assert len({t.params["lr"] for t in trials(tmp_path, "stopped")}) == 4
 
 
+def launcher_lines(tmp_path: Path, batch_function: str, study: str) -> tuple[list[str], list]:
+    """A 3-LR sweep with `batch_function`: the fused launcher's lines, and the study's trials."""
+    args = ["-m", *TINY, "sweep.points=3", f"study.name={study}", FUSED]
+    args.append(f"hydra.launcher.batch_function=tests.byo_example.{batch_function}")
+    proc = run_module("src.train", *args, cwd=tmp_path)
+    return [line for line in proc.stderr.splitlines() if "fused launcher" in line], trials(
+        tmp_path, study
+    )
+
+
 def test_a_batch_function_that_fails_leaves_the_jobs_to_run_one_at_a_time(tmp_path: Path):
     """An error of the fused path itself fails no job: the batch runs one job at a time, with one
     line naming the error, and every job completes as it would alone."""
-    broken = "hydra.launcher.batch_function=tests.byo_example.broken_batch"
-    args = ["-m", *TINY, "sweep.points=3", "study.name=broken", FUSED, broken]
-    proc = run_module("src.train", *args, cwd=tmp_path)
-    lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
+    lines, done = launcher_lines(tmp_path, "broken_batch", "broken")
     assert lines == [
         "[lrsweep] fused launcher: the fused batch failed (RuntimeError: a bug in the batch "
         "function); these 3 jobs run one at a time"
-    ], proc.stderr
-    assert len(trials(tmp_path, "broken")) == 3
+    ]
+    assert len(done) == 3
 
 
 def test_jobs_a_batch_function_did_not_train_run_with_the_task_function(tmp_path: Path):
     """The launcher's contract: an entry None runs its job with the task function without a
     word; jobs that share one CannotFuse get one line between them."""
-    declining = "hydra.launcher.batch_function=tests.byo_example.declining_batch"
-    args = ["-m", *TINY, "sweep.points=3", "study.name=declined", FUSED, declining]
-    proc = run_module("src.train", *args, cwd=tmp_path)
-    lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
+    lines, done = launcher_lines(tmp_path, "declining_batch", "declined")
     assert lines == [
         "[lrsweep] fused launcher: declined on purpose; these 2 jobs run one at a time"
-    ], proc.stderr
-    done = trials(tmp_path, "declined")
+    ]
     assert len(done) == 3 and not any("fused_arms" in t.user_attrs for t in done)
