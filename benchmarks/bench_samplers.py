@@ -1,7 +1,7 @@
 """Search quality at equal budget: lrsweep's search against Optuna's own samplers.
 
     python benchmarks/bench_samplers.py [--quick] [--data digits,mnist1d,synth,cancer]
-                                        [--reps 5] [--budget 35]
+                                        [--reps 10] [--budget 35]
 
 On each data set (the built-in trial's default model and optimizer, MLP 128x2 and SGD momentum
 0.9, 5 epochs with 1 warmup epoch; `benchmarks/sampler_data.py` holds the two extra sets; the
@@ -64,7 +64,7 @@ DATASETS = {
 HELD_OUT = ("digits-adam",)
 OUT = ROOT / "outputs" / "bench_samplers"
 LOW, HIGH = 1e-5, 1.0
-DENSE_POINTS, DENSE_SEEDS = 40, 5
+DENSE_POINTS, DENSE_SEEDS = 40, 20
 CONFIRM_TOP, CONFIRM_SEEDS = 5, 3
 # Seed ranges that never meet: lrsweep uses 0.. (stage 1 on r, confirm above); the samplers'
 # trials 1000 + 100 r + i, their confirm runs 5000 + 100 r + j; the reference 9000 + j.
@@ -128,6 +128,7 @@ class Reference:
     curve: np.ndarray  # the smoothed mean accuracy per LR
     best: float
     seed_std: float  # the std over seeds at the best LR
+    best_se: float  # the standard error of the curve at its best (the mean of 3 LRs' means)
 
     def regret(self, lr: float) -> float:
         """Accuracy points below the reference's best."""
@@ -139,7 +140,9 @@ def reference(runs: Runs, points: int, seeds: int) -> Reference:
     acc = np.array([[runs(float(lr), DENSE_SEED + j) for j in range(seeds)] for lr in lrs])
     curve = smooth_neighbours(acc.mean(axis=1))
     best = int(np.argmax(curve))
-    return Reference(lrs, curve, float(curve[best]), float(acc[best].std(ddof=1)))
+    near = acc[max(best - 1, 0) : best + 2]  # the LRs the smoothed best averages
+    se = float(np.sqrt(np.mean(near.var(axis=1, ddof=1)) / (seeds * len(near))))
+    return Reference(lrs, curve, float(curve[best]), float(acc[best].std(ddof=1)), se)
 
 
 def lrsweep_choice(runs: Runs, rep: int, setting: dict, log) -> tuple[float, int]:
@@ -230,15 +233,22 @@ def measure(
         runs.save()
     seconds = time.perf_counter() - started
     print(f"[{data}] {runs.trained} runs trained ({seconds:.0f} s)", file=sys.stderr, flush=True)
-    return {"data": data, "seed_std": 100 * ref.seed_std, "regrets": regrets, "budgets": budgets}
+    return {
+        "data": data,
+        "seed_std": 100 * ref.seed_std,
+        "reference_se": 100 * ref.best_se,
+        "regrets": regrets,
+        "budgets": budgets,
+    }
 
 
 def format_table(results: list[dict], budget: int) -> str:
     methods = list(results[0]["regrets"])
-    head = ["data", "seed std at best", *methods]
+    head = ["data", "seed std at best", "reference se", *methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [r["data"], f"{r['seed_std']:.2f}"]
+        se = r.get("reference_se")  # results saved before it was recorded have none
+        cells = [r["data"], f"{r['seed_std']:.2f}", "?" if se is None else f"{se:.2f}"]
         cells += [f"{np.mean(r['regrets'][m]):.2f} ({max(r['regrets'][m]):.2f})" for m in methods]
         lines.append("| " + " | ".join(cells) + " |")
     runs = ", ".join(
@@ -249,6 +259,38 @@ def format_table(results: list[dict], budget: int) -> str:
         f"\nregret: accuracy points below the reference's best, mean over the reps (worst); "
         f"the samplers ran {budget} runs each; lrsweep's mean runs: {runs}"
     )
+    return "\n".join(lines)
+
+
+def _regret_row(regrets: list[float]) -> dict:
+    """A method's regrets on one data set as a `welch_difference` row (mean, std, n)."""
+    x = np.asarray(regrets, float)
+    return {"mean": x.mean(), "std": x.std(ddof=1) if len(x) > 1 else 0.0, "n": len(x)}
+
+
+def per_data_comparison(results: list[dict]) -> str:
+    """Per data set, lrsweep's default against the peer with the lowest mean regret there: the
+    difference of the mean regrets (positive: lrsweep's is higher) with its 95% Welch t interval
+    (the reps of the two are independent searches), degrees of freedom by Welch-Satterthwaite."""
+    from lrsweep.stats import welch_difference
+
+    default, lines = default_setting(), []
+    for r in results:
+        peers = [m for m in r["regrets"] if m not in r["budgets"]]
+        best = min(peers, key=lambda m: float(np.mean(r["regrets"][m])))
+
+        ours, theirs = (_regret_row(r["regrets"][m]) for m in (default, best))
+        diff = welch_difference(theirs, ours, floor=None)
+        interval = (
+            "interval unknown (fewer than 2 reps or no spread)"
+            if diff is None
+            else f"95% Welch interval [{diff.diff - diff.half_width:+.2f}, "
+            f"{diff.diff + diff.half_width:+.2f}] (df {diff.df:.1f})"
+        )
+        lines.append(
+            f"{r['data']}: {default} {ours['mean']:.2f} vs {best} {theirs['mean']:.2f}: "
+            f"difference {ours['mean'] - theirs['mean']:+.2f}, {interval}"
+        )
     return "\n".join(lines)
 
 
@@ -273,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(d for d in DATASETS if d not in HELD_OUT),
         help=f"comma-separated data sets of {list(DATASETS)} (default: all but {HELD_OUT})",
     )
-    parser.add_argument("--reps", type=int, default=None, help="default 5 (--quick: 2)")
+    parser.add_argument("--reps", type=int, default=None, help="default 10 (--quick: 2)")
     parser.add_argument("--budget", type=int, default=35, help="runs per sampler search")
     parser.add_argument(
         "--settings",
@@ -288,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         results = json.loads(saved.read_text())
         print(format_table(results, args.budget))
+        print(per_data_comparison(results))
         print(summary_line(results, args.budget))
         return 0
     datasets, settings = args.data.split(","), args.settings.split(",")
@@ -300,13 +343,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    reps = args.reps or (2 if args.quick else 5)
+    reps = args.reps or (2 if args.quick else 10)
     dense = (16, 2) if args.quick else (DENSE_POINTS, DENSE_SEEDS)
     OUT.mkdir(parents=True, exist_ok=True)
     with (OUT / "search.log").open("w") as log:
         results = [measure(d, reps, args.budget, dense, settings, log) for d in datasets]
     saved.write_text(json.dumps(results))
     print(format_table(results, args.budget))
+    print(per_data_comparison(results))
     print(summary_line(results, args.budget))
     return 0
 

@@ -297,9 +297,8 @@ def launcher_lines(tmp_path: Path, batch_function: str, study: str) -> tuple[lis
     args = ["-m", *TINY, "sweep.points=3", f"study.name={study}", FUSED]
     args.append(f"hydra.launcher.batch_function=tests.byo_example.{batch_function}")
     proc = run_module("src.train", *args, cwd=tmp_path)
-    return [line for line in proc.stderr.splitlines() if "fused launcher" in line], trials(
-        tmp_path, study
-    )
+    lines = [line for line in proc.stderr.splitlines() if "fused launcher" in line]
+    return lines, trials(tmp_path, study)
 
 
 def test_a_batch_function_that_fails_leaves_the_jobs_to_run_one_at_a_time(tmp_path: Path):
