@@ -32,7 +32,7 @@ def check_one_study(
     """SweepConfigError unless every job resolves `hydra.sweeper.study_name` to the sweep's
     `study_name`: the first job (`first_job`, of the point `first`), and a job composed
     (`compose(point)`) from `first` with one axis at each other value (a log axis, the LR: its
-    last value only; composing a job costs a tenth of a second)."""
+    last value only, against a name that interpolates it)."""
     for axis in axes:
         values = [v for v in axis.values if v != first[axis.name]]
         for value in values[-1:] if axis.log else values:

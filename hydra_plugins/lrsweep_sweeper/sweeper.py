@@ -305,9 +305,10 @@ class LrSweeper(Sweeper):
             raise SweepConfigError("nothing to sweep: hydra.sweeper.params is empty")
         grid = build_grid(axes)
         first = next(iter(grid.values()))
-        job_cfg = self.config_loader.load_sweep_config(
-            self.config, [*fixed, *param_overrides(first)]
-        )
+        # Through the job loader: the composes of `check_one_study` below are then copies of this
+        # one with a value changed, not a composition each (compose.py).
+        self._job_loader.value_keys = frozenset(axis.name for axis in axes)
+        job_cfg = self._job_loader.load_sweep_config(self.config, [*fixed, *param_overrides(first)])
         # Keys the sweeper sets on every job only when the app has them.
         self._has_trial_key = bool(self.trial_key) and (
             OmegaConf.select(job_cfg, self.trial_key, default=_ABSENT) is not _ABSENT
@@ -326,7 +327,7 @@ class LrSweeper(Sweeper):
             axes,
             first,
             job_cfg,
-            lambda point: self.config_loader.load_sweep_config(
+            lambda point: self._job_loader.load_sweep_config(
                 self.config, [*fixed, *param_overrides(point)]
             ),
             str(self.study_name),
