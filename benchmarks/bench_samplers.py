@@ -21,7 +21,10 @@ trial), scored by validation accuracy:
    "confirm" spends `CONFIRM_TOP` x `CONFIRM_SEEDS` of the budget on re-running its top LRs on
    fresh seeds and keeps the best mean (the shape of lrsweep's confirm step).
 
-Prints the table (mean regret over the reps, the worst in brackets) and, as its last line,
+Prints the table (mean regret over the reps, the worst in brackets; the reference's standard
+error at its best beside the seed std), under it, per data set, the default against the peer with
+the lowest mean regret there (the difference of the mean regrets with its 95% Welch t interval),
+and, as its last line,
 `lrsweep_regret=<mean> best_peer=<name>:<mean> budget=<N>`: lrsweep's default setting (its
 default stage 2 method, `lrsweep.stage2_model.DEFAULT_METHOD`) and the peer with the lowest mean
 regret, each averaged over every data set and rep. Every run's accuracy
