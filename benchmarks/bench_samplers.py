@@ -1,7 +1,7 @@
 """Search quality at equal budget: lrsweep's search against Optuna's own samplers.
 
     python benchmarks/bench_samplers.py [--quick] [--data digits,mnist1d,synth,cancer]
-                                        [--reps 10] [--budget 35]
+                                        [--reps 10] [--budget 35] [--settings all] [--jobs 2]
 
 On each data set (the built-in trial's default model and optimizer, MLP 128x2 and SGD momentum
 0.9, 5 epochs with 1 warmup epoch; `benchmarks/sampler_data.py` holds the two extra sets; the
@@ -9,13 +9,15 @@ held-out `digits-adam`, digits with Adam, runs only when named in `--data`), eve
 training run is the built-in trial itself (`src.train.train`, in this process: no process per
 trial), scored by validation accuracy:
 
-1. Reference: a dense grid, `DENSE_POINTS` LRs log-uniform in [1e-5, 1] x `DENSE_SEEDS` seeds;
+1. Reference: a dense grid, `DENSE_POINTS` LRs log-uniform in [1e-5, 1] x `DENSE_SEEDS` seeds,
+   `NEAR_SEEDS` seeds within `NEAR_STEPS` grid steps of its best (`reference`);
    each LR's mean averaged with its two neighbours (against the max-of-noise bias); its best is
    the reference, and the regret of a chosen LR is `best - curve(lr)` in accuracy points, the
    curve interpolated linearly in log10(lr) (`bench_quality.curve_at`).
-2. lrsweep at each of `LRSWEEP_SETTINGS`: the whole search (`lrsweep.search`, the same stage 2,
-   confirm step and choice as `scripts/two_stage_sweep.py`), run `--reps` times, stage 1 on seed
-   r (r = 0..reps-1). Its budget is what it ran (printed as `trials`).
+2. lrsweep at each of `--settings` (of `LRSWEEP_SETTINGS`; lrsweep's default search always): the
+   whole search (`lrsweep.search`, the same stage 2, confirm step and choice as
+   `scripts/two_stage_sweep.py`), run `--reps` times, stage 1 on seed r (r = 0..reps-1). Its
+   budget is what it ran (printed as `trials`).
 3. Optuna 5's TPESampler, GPSampler and RandomSampler over lr in [1e-5, 1] (log), sampler seed
    r, every trial on a fresh data seed, `--budget` runs each: "best" keeps the best trial;
    "confirm" spends `CONFIRM_TOP` x `CONFIRM_SEEDS` of the budget on re-running its top LRs on
@@ -31,8 +33,8 @@ regret, each averaged over every data set and rep. Every run's accuracy
 is cached by (data, lr, seed) under `outputs/bench_samplers/` (a CPU run is deterministic), so a
 rerun after a change to lrsweep trains only the runs it has not seen. `--quick` (for development)
 uses 2 reps and a 16 x 2 reference grid; `--report` prints the last run's table again
-(`outputs/bench_samplers/results.json`) without training. One torch thread, one run at a time: run it under `nice`
-on a shared machine.
+(`outputs/bench_samplers/results.json`) without training. One torch thread per process, `--jobs`
+data sets at once (a process each): run it under `nice` on a shared machine.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ import argparse
 import contextlib
 import json
 import math
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +71,10 @@ DATASETS = {
 HELD_OUT = ("digits-adam",)
 OUT = ROOT / "outputs" / "bench_samplers"
 LOW, HIGH = 1e-5, 1.0
-DENSE_POINTS, DENSE_SEEDS = 40, 20
+DENSE_POINTS, DENSE_SEEDS = 40, 5
+# Where the regrets are read, the reference's curve gets more seeds: every LR within NEAR_STEPS
+# grid steps of its best (about 0.8 decades on each side) runs on NEAR_SEEDS seeds.
+NEAR_SEEDS, NEAR_STEPS = 20, 6
 CONFIRM_TOP, CONFIRM_SEEDS = 5, 3
 # Seed ranges that never meet: lrsweep uses 0.. (stage 1 on r, confirm above); the samplers'
 # trials 1000 + 100 r + i, their confirm runs 5000 + 100 r + j; the reference 9000 + j.
@@ -138,14 +145,31 @@ class Reference:
         return 100.0 * (self.best - curve_at(self.lrs, self.curve, lr))
 
 
-def reference(runs: Runs, points: int, seeds: int) -> Reference:
+def reference(runs: Runs, points: int, seeds: int, near_seeds: int = NEAR_SEEDS) -> Reference:
+    """`points` LRs on `seeds` seeds, then `near_seeds` seeds at every LR within `NEAR_STEPS`
+    grid steps of the smoothed curve's best, until that best (found again on the added seeds)
+    has its whole neighbourhood on `near_seeds` seeds: the precision goes where the regrets are
+    read, at less than half the runs of `near_seeds` seeds everywhere."""
     lrs = np.logspace(math.log10(LOW), math.log10(HIGH), points)
-    acc = np.array([[runs(float(lr), DENSE_SEED + j) for j in range(seeds)] for lr in lrs])
-    curve = smooth_neighbours(acc.mean(axis=1))
-    best = int(np.argmax(curve))
-    near = acc[max(best - 1, 0) : best + 2]  # the LRs the smoothed best averages
-    se = float(np.sqrt(np.mean(near.var(axis=1, ddof=1)) / (seeds * len(near))))
-    return Reference(lrs, curve, float(curve[best]), float(acc[best].std(ddof=1)), se)
+    acc = {i: [runs(float(lr), DENSE_SEED + j) for j in range(seeds)] for i, lr in enumerate(lrs)}
+
+    def curve_now() -> np.ndarray:
+        return smooth_neighbours(np.array([np.mean(acc[i]) for i in range(points)]))
+
+    best = int(np.argmax(curve_now()))
+    while True:
+        near = range(max(best - NEAR_STEPS, 0), min(best + NEAR_STEPS + 1, points))
+        missing = [i for i in near if len(acc[i]) < near_seeds]
+        if not missing:
+            break
+        for i in missing:
+            acc[i] += [runs(float(lrs[i]), DENSE_SEED + j) for j in range(len(acc[i]), near_seeds)]
+        best = int(np.argmax(curve_now()))
+    curve = curve_now()
+    around = [np.asarray(acc[i]) for i in range(max(best - 1, 0), min(best + 2, points))]
+    # The smoothed best is the mean of these LRs' means: its standard error.
+    se = float(np.sqrt(sum(x.var(ddof=1) / len(x) for x in around)) / len(around))
+    return Reference(lrs, curve, float(curve[best]), float(np.std(acc[best], ddof=1)), se)
 
 
 def lrsweep_choice(runs: Runs, rep: int, setting: dict, log) -> tuple[float, int]:
@@ -215,9 +239,17 @@ class Choices:
 
 
 def measure(
-    data: str, reps: int, budget: int, dense: tuple[int, int], settings: list[str], log
+    data: str, reps: int, budget: int, dense: tuple[int, int, int], settings: list[str]
 ) -> dict:
-    """Every method's regret per rep on `data`, and lrsweep's budgets."""
+    """Every method's regret per rep on `data`, and lrsweep's budgets. lrsweep's output goes to
+    `search-<data>.log`."""
+    with (OUT / f"search-{data}.log").open("w") as log:
+        return _measure(data, reps, budget, dense, settings, log)
+
+
+def _measure(
+    data: str, reps: int, budget: int, dense: tuple[int, int, int], settings: list[str], log
+) -> dict:
     runs, choices = Runs(data), Choices(data)
     started = time.perf_counter()
     ref = reference(runs, *dense)
@@ -322,8 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=35, help="runs per sampler search")
     parser.add_argument(
         "--settings",
-        default=",".join(LRSWEEP_SETTINGS),
-        help=f"comma-separated lrsweep settings, of {list(LRSWEEP_SETTINGS)}",
+        default=default_setting(),
+        help=f"comma-separated lrsweep settings of {list(LRSWEEP_SETTINGS)}, or all (default: "
+        "lrsweep's default search)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="data sets measured at once, a process each"
     )
     parser.add_argument(
         "--report", action="store_true", help="print the last run's table again, train nothing"
@@ -336,21 +372,30 @@ def main(argv: list[str] | None = None) -> int:
         print(per_data_comparison(results))
         print(summary_line(results, args.budget))
         return 0
-    datasets, settings = args.data.split(","), args.settings.split(",")
+    datasets = args.data.split(",")
+    settings = list(LRSWEEP_SETTINGS) if args.settings == "all" else args.settings.split(",")
+    if default_setting() not in settings:  # the summary line compares it
+        settings.insert(0, default_setting())
     unknown = [d for d in datasets if d not in DATASETS]
     unknown += [s for s in settings if s not in LRSWEEP_SETTINGS]
-    if unknown or args.budget <= CONFIRM_TOP * CONFIRM_SEEDS:
+    if unknown or args.budget <= CONFIRM_TOP * CONFIRM_SEEDS or args.jobs < 1:
         print(
             f"error: {unknown}: --data takes {list(DATASETS)}, --settings "
-            f"{list(LRSWEEP_SETTINGS)}; --budget must exceed {CONFIRM_TOP * CONFIRM_SEEDS}",
+            f"{list(LRSWEEP_SETTINGS)} or all; --budget must exceed "
+            f"{CONFIRM_TOP * CONFIRM_SEEDS}; --jobs must be at least 1",
             file=sys.stderr,
         )
         return 2
     reps = args.reps or (2 if args.quick else 10)
-    dense = (16, 2) if args.quick else (DENSE_POINTS, DENSE_SEEDS)
+    dense = (16, 2, 2) if args.quick else (DENSE_POINTS, DENSE_SEEDS, NEAR_SEEDS)
     OUT.mkdir(parents=True, exist_ok=True)
-    with (OUT / "search.log").open("w") as log:
-        results = [measure(d, reps, args.budget, dense, settings, log) for d in datasets]
+    jobs = [(d, reps, args.budget, dense, settings) for d in datasets]
+    if args.jobs == 1 or len(datasets) == 1:
+        results = [measure(*job) for job in jobs]
+    else:  # one process per data set at a time; each has its own cache files
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(args.jobs, len(jobs)), mp_context=spawn) as pool:
+            results = list(pool.map(measure, *zip(*jobs, strict=True)))
     saved.write_text(json.dumps(results))
     print(format_table(results, args.budget))
     print(per_data_comparison(results))
