@@ -19,7 +19,10 @@ from lrsweep.grid import Axis, SweepConfigError
 
 
 def _study_of(job: DictConfig, default: str) -> str:
-    return str(OmegaConf.select(job, "hydra.sweeper.study_name", default=default))
+    """The study a job names, or `default` (the sweep's) where it names none: an app that leaves
+    `study_name` null sweeps into the sweeper's default, the study named after the app."""
+    name = OmegaConf.select(job, "hydra.sweeper.study_name", default=None)
+    return default if name is None else str(name)
 
 
 def check_one_study(
