@@ -331,6 +331,7 @@ class LrSweeper(Sweeper):
                 self.config, [*fixed, *param_overrides(point)]
             ),
             str(self.study_name),
+            self.config,
         )
         return axes, fixed, grid
 
