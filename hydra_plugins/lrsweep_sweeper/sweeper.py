@@ -252,6 +252,7 @@ class LrSweeper(Sweeper):
             self.metric_name or "value",
             self.direction,
             result.shown_url,
+            pooled=[self.seed_key] if self.seed_key else [],
         )
 
     # ---- step 1: validate, before the study is touched ----
