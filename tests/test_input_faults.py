@@ -241,6 +241,14 @@ def test_a_one_value_axis_that_renames_the_study_is_told_the_override_that_runs_
     assert run_multirun(sweep_args(tmp_path, own_weights, "seed=1")) == 0
 
 
+def test_search_full_on_the_builtin_trial_is_refused_before_the_study(tmp_path, capsys):
+    """Its jobs record into `study.name`'s study, never into stage 2's or the confirm step's that
+    the sweeper opens: one line names the script that runs the whole search."""
+    assert run_multirun(sweep_args(tmp_path, "hydra.sweeper.search=full")) == 2
+    assert "run the whole search with scripts/two_stage_sweep.py" in one_error_line(capsys)
+    assert not (tmp_path / "lrsweep.db").exists()
+
+
 def test_the_same_sweep_with_one_study_named_runs_every_point(tmp_path):
     overrides = ["model.width=32,64", "study.name=widths"]
     assert run_multirun([*sweep_args(tmp_path), *overrides]) == 0
