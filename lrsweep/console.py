@@ -1,5 +1,6 @@
 """What a sweep prints: a header, one line per trial with an ETA, the waiting note, a table per
-value of the first axis with the best one, and one-line errors (`error: ...`, exit status 2)."""
+value of the first axis with the best one (one per combination of the other swept keys), and
+one-line errors (`error: ...`, exit status 2)."""
 
 import math
 import os
