@@ -1,5 +1,6 @@
 """What a sweep prints: a header, one line per trial with an ETA, the waiting note, a table per
-value of the first axis with the best one, and one-line errors (`error: ...`, exit status 2)."""
+value of the first axis with the best one (one per combination of the other swept keys), and
+one-line errors (`error: ...`, exit status 2)."""
 
 import math
 import os
@@ -107,17 +108,42 @@ def summary(
     metric: str,
     direction: str,
     shown_url: str,
+    pooled: Sequence[str] = (),
 ) -> None:
-    """Per value of the first axis (the LR): mean and std of the metric over the other axes
-    (diverged trials included, with the value they returned; how many diverged and how many were
-    stopped at chance before their last epoch), then the best value."""
-    first = axes[0].name
-    rows: dict[Any, dict[str, list]] = {
-        v: {"values": [], "diverged": [], "stopped": [], "seconds": []} for v in axes[0].values
+    """Per value of the first axis (the LR): mean and std of the metric over the `pooled` axes
+    (the seed; diverged trials included, with the value they returned; how many diverged and how
+    many were stopped at chance before their last epoch), then the best value. One table per
+    combination of the other axes' values, headed by it: the runs of one LR at two model sizes
+    are not two seeds of one experiment."""
+    kept = [axis.name for axis in axes[1:] if axis.name not in pooled and len(axis.values) > 1]
+    groups: dict[tuple, list[Any]] = {
+        combo: [] for combo in dict.fromkeys(tuple(p[k] for k in kept) for p in grid.values())
     }
     for t in trials:  # COMPLETE trials
-        if t.user_attrs.get(point_attr) not in grid:
-            continue
+        point = grid.get(t.user_attrs.get(point_attr))
+        if point is not None:
+            groups[tuple(point[k] for k in kept)].append(t)
+    for combo, members in groups.items():
+        if kept:
+            print("\n" + " ".join(f"{k}={v}" for k, v in zip(kept, combo, strict=True)))
+        _table(members, axes[0], grid, point_attr, metric, direction)
+    dashboard(shown_url)
+
+
+def _table(
+    trials: Sequence[Any],
+    axis: Axis,
+    grid: dict[str, dict[str, Any]],
+    point_attr: str,
+    metric: str,
+    direction: str,
+) -> None:
+    """`summary`'s table of `trials` (COMPLETE, of the grid) per value of `axis`, and its best."""
+    first = axis.name
+    rows: dict[Any, dict[str, list]] = {
+        v: {"values": [], "diverged": [], "stopped": [], "seconds": []} for v in axis.values
+    }
+    for t in trials:
         row = rows[grid[t.user_attrs[point_attr]][first]]
         # A diverged trial counts with the value it returned: diverging must cost the LR.
         row["values"].append(t.value)
@@ -150,7 +176,6 @@ def summary(
         value, mean, std, n = best
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         print(f"\nbest {first}={shown}: {metric} {mean:.4f} ± {std:.4f} over {n} run(s)")
-    dashboard(shown_url)
 
 
 def dashboard(shown_url: str) -> None:

@@ -135,6 +135,14 @@ def check_job(cfg: DictConfig) -> None:
     creates it), and build the optimizer. The sweeper's `check` hook: run on the first grid
     point's config before the study is touched, so that under `-m` a corrupt or mismatched
     checkpoint or an unbuildable model is exit 2, as in a single run. Raises ConfigError."""
+    if OmegaConf.select(cfg, "hydra.sweeper.search") == "full":
+        # A job records into the study `study.name` names, never into stage 2's or the confirm
+        # step's that the sweeper opens: their trials would fail, or write into stage 1's.
+        raise ConfigError(
+            "hydra.sweeper.search=full: the built-in trial's jobs record into study.name's study, "
+            "not the later stages' own; run the whole search with scripts/two_stage_sweep.py "
+            "(the same overrides)"
+        )
     check_config(cfg)
     check_output_dirs(cfg)
     # torch's first optimizer imports torch._dynamo, and that import leaves the frames it ran

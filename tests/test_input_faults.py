@@ -227,6 +227,28 @@ def test_a_sweep_whose_jobs_study_name_follows_a_swept_key_is_refused_before_the
     assert not (tmp_path / "lrsweep.db").exists()
 
 
+def test_a_one_value_axis_that_renames_the_study_is_told_the_override_that_runs_it(
+    tmp_path, capsys
+):
+    """One seed per run, as the refusal of two advises: every job of `sweep.seeds=[1]` names the
+    study of init_seed 1, the sweep's own config (seed 0) another. The line names the plain
+    override that sets the seed for both, and with it the sweep runs."""
+    own_weights = "init_seed=${seed}"
+    assert run_multirun(sweep_args(tmp_path, own_weights, "sweep.seeds=[1]")) == 2
+    line = one_error_line(capsys)
+    assert "study.name=...), or set seed=1 on the command line" in line
+    assert not (tmp_path / "lrsweep.db").exists()
+    assert run_multirun(sweep_args(tmp_path, own_weights, "seed=1")) == 0
+
+
+def test_search_full_on_the_builtin_trial_is_refused_before_the_study(tmp_path, capsys):
+    """Its jobs record into `study.name`'s study, never into stage 2's or the confirm step's that
+    the sweeper opens: one line names the script that runs the whole search."""
+    assert run_multirun(sweep_args(tmp_path, "hydra.sweeper.search=full")) == 2
+    assert "run the whole search with scripts/two_stage_sweep.py" in one_error_line(capsys)
+    assert not (tmp_path / "lrsweep.db").exists()
+
+
 def test_the_same_sweep_with_one_study_named_runs_every_point(tmp_path):
     overrides = ["model.width=32,64", "study.name=widths"]
     assert run_multirun([*sweep_args(tmp_path), *overrides]) == 0

@@ -107,6 +107,15 @@ def test_a_rerun_of_a_finished_search_runs_nothing_again(tmp_path):
         assert set(trials_per_point(tmp_path, name).values()) == {1}
 
 
+def test_an_app_that_names_no_study_sweeps_into_the_study_named_after_it(tmp_path):
+    """`study_name` null, the sweeper's default: the study is the app's name, `peak`. Every job
+    names no study either, which is not a study name of its own."""
+    proc = run_app("hydra.sweeper.study_name=null", "hydra.sweeper.points=2", cwd=tmp_path)
+    assert "study 'peak'" in proc.stdout
+    assert set(trials_per_point(tmp_path, "peak").values()) == {1}
+    assert len(trials_per_point(tmp_path, "peak")) == 2
+
+
 def test_a_diverged_run_is_recorded_and_the_search_goes_on(tmp_path):
     """NaN above lr=0.1: those trials are COMPLETE and diverged, never chosen; a mapping return
     gives the metric named by metric_name."""

@@ -704,3 +704,24 @@ def test_the_generic_end_table_counts_trials_stopped_at_chance(capsys) -> None:
     assert header[-3:] == ["diverged", "stopped", "seconds"]
     row = next(line.split() for line in lines if line.strip().startswith("1.000e-06"))
     assert row[4:6] == ["0", "1"]  # diverged 0, stopped 1
+
+
+def test_the_generic_end_table_is_one_table_per_value_of_another_swept_key(capsys) -> None:
+    """A sweep over a model size too: one table per size, each LR's row pooling its seeds' runs
+    at that size only, never the two sizes' runs as if they were seeds."""
+    from lrsweep import console
+    from lrsweep.grid import Axis, build_grid
+
+    axes = [Axis("lr", [0.01, 0.1]), Axis("seed", [0, 1]), Axis("size", [1, 2])]
+    grid = build_grid(axes)
+    trials = [
+        optuna.trial.create_trial(
+            value=0.9 if p["size"] == 1 else 0.1 + p["lr"], user_attrs={"point": key}
+        )
+        for key, p in grid.items()
+    ]
+    console.summary(trials, axes, grid, "point", "acc", "maximize", "url", pooled=["seed"])
+    out = capsys.readouterr().out
+    assert "\nsize=1\n" in out and "\nsize=2\n" in out
+    assert out.index("size=1") < out.index("best lr=0.01: acc 0.9000 ± 0.0000 over 2 run(s)")
+    assert "best lr=0.1: acc 0.2000 ± 0.0000 over 2 run(s)" in out.split("size=2")[1]

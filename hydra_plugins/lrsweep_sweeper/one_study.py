@@ -15,11 +15,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.lrsweep_sweeper.grid import format_value
 from lrsweep.grid import Axis, SweepConfigError
 
 
 def _study_of(job: DictConfig, default: str) -> str:
-    return str(OmegaConf.select(job, "hydra.sweeper.study_name", default=default))
+    """The study a job names, or `default` (the sweep's) where it names none: an app that leaves
+    `study_name` null sweeps into the sweeper's default, the study named after the app."""
+    name = OmegaConf.select(job, "hydra.sweeper.study_name", default=None)
+    return default if name is None else str(name)
 
 
 def check_one_study(
@@ -28,11 +32,13 @@ def check_one_study(
     first_job: DictConfig,
     compose: Callable[[dict[str, Any]], DictConfig],
     study_name: str,
+    sweep_config: DictConfig,
 ) -> None:
     """SweepConfigError unless every job resolves `hydra.sweeper.study_name` to the sweep's
-    `study_name`: the first job (`first_job`, of the point `first`), and a job composed
-    (`compose(point)`) from `first` with one axis at each other value (a log axis, the LR: its
-    last value only, against a name that interpolates it)."""
+    `study_name` (resolved in `sweep_config`, the sweep's own config): the first job
+    (`first_job`, of the point `first`), and a job composed (`compose(point)`) from `first` with
+    one axis at each other value (a log axis, the LR: its last value only, against a name that
+    interpolates it)."""
     for axis in axes:
         values = [v for v in axis.values if v != first[axis.name]]
         for value in values[-1:] if axis.log else values:
@@ -51,5 +57,24 @@ def check_one_study(
         raise SweepConfigError(
             f"the sweep's jobs ({swept}) report to the study {name}, not the sweep's "
             f"{study_name}: a swept key changes the study's name; give the sweep one study "
-            "(study.name=...), or sweep that key one value per run"
+            f"(study.name=...), or {_way_out(axes, first, sweep_config)}"
         )
+
+
+def _way_out(axes: Sequence[Axis], first: Mapping[str, Any], sweep_config: DictConfig) -> str:
+    """The other way out of a sweep whose every job names one study, but not the sweep's: its
+    one-value axes that the sweep's own config holds at another value (`sweep.seeds=[1]` under
+    `init_seed=${seed}`, the sweep's `seed` 0) set as plain overrides, which set both."""
+    pinned = [
+        f"{axis.name}={format_value(first[axis.name])}"
+        for axis in axes
+        if len(axis.values) == 1
+        and OmegaConf.select(sweep_config, axis.name, throw_on_resolution_failure=False)
+        != first[axis.name]
+    ]
+    if not pinned:
+        return "sweep that key one value per run"
+    return (
+        f"set {' '.join(pinned)} on the command line, for the sweep's own config as well as its "
+        "jobs"
+    )

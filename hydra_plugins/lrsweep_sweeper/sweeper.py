@@ -252,6 +252,7 @@ class LrSweeper(Sweeper):
             self.metric_name or "value",
             self.direction,
             result.shown_url,
+            pooled=[self.seed_key] if self.seed_key else [],
         )
 
     # ---- step 1: validate, before the study is touched ----
@@ -331,6 +332,7 @@ class LrSweeper(Sweeper):
                 self.config, [*fixed, *param_overrides(point)]
             ),
             str(self.study_name),
+            self.config,
         )
         return axes, fixed, grid
 
