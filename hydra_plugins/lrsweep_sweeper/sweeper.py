@@ -306,10 +306,11 @@ class LrSweeper(Sweeper):
             raise SweepConfigError("nothing to sweep: hydra.sweeper.params is empty")
         grid = build_grid(axes)
         first = next(iter(grid.values()))
-        # Through the job loader: the composes of `check_one_study` below are then copies of this
-        # one with a value changed, not a composition each (compose.py).
+        # Through the job loader (unless compose_once is off): the composes of `check_one_study`
+        # below are then copies of this one with a value changed, not a composition each.
         self._job_loader.value_keys = frozenset(axis.name for axis in axes)
-        job_cfg = self._job_loader.load_sweep_config(self.config, [*fixed, *param_overrides(first)])
+        loader = self._job_loader if self.compose_once else self.config_loader
+        job_cfg = loader.load_sweep_config(self.config, [*fixed, *param_overrides(first)])
         # Keys the sweeper sets on every job only when the app has them.
         self._has_trial_key = bool(self.trial_key) and (
             OmegaConf.select(job_cfg, self.trial_key, default=_ABSENT) is not _ABSENT
@@ -324,13 +325,11 @@ class LrSweeper(Sweeper):
             get_method(self.check)(job_cfg)
         self._batch_size(job_cfg, axes)
         self._identity = self._identity_of(job_cfg)
-        check_one_study(
+        check_one_study(  # after the app's own check: a config it refuses gets its words
             axes,
             first,
             job_cfg,
-            lambda point: self._job_loader.load_sweep_config(
-                self.config, [*fixed, *param_overrides(point)]
-            ),
+            lambda point: loader.load_sweep_config(self.config, [*fixed, *param_overrides(point)]),
             str(self.study_name),
             self.config,
         )
