@@ -90,8 +90,10 @@ def open_study(
             f"study '{study_name}' is {study.direction.name.lower()}, not {direction}"
         )
     attrs = study.user_attrs
-    sharing.check_identity(study_name, existed, attrs.get("config"), identity)
+    # The axes first: a run that sweeps another key also has another identity (`without_swept`),
+    # and the axes name the difference better.
     sharing.check_axes(study_name, attrs.get("grid", {}), axes)
+    sharing.check_identity(study_name, existed, attrs.get("config"), identity)
     study_id = storage.get_study_id_from_name(study_name)
     dists, conversions = sharing.run_distributions(
         study_name,

@@ -22,6 +22,7 @@ written to, and refused in one line that names the difference:
 """
 
 # No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules.
+import copy
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -59,6 +60,22 @@ def check_identity(
         raise SweepConfigError(
             f"study '{study_name}' holds another experiment (differs in {differ}); {NEW_NAME}"
         )
+
+
+def without_swept(identity: dict[str, Any], swept: Sequence[str]) -> dict[str, Any]:
+    """The experiment identity of a sweep over `swept` keys (dotted, e.g. `model.width`) besides
+    the LR and seed: its first job's `identity` without those keys, which vary from trial to
+    trial and are recorded in each trial's params. The same sweep rerun in another order, or grown
+    by a value, then matches the study it made."""
+    identity = copy.deepcopy(identity)
+    for key in swept:
+        *parents, leaf = key.split(".")
+        node: Any = identity
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return identity
 
 
 def check_axes(study_name: str, recorded_grid: dict[str, list[Any]], axes: Sequence[Axis]) -> None:

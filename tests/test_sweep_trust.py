@@ -165,6 +165,20 @@ def test_a_study_swept_over_other_axes_is_refused_before_a_trial_is_claimed(tmp_
     assert trial_rows(study_of(tmp_path, "axes")) == before
 
 
+def test_a_sweep_over_another_key_reruns_in_another_order_and_grows(tmp_path):
+    """The swept width is each trial's param, not the study's identity: the same sweep in another
+    order is the same study (nothing runs again), and a new width in front adds only its points."""
+    args = [*at(tmp_path), "study.name=widths", "sweep.points=2"]
+    assert run_multirun([*args, "model.width=32,16"]) == 0
+    before = trial_rows(study_of(tmp_path, "widths"))
+    assert run_multirun([*args, "model.width=16,32"]) == 0
+    assert trial_rows(study_of(tmp_path, "widths")) == before
+    assert run_multirun([*args, "model.width=8,16,32"]) == 0
+    study = study_of(tmp_path, "widths")
+    assert trial_rows(study)[: len(before)] == before
+    assert len(study.trials) == len(before) + 2 and each_point_once(study)
+
+
 def test_a_study_made_by_another_tool_is_not_adopted(tmp_path, capsys):
     (tmp_path / "outputs").mkdir()
     url = f"sqlite:///{tmp_path}/outputs/lrsweep.db"

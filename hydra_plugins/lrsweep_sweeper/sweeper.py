@@ -41,6 +41,7 @@ from lrsweep import study_protocol as protocol
 from lrsweep.grid import Axis, SweepConfigError, build_grid
 from lrsweep.heartbeat import check_timing
 from lrsweep.storage_url import check_storage_url, raw_value, refuse_literal_password
+from lrsweep.study_sharing import without_swept
 
 _ABSENT = object()  # OmegaConf.select's default for a key the job config does not have
 
@@ -324,7 +325,9 @@ class LrSweeper(Sweeper):
 
             get_method(self.check)(job_cfg)
         self._batch_size(job_cfg, axes)
-        self._identity = self._identity_of(job_cfg)
+        # The keys the sweep varies are each trial's params, not the experiment's identity.
+        varied = [axis.name for axis in axes if len(axis.values) > 1]
+        self._identity = without_swept(self._identity_of(job_cfg), varied)
         check_one_study(  # after the app's own check: a config it refuses gets its words
             axes,
             first,
