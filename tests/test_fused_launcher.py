@@ -98,6 +98,22 @@ def test_a_sweep_over_another_key_fuses_each_group_as_its_sequential_trials(tmp_
     assert "fused launcher" not in proc.stderr, proc.stderr
 
 
+def test_a_batch_smaller_than_the_grid_holds_one_widths_lrs(tmp_path: Path):
+    """The grid varies the LR (and seed) fastest: batches of 3 over widths 16, 32, 64 x 3 LRs
+    are one width's 3 LRs each, one fused model of 3 arms, not three widths at one LR (three
+    singletons, nothing fused)."""
+    args = [
+        "-m", *TINY, "sweep.points=3", "model.width=16,32,64", "study.name=order",
+        "hydra.launcher.n_jobs=3", FUSED,
+    ]  # fmt: skip
+    proc = run_module("src.train", *args, cwd=tmp_path)
+    done = trials(tmp_path, "order")
+    assert len(done) == 9 and all(t.user_attrs.get("fused_arms") == 3 for t in done)
+    assert "fused launcher" not in proc.stderr, proc.stderr
+    by_number = sorted(done, key=lambda t: t.number)
+    assert [t.params["model.width"] for t in by_number] == [16] * 3 + [32] * 3 + [64] * 3
+
+
 def test_a_batch_whose_one_group_does_not_fuse_trains_the_other_fused(tmp_path: Path):
     """Widths 32 and 4096 in one batch, on the CPU: width 32's LRs train fused, width 4096's (too
     wide to pay) one at a time with one line saying why; every trial completes."""

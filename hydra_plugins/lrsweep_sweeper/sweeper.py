@@ -305,7 +305,10 @@ class LrSweeper(Sweeper):
         axes, fixed = build_axes(self.params, arguments, self.points)
         if not axes:
             raise SweepConfigError("nothing to sweep: hydra.sweeper.params is empty")
-        grid = build_grid(axes)
+        # The LR and the seed vary fastest: a batch then holds the arms of one model (one value of
+        # every other swept key), which a fused launcher trains together.
+        arms = [a.name for a in axes if a.log or a.name in (self.lr_key, self.seed_key)]
+        grid = build_grid(axes, fastest=arms)
         first = next(iter(grid.values()))
         # Through the job loader (unless compose_once is off): the composes of `check_one_study`
         # below are then copies of this one with a value changed, not a composition each.
