@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lrsweep.fusing import CannotFuse
 from src.errors import ConfigError
 from src.fused import Arm, NotFusable, prepare, run_arms
+from src.identity import flatten
 from src.train import check_config
 from src.trial_record import TrialResult
 
@@ -33,22 +34,12 @@ ARM_KEYS = ("lr", "seed", "trial", "worker_slot")
 Task = Callable[[DictConfig], float]
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A resolved config as {dotted key: leaf value} (a list is one leaf)."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix[:-1]: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(_flat(value, f"{prefix}{key}."))
-    return flat
-
-
 def _shared(cfg: DictConfig) -> dict[str, Any]:
     """What a job shares with the other arms of its fused model: its config, resolved (a key that
     interpolates an arm key, e.g. `init_seed=${seed}`, follows it), but for `ARM_KEYS`."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    return _flat({k: v for k, v in resolved.items() if k not in ARM_KEYS})
+    return flatten({k: v for k, v in resolved.items() if k not in ARM_KEYS})
 
 
 @dataclass(frozen=True)
