@@ -39,23 +39,23 @@ def check_one_study(
     (`first_job`, of the point `first`), and a job composed (`compose(point)`) from `first` with
     one axis at each other value (a log axis, the LR: its last value only, against a name that
     interpolates it)."""
+    first_name = _study_of(first_job, study_name)
     for axis in axes:
         values = [v for v in axis.values if v != first[axis.name]]
         for value in values[-1:] if axis.log else values:
             name = _study_of(compose({**first, axis.name: value}), study_name)
-            if name == _study_of(first_job, study_name):
+            if name == first_name:
                 continue
             raise SweepConfigError(
                 f"the sweep varies {axis.name}, and its jobs' study name follows it "
-                f"({axis.name}={first[axis.name]}: {_study_of(first_job, study_name)}, "
+                f"({axis.name}={first[axis.name]}: {first_name}, "
                 f"{axis.name}={value}: {name}): give the whole sweep one study "
                 f"(study.name=...), or sweep one {axis.name} per run"
             )
-    name = _study_of(first_job, study_name)
-    if name != study_name:
+    if first_name != study_name:
         swept = ", ".join(f"{k}={v}" for k, v in first.items())
         raise SweepConfigError(
-            f"the sweep's jobs ({swept}) report to the study {name}, not the sweep's "
+            f"the sweep's jobs ({swept}) report to the study {first_name}, not the sweep's "
             f"{study_name}: a swept key changes the study's name; give the sweep one study "
             f"(study.name=...), or {_way_out(axes, first, sweep_config)}"
         )

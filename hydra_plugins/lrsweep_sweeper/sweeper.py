@@ -327,9 +327,9 @@ class LrSweeper(Sweeper):
             from hydra.utils import get_method
 
             get_method(self.check)(job_cfg)
-        self._batch_size(job_cfg, axes)
-        # The keys the sweep varies are each trial's params, not the experiment's identity.
         varied = [axis.name for axis in axes if len(axis.values) > 1]
+        self._batch_size(job_cfg, varied)
+        # The keys the sweep varies are each trial's params, not the experiment's identity.
         self._identity = without_swept(self._identity_of(job_cfg), varied)
         check_one_study(  # after the app's own check: a config it refuses gets its words
             axes,
@@ -356,15 +356,16 @@ class LrSweeper(Sweeper):
             for value in [OmegaConf.select(job_cfg, key)]
         }
 
-    def _batch_size(self, job_cfg: DictConfig, axes: list[Axis]) -> None:
+    def _batch_size(self, job_cfg: DictConfig, varied: list[str]) -> None:
         """A launcher that trains a batch together (the fused launcher) is asked first whether
-        this sweep's jobs will fuse; if not, its batch is one job: claiming 30 to run one after
+        this sweep's jobs, which differ in the `varied` keys (the axes with more than one value),
+        will fuse; if not, its batch is one job: claiming 30 to run one after
         another would leave other sweeps on the study nothing to do. One line (`notes`, printed
         under the sweep's header) says why."""
         why_not_fused = getattr(self.launcher, "why_not_fused", None)
         if why_not_fused is None or not self._n_jobs_of_launcher or self.n_jobs == 1:
             return
-        why = why_not_fused(job_cfg, [axis.name for axis in axes if len(axis.values) > 1])
+        why = why_not_fused(job_cfg, varied)
         if why:  # said once the study is open: a refused run prints its one error line alone
             self._notes = (f"[lrsweep] fused launcher: {why}; the jobs run one at a time",)
             self.n_jobs = 1
