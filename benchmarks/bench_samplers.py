@@ -297,6 +297,11 @@ def format_table(results: list[dict], budget: int) -> str:
     return "\n".join(lines)
 
 
+def peers(result: dict) -> list[str]:
+    """The methods of a data set's result that are Optuna's samplers, not lrsweep settings."""
+    return [m for m in result["regrets"] if m not in result["budgets"]]
+
+
 def _regret_row(regrets: list[float]) -> dict:
     """A method's regrets on one data set as a `welch_difference` row (mean, std, n)."""
     x = np.asarray(regrets, float)
@@ -311,9 +316,7 @@ def per_data_comparison(results: list[dict]) -> str:
 
     default, lines = default_setting(), []
     for r in results:
-        peers = [m for m in r["regrets"] if m not in r["budgets"]]
-        best = min(peers, key=lambda m: float(np.mean(r["regrets"][m])))
-
+        best = min(peers(r), key=lambda m: float(np.mean(r["regrets"][m])))
         ours, theirs = (_regret_row(r["regrets"][m]) for m in (default, best))
         diff = welch_difference(theirs, ours, floor=None)
         interval = (
@@ -334,8 +337,7 @@ def summary_line(results: list[dict], budget: int) -> str:
         return float(np.mean([x for r in results for x in r["regrets"][method]]))
 
     default = default_setting()
-    peers = [m for m in results[0]["regrets"] if m not in results[0]["budgets"]]
-    best_peer = min(peers, key=mean_of)
+    best_peer = min(peers(results[0]), key=mean_of)
     return (
         f"lrsweep_regret={mean_of(default):.3f} "
         f"best_peer={best_peer.replace(' ', '_')}:{mean_of(best_peer):.3f} budget={budget}"
